@@ -1,0 +1,26 @@
+"""arlm: a causal rotary Transformer language model for xLM, with a Hugging Face face."""
+
+import warnings
+from importlib import metadata
+
+
+def _warn_if_xlm_models_installed() -> None:
+    try:
+        version = metadata.version("xlm-models")
+    except metadata.PackageNotFoundError:
+        return
+    warnings.warn(
+        f"The 'xlm-models' distribution ({version}) is installed and ships its own top-level "
+        "'arlm' package, which conflicts with this one (files may overwrite each other and xLM "
+        "may pick up the wrong configs). Uninstall it: pip uninstall -y xlm-models",
+        stacklevel=2,
+    )
+
+
+_warn_if_xlm_models_installed()
+
+from arlm.decoder import DecoderConfig, DecoderStack  # noqa: E402
+from arlm.loss_arlm import ARLMLoss  # noqa: E402
+from arlm.model_arlm import RotaryTransformerARLMModel  # noqa: E402
+
+__all__ = ["ARLMLoss", "DecoderConfig", "DecoderStack", "RotaryTransformerARLMModel"]

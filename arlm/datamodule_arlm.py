@@ -1,0 +1,262 @@
+"""Collators that turn token-id rows into ARLM batches, plus data helpers.
+
+Layouts (``P`` prompt, ``T`` target, ``B`` BOS when the tokenizer has one, ``E`` EOS, ``_`` pad):
+
+- LM training (:class:`DefaultARLMCollator`):   ``x x x x _ _``  right-padded to ``block_size``.
+- Seq2seq training (:class:`ARLMSeq2SeqCollator`): ``P P B T T E _ _`` right-padded to ``block_size``.
+- Seq2seq prediction (:class:`ARLMSeq2SeqPredCollator`): ``_ _ P P B`` left-padded, so that every
+  row's next token is the first target token; the reference ``T T E _`` travels as ``target_ids``.
+
+Training targets are ``input_ids`` shifted left by one with -100 wherever no loss is taken.
+"""
+
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from torch.utils.data import IterableDataset
+
+from arlm.loss_arlm import IGNORE_INDEX
+from arlm.types_arlm import ARLMBatch, ARLMSeq2SeqBatch, ARLMSeq2SeqPredictionBatch
+
+PROMPT, CONTINUATION, PADDING = 0, 1, 2  # token_type_ids values
+
+
+def _check_examples(examples: Sequence[Mapping[str, Any]], required: Tuple[str, ...], who: str):
+    if len(examples) == 0:
+        raise ValueError(f"{who} got an empty list of examples; a batch needs at least one")
+    for i, example in enumerate(examples):
+        for key in required:
+            if key not in example:
+                raise KeyError(
+                    f"{who}: example {i} has no {key!r} (it has {sorted(example)}); "
+                    f"expected keys {list(required)}"
+                )
+
+
+def _target_of(example: Mapping[str, Any]) -> List[int]:
+    """The continuation of a seq2seq row: ``target_ids`` if present, else ``input_ids``."""
+    target = example.get("target_ids")
+    return list(example["input_ids"] if target is None else target)
+
+
+def _pad_token_id(tokenizer: Any) -> int:
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no pad_token_id; ARLM collators need one")
+    return tokenizer.pad_token_id
+
+
+def _separator(tokenizer: Any) -> List[int]:
+    """``[BOS]`` between prompt and target, or nothing when the tokenizer has no BOS (Qwen2)."""
+    return [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+
+
+def _eos(tokenizer: Any) -> List[int]:
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no eos_token_id; seq2seq collators need one")
+    return [tokenizer.eos_token_id]
+
+
+def _shifted_targets(rows: List[List[int]], loss_starts: List[int], width: int) -> torch.Tensor:
+    """``target[i] = row[i + 1]`` for ``i + 1 >= loss_start``, else -100; -100 on padding."""
+    targets = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    for b, (row, start) in enumerate(zip(rows, loss_starts)):
+        first = max(start - 1, 0)
+        if len(row) - 1 > first:
+            targets[b, first : len(row) - 1] = torch.tensor(row[first + 1 :])
+    return targets
+
+
+def _right_pad(rows: List[List[int]], width: int, pad_id: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for b, row in enumerate(rows):
+        ids[b, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[b, : len(row)] = 1
+    return ids, mask
+
+
+def prepare_prefix_ids_arlm(
+    prefixes: Sequence[Sequence[int]],
+    pad_token_id: int,
+    bos_token_id: Optional[int] = None,
+    eos_token_id: Optional[int] = None,
+    max_length: Optional[int] = None,
+) -> Dict[str, torch.Tensor]:
+    """Left-pad prompts for generation: row ``b`` becomes ``[pad...] prefix_b [BOS]``.
+
+    ``bos_token_id`` (when given) ends every row, so the next token is the first generated one.
+    ``eos_token_id`` (when given) starts rows whose prefix is empty and that have no BOS, so
+    that no row is empty. Rows longer than ``max_length`` keep their last ``max_length`` tokens.
+    The width is ``max_length`` when given, else the longest row.
+
+    Returns ``input_ids``, ``attention_mask`` (1 on real tokens) and ``token_type_ids``
+    (``PADDING`` on padding, ``PROMPT`` elsewhere), each ``(B, width)`` long.
+    """
+    rows = []
+    for prefix in prefixes:
+        row = list(prefix) + ([] if bos_token_id is None else [bos_token_id])
+        if not row and eos_token_id is not None:
+            row = [eos_token_id]
+        if not row:
+            raise ValueError(
+                "an empty prompt with a tokenizer that has neither BOS nor EOS cannot start "
+                "generation; give a non-empty prompt"
+            )
+        rows.append(row if max_length is None else row[-max_length:])
+    width = max_length if max_length is not None else max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for b, row in enumerate(rows):
+        ids[b, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        mask[b, width - len(row) :] = 1
+    token_type_ids = torch.where(mask.bool(), PROMPT, PADDING)
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": token_type_ids}
+
+
+class DefaultARLMCollator:
+    """LM batches: rows truncated and right-padded to ``block_size`` (:class:`ARLMBatch`).
+
+    ``target_ids = input_ids[1:] + [-100]`` per row, with -100 on padding.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        block_size: int,
+        noise_schedule: Any = None,
+        **_unused: Any,
+    ):
+        if block_size is None or block_size < 2:
+            raise ValueError(f"block_size must be an integer >= 2, got {block_size!r}")
+        self.tokenizer = tokenizer
+        self.block_size = block_size
+        self.noise_schedule = noise_schedule
+
+    def __call__(self, examples: List[Mapping[str, Any]]) -> ARLMBatch:
+        _check_examples(examples, ("input_ids",), type(self).__name__)
+        rows = [list(e["input_ids"])[: self.block_size] for e in examples]
+        input_ids, attention_mask = _right_pad(rows, self.block_size, _pad_token_id(self.tokenizer))
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "target_ids": _shifted_targets(rows, [0] * len(rows), self.block_size),
+        }
+
+
+class ARLMSeq2SeqCollator:
+    """Seq2seq training batches ``[prompt][BOS][target][EOS]`` right-padded to ``block_size``.
+
+    Loss is taken on the target and EOS only (prompt, BOS and padding targets are -100).
+    Rows longer than ``block_size`` are cut at the end. Reads ``prompt_ids`` and the target from
+    ``target_ids`` (or ``input_ids``, xlm-core's name for the STAR/TinyGSM continuation).
+    ``input_block_size`` is accepted for config symmetry with the prediction collator.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        block_size: int,
+        noise_schedule: Any = None,
+        input_block_size: Optional[int] = None,
+        **_unused: Any,
+    ):
+        if block_size is None or block_size < 2:
+            raise ValueError(f"block_size must be an integer >= 2, got {block_size!r}")
+        self.tokenizer = tokenizer
+        self.block_size = block_size
+        self.input_block_size = input_block_size
+        self.noise_schedule = noise_schedule
+
+    def __call__(self, examples: List[Mapping[str, Any]]) -> ARLMSeq2SeqBatch:
+        _check_examples(examples, ("prompt_ids",), type(self).__name__)
+        sep, eos = _separator(self.tokenizer), _eos(self.tokenizer)
+        rows, loss_starts = [], []
+        for e in examples:
+            prompt = list(e["prompt_ids"]) + sep
+            rows.append((prompt + _target_of(e) + eos)[: self.block_size])
+            loss_starts.append(len(prompt))
+        input_ids, attention_mask = _right_pad(rows, self.block_size, _pad_token_id(self.tokenizer))
+        token_type_ids = torch.full_like(input_ids, PADDING)
+        for b, (row, start) in enumerate(zip(rows, loss_starts)):
+            token_type_ids[b, : min(start, len(row))] = PROMPT
+            token_type_ids[b, start : len(row)] = CONTINUATION
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "target_ids": _shifted_targets(rows, loss_starts, self.block_size),
+            "token_type_ids": token_type_ids,
+        }
+
+
+class ARLMSeq2SeqPredCollator:
+    """Prompt-only batches for generation (:class:`ARLMSeq2SeqPredictionBatch`).
+
+    ``input_ids`` are ``[pad...][prompt][BOS]`` left-padded to ``input_block_size`` (when set
+    and positive) or to the longest prompt. ``target_ids`` hold ``[target][EOS]`` right-padded
+    with ``pad_token_id`` (never -100, so xlm-core can decode them) to
+    ``block_size - prompt width`` when that fits every row, else to the longest target.
+    Per-row ``answer`` strings are passed through when the rows have them.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        block_size: int,
+        noise_schedule: Any = None,
+        input_block_size: Optional[int] = None,
+        **_unused: Any,
+    ):
+        if block_size is None or block_size < 2:
+            raise ValueError(f"block_size must be an integer >= 2, got {block_size!r}")
+        self.tokenizer = tokenizer
+        self.block_size = block_size
+        self.input_block_size = input_block_size or None
+        self.noise_schedule = noise_schedule
+
+    def __call__(self, examples: List[Mapping[str, Any]]) -> ARLMSeq2SeqPredictionBatch:
+        _check_examples(examples, ("prompt_ids",), type(self).__name__)
+        pad = _pad_token_id(self.tokenizer)
+        batch: Dict[str, Any] = prepare_prefix_ids_arlm(
+            [e["prompt_ids"] for e in examples],
+            pad_token_id=pad,
+            bos_token_id=self.tokenizer.bos_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+            max_length=self.input_block_size,
+        )
+        targets = [_target_of(e) + _eos(self.tokenizer) if _has_target(e) else [] for e in examples]
+        longest = max(len(t) for t in targets)
+        room = self.block_size - batch["input_ids"].shape[1]
+        batch["target_ids"] = _right_pad(targets, max(room, longest, 1), pad)[0]
+        if all("answer" in e for e in examples):
+            batch["answer"] = [str(e["answer"]) for e in examples]
+        return batch
+
+
+def _has_target(example: Mapping[str, Any]) -> bool:
+    return bool(example.get("target_ids") or example.get("input_ids"))
+
+
+class ARLMEmptyDataset(IterableDataset):
+    """``num_examples`` empty prompts, for unconditional generation with the prediction collator."""
+
+    def __init__(self, tokenizer: Any, num_examples: int, **_unused: Any):
+        self.tokenizer = tokenizer
+        self.num_examples = num_examples
+
+    def __iter__(self) -> Iterator[Dict[str, List[int]]]:
+        for _ in range(self.num_examples):
+            yield {"prompt_ids": [], "input_ids": []}
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+
+def print_batch_arlm(
+    batch: Mapping[str, Any], split: str, tokenizer: Any, dataloader_name: str = ""
+) -> None:
+    """Print the first row of every tensor in ``batch`` and its decoded ``input_ids``."""
+    print(f"First example of the {split}/{dataloader_name} batch:")
+    print("input text:", tokenizer.decode(batch["input_ids"][0]))
+    for key in ("input_ids", "attention_mask", "target_ids", "token_type_ids"):
+        if key in batch:
+            print(f"{key}:", batch[key][0].tolist())

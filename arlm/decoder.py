@@ -1,0 +1,351 @@
+"""The causal rotary Transformer decoder shared by the xLM face and the Hugging Face face.
+
+Parameter names follow HF Llama (``embed_tokens``, ``layers.N.self_attn.{q,k,v,o}_proj``,
+``layers.N.mlp.{gate,up,down}_proj``, ``layers.N.{input,post_attention}_layernorm``, ``norm``),
+so a Llama-shaped decoder (RMSNorm, SwiGLU, no bias, full rotary) is weight-compatible with
+``LlamaModel``. The LM head lives with each face, next to this stack.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Optional, Protocol, Tuple
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Integer
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from arlm.attention import attend, build_attention_mask, resolve_attention_backend
+from arlm.rope import RotaryEmbedding, apply_rotary_pos_emb
+
+NORMS = ("layernorm", "rmsnorm")
+ACTIVATIONS = ("relu", "gelu", "silu", "swiglu")
+
+
+@dataclass
+class DecoderConfig:
+    """Hyper-parameters of :class:`DecoderStack`; derived fields are filled and checked once.
+
+    ``activation``: ``relu``/``gelu``/``silu`` give a two-matrix MLP (``up_proj``, ``down_proj``);
+    ``swiglu`` gives the gated MLP of Llama (``gate_proj``, ``up_proj``, ``down_proj``).
+    ``rotary_dim``: channels of each head that RoPE rotates (default: the whole head).
+    """
+
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: Optional[int] = None
+    d_ff: Optional[int] = None
+    activation: str = "relu"
+    norm: str = "layernorm"
+    norm_eps: float = 1e-5
+    bias: bool = True
+    rotary_dim: Optional[int] = None
+    rope_theta: float = 10000.0
+    max_positions: int = 1024
+    dropout: float = 0.0
+    attention_dropout: float = 0.0
+    final_norm: bool = True
+    padding_idx: Optional[int] = None
+    cross_attention: bool = False
+    cross_attention_dim: Optional[int] = None
+    attention_backend: str = "sdpa"
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_positions"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by the number of heads "
+                f"({self.n_heads})"
+            )
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.n_kv_heads <= 0 or self.n_heads % self.n_kv_heads:
+            raise ValueError(
+                f"the number of heads ({self.n_heads}) must be a multiple of the number of "
+                f"key/value heads ({self.n_kv_heads})"
+            )
+        if self.d_ff is None:
+            self.d_ff = 4 * self.d_model
+        if self.rotary_dim is None:
+            self.rotary_dim = self.head_dim
+        if self.rotary_dim <= 0 or self.rotary_dim % 2 or self.rotary_dim > self.head_dim:
+            raise ValueError(
+                f"rotary_emb_dim must be even and in [2, head_dim={self.head_dim}] "
+                f"(d_model {self.d_model} / {self.n_heads} heads), got {self.rotary_dim}"
+            )
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        for name in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.padding_idx is not None and not 0 <= self.padding_idx < self.vocab_size:
+            raise ValueError(
+                f"padding_idx must be in [0, vocab_size={self.vocab_size}), got {self.padding_idx}"
+            )
+        if self.cross_attention_dim is None:
+            self.cross_attention_dim = self.d_model
+        self.attention_backend = resolve_attention_backend(self.attention_backend)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+class KVCache(Protocol):
+    """What the decoder needs from a key/value cache (HF's ``Cache`` satisfies it too).
+
+    ``update`` appends this step's keys/values for ``layer_idx`` and returns all keys/values
+    seen so far, ``(B, kv_heads, past + new, head_dim)``; ``get_seq_length`` is ``past``.
+    """
+
+    def update(
+        self, key_states: Tensor, value_states: Tensor, layer_idx: int,
+        cache_kwargs: Optional[dict] = None,
+    ) -> Tuple[Tensor, Tensor]: ...
+
+    def get_seq_length(self, layer_idx: int = 0) -> int: ...
+
+
+def make_norm(config: DecoderConfig, dim: int) -> nn.Module:
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(dim, eps=config.norm_eps)
+    return nn.LayerNorm(dim, eps=config.norm_eps, bias=config.bias)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head (or grouped-query) causal self-attention with RoPE."""
+
+    def __init__(self, config: DecoderConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_heads, self.n_kv_heads = config.n_heads, config.n_kv_heads
+        self.head_dim = config.head_dim
+        self.dropout = config.attention_dropout
+        self.backend = config.attention_backend
+        d, kv_dim = config.d_model, config.n_kv_heads * config.head_dim
+        self.q_proj = nn.Linear(d, d, bias=config.bias)
+        self.k_proj = nn.Linear(d, kv_dim, bias=config.bias)
+        self.v_proj = nn.Linear(d, kv_dim, bias=config.bias)
+        self.o_proj = nn.Linear(d, d, bias=config.bias)
+
+    def forward(
+        self,
+        x: Float[Tensor, "batch seq d_model"],
+        cos: Tensor,
+        sin: Tensor,
+        mask: Optional[Tensor],
+        is_causal: bool,
+        cache: Optional[KVCache] = None,
+        cache_kwargs: Optional[dict] = None,
+    ) -> Float[Tensor, "batch seq d_model"]:
+        B, L, _ = x.shape
+        q = self.q_proj(x).view(B, L, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, Dh)
+        k = self.k_proj(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, L, Dh)
+        v = self.v_proj(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx, cache_kwargs)  # (B, KV, past + L, Dh)
+        dropout = self.dropout if self.training else 0.0
+        out = attend(q, k, v, mask, is_causal, dropout, self.backend)  # (B, H, L, Dh)
+        return self.o_proj(out.transpose(1, 2).reshape(B, L, -1))
+
+
+class CrossAttention(nn.Module):
+    """Attention from the decoder stream to ``encoder_hidden_states`` (no RoPE, not causal)."""
+
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        self.n_heads, self.head_dim = config.n_heads, config.head_dim
+        self.dropout = config.attention_dropout
+        self.backend = config.attention_backend
+        d, enc = config.d_model, config.cross_attention_dim
+        self.q_proj = nn.Linear(d, d, bias=config.bias)
+        self.k_proj = nn.Linear(enc, d, bias=config.bias)
+        self.v_proj = nn.Linear(enc, d, bias=config.bias)
+        self.o_proj = nn.Linear(d, d, bias=config.bias)
+
+    def forward(
+        self,
+        x: Float[Tensor, "batch seq d_model"],
+        encoder_hidden_states: Float[Tensor, "batch enc_seq enc_dim"],
+        encoder_mask: Optional[Tensor],
+    ) -> Float[Tensor, "batch seq d_model"]:
+        B, L, _ = x.shape
+        S = encoder_hidden_states.shape[1]
+        q = self.q_proj(x).view(B, L, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(encoder_hidden_states).view(B, S, self.n_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(encoder_hidden_states).view(B, S, self.n_heads, self.head_dim).transpose(1, 2)
+        dropout = self.dropout if self.training else 0.0
+        out = attend(q, k, v, encoder_mask, False, dropout, self.backend)
+        return self.o_proj(out.transpose(1, 2).reshape(B, L, -1))
+
+
+class MLP(nn.Module):
+    """``down(act(up(x)))``, or ``down(silu(gate(x)) * up(x))`` for ``swiglu``."""
+
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        d, ff = config.d_model, config.d_ff
+        self.gated = config.activation == "swiglu"
+        if self.gated:
+            self.gate_proj = nn.Linear(d, ff, bias=config.bias)
+        self.up_proj = nn.Linear(d, ff, bias=config.bias)
+        self.down_proj = nn.Linear(ff, d, bias=config.bias)
+        self.act = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu, "swiglu": F.silu}[
+            config.activation
+        ]
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.gated:
+            return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(self.act(self.up_proj(x)))
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm block: self-attention, optional cross-attention, MLP, each with a residual."""
+
+    def __init__(self, config: DecoderConfig, layer_idx: int):
+        super().__init__()
+        self.input_layernorm = make_norm(config, config.d_model)
+        self.self_attn = SelfAttention(config, layer_idx)
+        if config.cross_attention:
+            self.cross_attn_layernorm = make_norm(config, config.d_model)
+            self.cross_attn = CrossAttention(config)
+        self.post_attention_layernorm = make_norm(config, config.d_model)
+        self.mlp = MLP(config)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        x: Float[Tensor, "batch seq d_model"],
+        cos: Tensor,
+        sin: Tensor,
+        mask: Optional[Tensor],
+        is_causal: bool,
+        cache: Optional[KVCache] = None,
+        cache_kwargs: Optional[dict] = None,
+        encoder_hidden_states: Optional[Tensor] = None,
+        encoder_mask: Optional[Tensor] = None,
+    ) -> Float[Tensor, "batch seq d_model"]:
+        h = self.self_attn(self.input_layernorm(x), cos, sin, mask, is_causal, cache, cache_kwargs)
+        x = x + self.dropout(h)
+        if encoder_hidden_states is not None and hasattr(self, "cross_attn"):
+            h = self.cross_attn(self.cross_attn_layernorm(x), encoder_hidden_states, encoder_mask)
+            x = x + self.dropout(h)
+        return x + self.dropout(self.mlp(self.post_attention_layernorm(x)))
+
+
+class DecoderStack(nn.Module):
+    """Token embedding, ``n_layers`` decoder layers and the final norm; hidden states out.
+
+    The model is causal by construction. ``attention_mask`` is ``None`` (causal), ``(B, S)`` key
+    padding over the ``S = past + L`` keys (True/1 = real token), or ``(B, L, S)`` used exactly
+    as given. ``positions`` index the RoPE tables; when omitted they are ``past .. past + L - 1``.
+    """
+
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model, config.padding_idx)
+        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.n_layers))
+        self.norm = make_norm(config, config.d_model) if config.final_norm else nn.Identity()
+        self.rotary_emb = RotaryEmbedding(config.rotary_dim, config.max_positions, config.rope_theta)
+        self.dropout = nn.Dropout(config.dropout)
+        self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        input_ids: Optional[Integer[Tensor, "batch seq"]] = None,
+        attention_mask: Optional[Tensor] = None,
+        positions: Optional[Integer[Tensor, "batch seq"]] = None,
+        cache: Optional[KVCache] = None,
+        cache_kwargs: Optional[dict] = None,
+        encoder_hidden_states: Optional[Float[Tensor, "batch enc_seq enc_dim"]] = None,
+        encoder_attention_mask: Optional[Tensor] = None,
+        inputs_embeds: Optional[Float[Tensor, "batch seq d_model"]] = None,
+    ) -> Float[Tensor, "batch seq d_model"]:
+        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        B, L, _ = x.shape
+        past_len = 0 if cache is None else cache.get_seq_length()
+        if not torch.compiler.is_compiling():
+            validate_decoder_inputs(
+                self.config, input_ids, attention_mask, positions, past_len, (B, L),
+                encoder_hidden_states,
+            )
+        mask, is_causal = build_attention_mask(attention_mask, L, past_len)
+        cos, sin = self.rotary_emb(positions, L, past_len, x.dtype)
+        encoder_mask = None
+        if encoder_attention_mask is not None:
+            encoder_mask = encoder_attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S_enc)
+        x = self.dropout(x)
+        for layer in self.layers:
+            args = (x, cos, sin, mask, is_causal, cache, cache_kwargs, encoder_hidden_states, encoder_mask)
+            if self.gradient_checkpointing and self.training:
+                x = checkpoint(layer, *args, use_reentrant=False)
+            else:
+                x = layer(*args)
+        return self.norm(x)
+
+
+def validate_decoder_inputs(
+    config: DecoderConfig,
+    input_ids: Optional[Tensor],
+    attention_mask: Optional[Tensor],
+    positions: Optional[Tensor],
+    past_len: int,
+    batch_shape: Tuple[int, int],
+    encoder_hidden_states: Optional[Tensor],
+) -> None:
+    """Raise a ``ValueError`` naming the offending value; skipped while ``torch.compile`` traces."""
+    B, L = batch_shape
+    if B == 0 or L == 0:
+        raise ValueError(f"empty batch: input of shape {(B, L)}; need at least one token per row")
+    if input_ids is not None:
+        if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
+            raise ValueError(f"token ids must be an integer tensor, got dtype {input_ids.dtype}")
+        bad = (input_ids < 0) | (input_ids >= config.vocab_size)
+        if bad.any():
+            raise ValueError(
+                f"token id {input_ids[bad][0].item()} is outside [0, {config.vocab_size}) "
+                f"(the embedding size); check the tokenizer matches the model"
+            )
+    if past_len + L > config.max_positions and positions is None:
+        raise ValueError(
+            f"sequence length {past_len + L} exceeds max_length {config.max_positions}"
+        )
+    if positions is not None:
+        if tuple(positions.shape) != (B, L):
+            raise ValueError(f"positions must have shape {(B, L)}, got {tuple(positions.shape)}")
+        if positions.numel() and (positions.min() < 0 or positions.max() >= config.max_positions):
+            raise ValueError(
+                f"positions must be in [0, max_length={config.max_positions}), got values in "
+                f"[{positions.min().item()}, {positions.max().item()}]"
+            )
+    if attention_mask is not None:
+        if attention_mask.dtype.is_floating_point:
+            raise ValueError(
+                f"attention_mask must be bool or integer (True/1 = attend), got {attention_mask.dtype}"
+            )
+        S = past_len + L
+        if tuple(attention_mask.shape) not in ((B, S), (B, L, S)):
+            raise ValueError(
+                f"attention_mask must have shape (batch, keys)={(B, S)} or "
+                f"(batch, queries, keys)={(B, L, S)}, got {tuple(attention_mask.shape)}"
+            )
+    if encoder_hidden_states is not None:
+        if not config.cross_attention:
+            raise ValueError("encoder_hidden_states given but the model has no cross-attention")
+        expected = (B, config.cross_attention_dim)
+        got = (encoder_hidden_states.shape[0], encoder_hidden_states.shape[-1])
+        if encoder_hidden_states.dim() != 3 or got != expected:
+            raise ValueError(
+                f"encoder_hidden_states must have shape (batch={B}, enc_seq, "
+                f"{config.cross_attention_dim}), got {tuple(encoder_hidden_states.shape)}"
+            )

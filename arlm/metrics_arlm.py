@@ -1,0 +1,100 @@
+"""Metric update functions: ``fn(batch, loss_dict, tokenizer=None) -> kwargs of metric.update``.
+
+xlm-core's ``MetricWrapper`` calls them and splats the result into the torchmetrics object:
+``MeanMetric`` takes ``value``; ``xlm.metrics.ExactMatch`` takes ``pred, target, pred_length,
+target_length``; ``xlm.metrics.TokenAccuracy`` takes ``pred, target, pred_mask``.
+"""
+
+from typing import Any, Dict, Mapping
+
+import torch
+from torch import Tensor
+
+from arlm.loss_arlm import IGNORE_INDEX
+
+
+def _generated_suffix_like_target(
+    batch: Mapping[str, Any], loss_dict: Mapping[str, Any], tokenizer: Any
+) -> Tensor:
+    """``ids[:, output_start_idx:]`` cut or padded (with pad ids) to the width of ``target_ids``.
+
+    Cutting is safe: the target ends with EOS, so a prediction that matches it up to that
+    width has stopped there too.
+    """
+    pred = loss_dict["ids"][:, loss_dict["output_start_idx"] :]
+    target = batch["target_ids"]
+    width = target.shape[1]
+    if pred.shape[1] >= width:
+        return pred[:, :width]
+    pad = 0 if tokenizer is None else tokenizer.pad_token_id
+    filler = torch.full((pred.shape[0], width - pred.shape[1]), pad, dtype=pred.dtype, device=pred.device)
+    return torch.cat([pred, filler], dim=1)
+
+
+def seq2seq_exact_match_update_fn(
+    batch: Mapping[str, Any], loss_dict: Mapping[str, Any], tokenizer: Any = None
+) -> Dict[str, Any]:
+    """Whole generated continuation equals ``target_ids`` (EOS and the padding after it included)."""
+    return {
+        "pred": _generated_suffix_like_target(batch, loss_dict, tokenizer),
+        "target": batch["target_ids"],
+        "pred_length": None,
+        "target_length": None,
+    }
+
+
+def seq2seq_token_accuracy_update_fn(
+    batch: Mapping[str, Any], loss_dict: Mapping[str, Any], tokenizer: Any = None
+) -> Dict[str, Any]:
+    """Fraction of continuation positions equal to ``target_ids``, every position counted."""
+    pred = _generated_suffix_like_target(batch, loss_dict, tokenizer)
+    return {"pred": pred, "target": batch["target_ids"], "pred_mask": torch.ones_like(pred, dtype=torch.bool)}
+
+
+def mean_metric_update_fn(
+    batch: Mapping[str, Any], loss_dict: Mapping[str, Any], tokenizer: Any = None
+) -> Dict[str, Any]:
+    """The batch's mean loss (``batch_loss`` if present, else ``loss`` detached)."""
+    value = loss_dict["batch_loss"] if "batch_loss" in loss_dict else loss_dict["loss"].detach()
+    return {"value": value}
+
+
+def _target_mask(batch: Mapping[str, Any], loss_dict: Mapping[str, Any]) -> Tensor:
+    if "target_mask" in loss_dict:
+        return loss_dict["target_mask"]
+    return batch["target_ids"] != IGNORE_INDEX
+
+
+def perplexity_metric_update_fn(
+    batch: Mapping[str, Any], loss_dict: Mapping[str, Any], tokenizer: Any = None
+) -> Dict[str, Any]:
+    """Per-sequence perplexity ``exp(mean NLL over its target tokens)``, shape ``(B,)``.
+
+    Rows with no target token are left out.
+    """
+    mask = _target_mask(batch, loss_dict)
+    counts = mask.sum(dim=1)
+    mean_nll = (loss_dict["nlls"] * mask).sum(dim=1) / counts.clamp_min(1)
+    return {"value": mean_nll.exp()[counts > 0]}
+
+
+def token_nll_metric_update_fn(
+    batch: Mapping[str, Any], loss_dict: Mapping[str, Any], tokenizer: Any = None
+) -> Dict[str, Any]:
+    """NLL of every target token (flattened), so the mean is the token-level NLL."""
+    return {"value": loss_dict["nlls"][_target_mask(batch, loss_dict)]}
+
+
+def sequence_length_metric_update_fn(
+    batch: Mapping[str, Any], loss_dict: Mapping[str, Any], tokenizer: Any = None
+) -> Dict[str, Any]:
+    """Number of real tokens per example, ``(B,)`` float."""
+    return {"value": batch["attention_mask"].sum(dim=1).float()}
+
+
+def valid_tokens_metric_update_fn(
+    batch: Mapping[str, Any], loss_dict: Mapping[str, Any], tokenizer: Any = None
+) -> Dict[str, Any]:
+    """Number of tokens that carry loss per example (real and target != -100), ``(B,)`` float."""
+    valid = batch["attention_mask"].bool() & (batch["target_ids"] != IGNORE_INDEX)
+    return {"value": valid.sum(dim=1).float()}

@@ -1,0 +1,126 @@
+"""``RotaryTransformerARLMModel``: the xLM face of the shared decoder."""
+
+from typing import Iterator, Optional, Tuple
+
+import torch
+from jaxtyping import Float, Integer
+from torch import Tensor, nn
+
+from arlm.decoder import DecoderConfig, DecoderStack, KVCache
+
+
+class RotaryTransformerARLMModel(nn.Module):
+    """Left-to-right causal Transformer with rotary position embeddings.
+
+    Args:
+        num_embeddings: vocabulary size (``tokenizer.full_vocab_size``).
+        d_model, num_layers, nhead: width, depth and number of attention heads.
+        padding_idx: id whose embedding receives no gradient (``tokenizer.pad_token_id``).
+        dim_feedforward: MLP width; default ``4 * d_model``.
+        dropout: dropout on the embeddings, residual branches and attention weights.
+        activation: ``relu``, ``gelu``, ``silu`` or ``swiglu`` (gated, Llama style).
+        layer_norm_eps: epsilon of every norm.
+        rotary_emb_dim: channels of each head rotated by RoPE (even, at most the head size).
+        max_length: largest position the RoPE tables cover.
+        force_flash_attn: use the ``flash_attn`` package when installed and on CUDA
+            (a warning and torch SDPA otherwise).
+        final_layer_without_normalization: skip the norm before the output projection.
+        norm: ``layernorm`` or ``rmsnorm``.
+        num_kv_heads: key/value heads for grouped-query attention (default ``nhead``).
+        rope_theta: RoPE base.
+        bias: bias in the linear layers and LayerNorms.
+        tie_word_embeddings: share the output projection with the token embedding.
+    """
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        d_model: int,
+        num_layers: int,
+        nhead: int,
+        padding_idx: Optional[int] = None,
+        dim_feedforward: Optional[int] = None,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        layer_norm_eps: float = 1e-5,
+        rotary_emb_dim: int = 64,
+        max_length: int = 1024,
+        force_flash_attn: bool = False,
+        final_layer_without_normalization: bool = False,
+        norm: str = "layernorm",
+        num_kv_heads: Optional[int] = None,
+        rope_theta: float = 10000.0,
+        bias: bool = True,
+        tie_word_embeddings: bool = False,
+    ):
+        super().__init__()
+        self.config = DecoderConfig(
+            vocab_size=num_embeddings,
+            d_model=d_model,
+            n_layers=num_layers,
+            n_heads=nhead,
+            n_kv_heads=num_kv_heads,
+            d_ff=dim_feedforward,
+            activation=activation,
+            norm=norm,
+            norm_eps=layer_norm_eps,
+            bias=bias,
+            rotary_dim=rotary_emb_dim,
+            rope_theta=rope_theta,
+            max_positions=max_length,
+            dropout=dropout,
+            attention_dropout=dropout,
+            final_norm=not final_layer_without_normalization,
+            padding_idx=padding_idx,
+            attention_backend="flash_attn" if force_flash_attn else "sdpa",
+        )
+        self.model = DecoderStack(self.config)
+        self.lm_head = nn.Linear(d_model, num_embeddings, bias=False)
+        if tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.reset_parameters()
+
+    def reset_parameters(self, std: float = 0.02) -> None:
+        """Normal(0, std) for linear and embedding weights, zeros for biases, ones for norms."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=std)
+                if isinstance(module, nn.Linear) and module.bias is not None:
+                    nn.init.zeros_(module.bias)
+                if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                    with torch.no_grad():
+                        module.weight[module.padding_idx].zero_()
+
+    def forward(
+        self,
+        x_t: Integer[Tensor, "batch seq"],
+        attention_mask: Optional[Tensor] = None,
+        positions: Optional[Integer[Tensor, "batch seq"]] = None,
+        token_type_ids: Optional[Integer[Tensor, "batch seq"]] = None,
+        cache: Optional[KVCache] = None,
+    ) -> Float[Tensor, "batch seq vocab"]:
+        """Next-token logits.
+
+        ``attention_mask``: ``None`` (causal), ``(B, S)`` key padding over the ``S`` keys
+        (cache + new tokens; True/1 = real) on top of causality, or ``(B, L, S)`` bool used
+        exactly as given. ``positions`` index RoPE (default ``past .. past + L - 1``).
+        ``token_type_ids`` is accepted for the xLM batch contract and not used.
+        """
+        hidden = self.model(x_t, attention_mask=attention_mask, positions=positions, cache=cache)
+        return self.lm_head(hidden)
+
+    def get_named_params_for_weight_decay(self) -> Iterator[Tuple[str, nn.Parameter]]:
+        """Matrices of the linear layers (the output projection included)."""
+        for name, param in self.named_parameters():
+            if _decays(name, param):
+                yield name, param
+
+    def get_named_params_for_no_weight_decay(self) -> Iterator[Tuple[str, nn.Parameter]]:
+        """Biases, norm weights and the token embedding."""
+        for name, param in self.named_parameters():
+            if not _decays(name, param):
+                yield name, param
+
+
+def _decays(name: str, param: nn.Parameter) -> bool:
+    return param.dim() >= 2 and "embed_tokens" not in name

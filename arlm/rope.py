@@ -1,0 +1,87 @@
+"""Rotary position embeddings (RoPE), rotate-half convention as in HF Llama."""
+
+from typing import Optional, Tuple
+
+import torch
+from jaxtyping import Float, Integer
+from torch import Tensor, nn
+
+
+class RotaryEmbedding(nn.Module):
+    """cos/sin tables for RoPE over the first ``dim`` channels of every head.
+
+    The tables are computed once in fp32 for positions ``[0, max_positions)`` and kept as
+    non-persistent buffers named ``cos`` / ``sin`` (xlm-core drops ``rotary_emb.cos`` /
+    ``rotary_emb.sin`` keys when it loads checkpoints, so they must not be in the state dict).
+    """
+
+    def __init__(self, dim: int, max_positions: int, theta: float = 10000.0):
+        super().__init__()
+        if dim <= 0 or dim % 2:
+            raise ValueError(f"rotary dim must be a positive even number, got {dim}")
+        self.dim = dim
+        self.max_positions = max_positions
+        self.theta = theta
+        inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+        angles = torch.outer(torch.arange(max_positions, dtype=torch.float64), inv_freq)
+        angles = torch.cat([angles, angles], dim=-1)  # (P, dim): rotate-half layout
+        self.register_buffer("cos", angles.cos().float(), persistent=False)
+        self.register_buffer("sin", angles.sin().float(), persistent=False)
+
+    def forward(
+        self,
+        positions: Optional[Integer[Tensor, "batch seq"]],
+        seq_len: int,
+        past_len: int,
+        dtype: torch.dtype,
+    ) -> Tuple[Float[Tensor, "batch_or_1 seq dim"], Float[Tensor, "batch_or_1 seq dim"]]:
+        """cos/sin at ``positions``, or at ``past_len .. past_len + seq_len - 1`` when None.
+
+        The no-positions case slices the table (batch axis 1, broadcast) instead of gathering.
+        """
+        if positions is None:
+            cos = self.cos[past_len : past_len + seq_len].unsqueeze(0)
+            sin = self.sin[past_len : past_len + seq_len].unsqueeze(0)
+        else:
+            cos, sin = self.cos[positions], self.sin[positions]
+        return cos.to(dtype), sin.to(dtype)
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    """``[x1, x2] -> [-x2, x1]`` on the last dimension."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rotary_pos_emb(
+    q: Float[Tensor, "batch heads seq head_dim"],
+    k: Float[Tensor, "batch kv_heads seq head_dim"],
+    cos: Float[Tensor, "batch seq rot"],
+    sin: Float[Tensor, "batch seq rot"],
+    unsqueeze_dim: int = 1,
+) -> Tuple[Tensor, Tensor]:
+    """Rotate the first ``rot`` channels of ``q`` and ``k``; the remaining channels pass through.
+
+    ``cos``/``sin`` get a heads axis inserted at ``unsqueeze_dim`` (1 for ``(B, H, L, D)``
+    inputs, 2 for ``(B, L, H, D)``), matching HF's ``apply_rotary_pos_emb``.
+    """
+    cos = cos.unsqueeze(unsqueeze_dim)
+    sin = sin.unsqueeze(unsqueeze_dim)
+    rot = cos.shape[-1]
+    if rot == q.shape[-1]:
+        return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+    q_rot, q_pass = q[..., :rot], q[..., rot:]
+    k_rot, k_pass = k[..., :rot], k[..., rot:]
+    q_rot = q_rot * cos + rotate_half(q_rot) * sin
+    k_rot = k_rot * cos + rotate_half(k_rot) * sin
+    return torch.cat([q_rot, q_pass], dim=-1), torch.cat([k_rot, k_pass], dim=-1)
+
+
+def positions_from_padding_mask(
+    attention_mask: Integer[Tensor, "batch seq"],
+) -> Integer[Tensor, "batch seq"]:
+    """``cumsum(mask) - 1`` clamped at 0: real tokens count 0, 1, 2, ... and padding gets 0.
+
+    A left-padded prompt therefore gets the same positions as the prompt alone.
+    """
+    return (attention_mask.long().cumsum(dim=-1) - 1).clamp_min(0)

@@ -1,0 +1,105 @@
+"""Typed batch and output contracts of the ARLM components (collator -> loss -> model -> metrics)."""
+
+from typing import List, Optional, Protocol, TypedDict
+
+from jaxtyping import Bool, Float, Integer
+from torch import Tensor
+from typing_extensions import NotRequired
+
+
+class ARLMBatch(TypedDict):
+    """Language-modelling batch, right-padded (real tokens first in every row).
+
+    Attributes:
+        input_ids: token ids; padding positions hold ``pad_token_id``.
+        attention_mask: 1 for real tokens, 0 for padding.
+        target_ids: ``input_ids`` shifted left by one; -100 where no loss is taken
+            (the last real token, padding, and for seq2seq the prompt).
+        token_type_ids: optional channel for downstream code; ignored by the model.
+    """
+
+    input_ids: Integer[Tensor, "batch seq"]
+    attention_mask: Integer[Tensor, "batch seq"]
+    target_ids: Integer[Tensor, "batch seq"]
+    token_type_ids: NotRequired[Integer[Tensor, "batch seq"]]
+
+
+class ARLMSeq2SeqBatch(TypedDict):
+    """Seq2seq training batch ``[prompt][BOS][target][EOS][pad...]``, right-padded.
+
+    ``target_ids`` is -100 on the prompt and on padding; ``token_type_ids`` is 0 on the
+    prompt, 1 on BOS/target/EOS and 2 on padding.
+    """
+
+    input_ids: Integer[Tensor, "batch seq"]
+    attention_mask: Integer[Tensor, "batch seq"]
+    target_ids: Integer[Tensor, "batch seq"]
+    token_type_ids: Integer[Tensor, "batch seq"]
+
+
+class ARLMSeq2SeqPredictionBatch(TypedDict):
+    """Prompt-only batch for generation: ``[pad...][prompt][BOS]``, left-padded.
+
+    Attributes:
+        input_ids / attention_mask / token_type_ids: the left-padded prompts.
+        target_ids: the reference continuation ``[target][EOS][pad...]`` (valid ids, padded with
+            ``pad_token_id``, never -100) so that it can be decoded and compared.
+        answer: optional gold answers (e.g. TinyGSM), passed through untouched.
+    """
+
+    input_ids: Integer[Tensor, "batch prompt_len"]
+    attention_mask: Integer[Tensor, "batch prompt_len"]
+    token_type_ids: Integer[Tensor, "batch prompt_len"]
+    target_ids: Integer[Tensor, "batch target_len"]
+    answer: NotRequired[List[str]]
+
+
+class ARLMLossDict(TypedDict):
+    """Output of ``ARLMLoss``.
+
+    Attributes:
+        loss: mean next-token cross entropy over targets != -100 (0-d, differentiable).
+        batch_loss: ``loss`` detached (what ``mean_metric_update_fn`` reads).
+        nlls: per-token negative log-likelihoods, 0 where the target is -100 (detached).
+        target_mask: True where the target is a real token.
+    """
+
+    loss: Float[Tensor, ""]
+    batch_loss: Float[Tensor, ""]
+    nlls: Float[Tensor, "batch seq"]
+    target_mask: Bool[Tensor, "batch seq"]
+
+
+class ARLMPredictionDict(TypedDict):
+    """Output of ``ARLMPredictor.predict``.
+
+    Attributes:
+        text: decoded generated continuation, special tokens removed.
+        text_with_spl_tokens: the whole sequence (prompt + continuation) with special tokens.
+        ids: prompt and continuation, ``(B, prompt_len + max_new)``; rows that stopped early are
+            padded with ``pad_token_id``.
+        attention_mask: 1 on real prompt tokens and generated tokens.
+        positions: RoPE positions used for every column.
+        time_taken: seconds of generation, per example.
+        output_start_idx: column where the continuation starts (the prompt width).
+    """
+
+    text: List[str]
+    text_with_spl_tokens: List[str]
+    ids: Integer[Tensor, "batch total_len"]
+    attention_mask: Integer[Tensor, "batch total_len"]
+    positions: Integer[Tensor, "batch total_len"]
+    time_taken: List[float]
+    output_start_idx: int
+
+
+class ARLMModel(Protocol):
+    """What the loss and the predictor call on the network."""
+
+    def __call__(
+        self,
+        x_t: Integer[Tensor, "batch seq"],
+        attention_mask: Optional[Tensor] = None,
+        positions: Optional[Integer[Tensor, "batch seq"]] = None,
+        token_type_ids: Optional[Integer[Tensor, "batch seq"]] = None,
+    ) -> Float[Tensor, "batch seq vocab"]: ...
