@@ -1,0 +1,25 @@
+"""Shared fixtures: xlm-core's SimpleSpaceTokenizer (ids: [PAD]=0 [CLS]=1 [MASK]=2 [EOS]=3
+[BOS]=4 [SEP]=5 [UNK]=6, words "0".."49" from 7; 57 in all) and a tiny model."""
+
+import pytest
+import torch
+from xlm.datamodule import SimpleSpaceTokenizer
+
+from arlm.model_arlm import RotaryTransformerARLMModel
+
+VOCAB_SIZE = 57
+TINY_MODEL_KWARGS = dict(
+    num_embeddings=VOCAB_SIZE, d_model=32, num_layers=1, nhead=2, dropout=0.0,
+    rotary_emb_dim=16, max_length=64,
+)
+
+
+@pytest.fixture
+def simple_tokenizer():
+    return SimpleSpaceTokenizer(vocab=[str(i) for i in range(50)])
+
+
+@pytest.fixture
+def tiny_model():
+    torch.manual_seed(0)
+    return RotaryTransformerARLMModel(**TINY_MODEL_KWARGS).eval()
