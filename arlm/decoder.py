@@ -248,11 +248,15 @@ class DecoderStack(nn.Module):
     The model is causal by construction. ``attention_mask`` is ``None`` (causal), ``(B, S)`` key
     padding over the ``S = past + L`` keys (True/1 = real token), or ``(B, L, S)`` used exactly
     as given. ``positions`` index the RoPE tables; when omitted they are ``past .. past + L - 1``.
+
+    The hyper-parameters are kept as ``decoder_config`` (not ``config``) so that the Hugging Face
+    face can be a ``DecoderStack`` that is also a ``PreTrainedModel``, whose ``config`` is its
+    ``ArlowConfig``; ``base_args`` go to the next base class (``PreTrainedModel(config)`` there).
     """
 
-    def __init__(self, config: DecoderConfig):
-        super().__init__()
-        self.config = config
+    def __init__(self, config: DecoderConfig, *base_args: Any):
+        super().__init__(*base_args)
+        self.decoder_config = config
         self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model, config.padding_idx)
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.n_layers))
         self.norm = make_norm(config, config.d_model) if config.final_norm else nn.Identity()
@@ -271,14 +275,14 @@ class DecoderStack(nn.Module):
         encoder_attention_mask: Optional[Tensor] = None,
         inputs_embeds: Optional[Float[Tensor, "batch seq d_model"]] = None,
     ) -> Float[Tensor, "batch seq d_model"]:
-        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
-        B, L, _ = x.shape
+        B, L = (input_ids if inputs_embeds is None else inputs_embeds).shape[:2]
         past_len = 0 if cache is None else cache.get_seq_length()
         if not torch.compiler.is_compiling():
             validate_decoder_inputs(
-                self.config, input_ids, attention_mask, positions, past_len, (B, L),
+                self.decoder_config, input_ids, attention_mask, positions, past_len, (B, L),
                 encoder_hidden_states,
             )
+        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         mask, is_causal = build_attention_mask(attention_mask, L, past_len)
         cos, sin = self.rotary_emb(positions, L, past_len, x.dtype)
         encoder_mask = None

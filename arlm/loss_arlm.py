@@ -50,13 +50,13 @@ class ARLMLoss:
         dataloader_idx: Optional[int] = None,
         dataloader_name: Optional[str] = None,
     ) -> ARLMLossDict:
-        input_ids, target_ids = batch["input_ids"], batch["target_ids"]
-        attention_mask = batch["attention_mask"]
         key_padding = None
         if not torch.compiler.is_compiling():
             _validate_batch(batch)
-            if not _is_right_padded(attention_mask):
-                key_padding = attention_mask
+            if not _is_right_padded(batch["attention_mask"]):
+                key_padding = batch["attention_mask"]
+        input_ids, target_ids = batch["input_ids"], batch["target_ids"]
+        attention_mask = batch["attention_mask"]
         positions = positions_from_padding_mask(attention_mask)
         logits = self.model(input_ids, attention_mask=key_padding, positions=positions)
         nlls = F.cross_entropy(

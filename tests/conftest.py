@@ -14,7 +14,7 @@ TINY_MODEL_KWARGS = dict(
 )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def simple_tokenizer():
     return SimpleSpaceTokenizer(vocab=[str(i) for i in range(50)])
 

@@ -1,0 +1,240 @@
+"""Collator contracts on hand-written examples (exact tensors) and on random lengths."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from arlm.datamodule_arlm import (
+    ARLMEmptyDataset,
+    ARLMSeq2SeqCollator,
+    ARLMSeq2SeqPredCollator,
+    DefaultARLMCollator,
+    prepare_prefix_ids_arlm,
+    print_batch_arlm,
+)
+
+PAD, EOS, BOS = 0, 3, 4
+X = -100
+
+
+class NoBosTokenizer:
+    """Qwen2-like: no BOS."""
+
+    pad_token_id, eos_token_id, bos_token_id = 0, 3, None
+
+
+def t(rows):
+    return torch.tensor(rows, dtype=torch.long)
+
+
+# --- DefaultARLMCollator -------------------------------------------------------------------
+
+
+def test_default_collator_exact(simple_tokenizer):
+    batch = DefaultARLMCollator(simple_tokenizer, block_size=6)(
+        [{"input_ids": [10, 11, 12, 13]}, {"input_ids": [20, 21, 22, 23, 24, 25, 26, 27]}]
+    )
+    assert torch.equal(batch["input_ids"], t([[10, 11, 12, 13, PAD, PAD], [20, 21, 22, 23, 24, 25]]))
+    assert torch.equal(batch["attention_mask"], t([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]]))
+    assert torch.equal(batch["target_ids"], t([[11, 12, 13, X, X, X], [21, 22, 23, 24, 25, X]]))
+
+
+def test_default_collator_ignores_extra_keys(simple_tokenizer):
+    batch = DefaultARLMCollator(simple_tokenizer, block_size=4)(
+        [{"input_ids": [10, 11], "token_ids": [1], "attention_mask": [1, 1]}]
+    )
+    assert set(batch) == {"input_ids", "attention_mask", "target_ids"}
+
+
+# --- ARLMSeq2SeqCollator -------------------------------------------------------------------
+
+
+def test_seq2seq_collator_exact(simple_tokenizer):
+    batch = ARLMSeq2SeqCollator(simple_tokenizer, block_size=9)(
+        [
+            {"prompt_ids": [10, 11, 12], "input_ids": [20, 21]},
+            {"prompt_ids": [13], "input_ids": [22, 23, 24]},
+        ]
+    )
+    # [prompt][BOS][target][EOS][pad]
+    assert torch.equal(
+        batch["input_ids"],
+        t([[10, 11, 12, BOS, 20, 21, EOS, PAD, PAD], [13, BOS, 22, 23, 24, EOS, PAD, PAD, PAD]]),
+    )
+    # BOS predicts the first target token; the prompt and padding carry no loss.
+    assert torch.equal(
+        batch["target_ids"],
+        t([[X, X, X, 20, 21, EOS, X, X, X], [X, 22, 23, 24, EOS, X, X, X, X]]),
+    )
+    assert torch.equal(batch["attention_mask"], t([[1] * 7 + [0] * 2, [1] * 6 + [0] * 3]))
+    assert torch.equal(batch["token_type_ids"], t([[0, 0, 0, 0, 1, 1, 1, 2, 2], [0, 0, 1, 1, 1, 1, 2, 2, 2]]))
+
+
+def test_seq2seq_collator_without_bos_puts_loss_right_after_prompt():
+    batch = ARLMSeq2SeqCollator(NoBosTokenizer(), block_size=6)(
+        [{"prompt_ids": [10, 11], "target_ids": [20, 21]}]
+    )
+    assert torch.equal(batch["input_ids"], t([[10, 11, 20, 21, EOS, PAD]]))
+    assert torch.equal(batch["target_ids"], t([[X, 20, 21, EOS, X, X]]))
+
+
+def test_seq2seq_collator_prefers_target_ids_over_input_ids(simple_tokenizer):
+    batch = ARLMSeq2SeqCollator(simple_tokenizer, block_size=6)(
+        [{"prompt_ids": [10], "target_ids": [30], "input_ids": [99]}]
+    )
+    assert batch["input_ids"][0].tolist() == [10, BOS, 30, EOS, PAD, PAD]
+
+
+def test_seq2seq_collator_truncates_to_block_size(simple_tokenizer):
+    batch = ARLMSeq2SeqCollator(simple_tokenizer, block_size=4)(
+        [{"prompt_ids": [10, 11], "input_ids": [20, 21, 22]}]
+    )
+    assert batch["input_ids"].tolist() == [[10, 11, BOS, 20]]
+    assert batch["target_ids"].tolist() == [[X, X, 20, X]]
+
+
+# --- ARLMSeq2SeqPredCollator ---------------------------------------------------------------
+
+
+def test_prediction_collator_left_pads_prompt_and_keeps_target(simple_tokenizer):
+    batch = ARLMSeq2SeqPredCollator(simple_tokenizer, block_size=8)(
+        [
+            {"prompt_ids": [10, 11, 12], "input_ids": [20, 21], "answer": "7"},
+            {"prompt_ids": [13], "input_ids": [22], "answer": 8},
+        ]
+    )
+    assert torch.equal(batch["input_ids"], t([[10, 11, 12, BOS], [PAD, PAD, 13, BOS]]))
+    assert torch.equal(batch["attention_mask"], t([[1, 1, 1, 1], [0, 0, 1, 1]]))
+    assert torch.equal(batch["token_type_ids"], t([[0, 0, 0, 0], [2, 2, 0, 0]]))
+    # target width = block_size - prompt width; padded with pad ids (decodable), not -100
+    assert torch.equal(batch["target_ids"], t([[20, 21, EOS, PAD], [22, EOS, PAD, PAD]]))
+    assert batch["answer"] == ["7", "8"]
+
+
+def test_prediction_collator_fixed_input_block_size(simple_tokenizer):
+    batch = ARLMSeq2SeqPredCollator(simple_tokenizer, block_size=8, input_block_size=5)(
+        [{"prompt_ids": [10, 11], "input_ids": [20]}]
+    )
+    assert batch["input_ids"].tolist() == [[PAD, PAD, 10, 11, BOS]]
+    assert batch["target_ids"].tolist() == [[20, EOS, PAD]]
+
+
+def test_prediction_collator_keeps_the_end_of_a_long_prompt(simple_tokenizer):
+    batch = ARLMSeq2SeqPredCollator(simple_tokenizer, block_size=8, input_block_size=3)(
+        [{"prompt_ids": [10, 11, 12, 13], "input_ids": [20]}]
+    )
+    assert batch["input_ids"].tolist() == [[12, 13, BOS]]
+
+
+def test_prediction_collator_with_prompt_only_rows(simple_tokenizer):
+    batch = ARLMSeq2SeqPredCollator(simple_tokenizer, block_size=4)(
+        [{"prompt_ids": [10], "input_ids": [], "answer": "3"}]
+    )
+    assert batch["target_ids"].tolist() == [[PAD, PAD]]
+    assert "answer" in batch
+
+
+def test_prepare_prefix_ids_bos_and_eos_placement():
+    out = prepare_prefix_ids_arlm([[10, 11], []], pad_token_id=PAD, bos_token_id=BOS)
+    assert out["input_ids"].tolist() == [[10, 11, BOS], [PAD, PAD, BOS]]
+    no_bos = prepare_prefix_ids_arlm([[10, 11], []], pad_token_id=PAD, eos_token_id=EOS)
+    assert no_bos["input_ids"].tolist() == [[10, 11], [PAD, EOS]]
+    with pytest.raises(ValueError, match="neither BOS nor EOS"):
+        prepare_prefix_ids_arlm([[]], pad_token_id=PAD)
+
+
+def test_empty_dataset_feeds_the_prediction_collator(simple_tokenizer):
+    rows = list(ARLMEmptyDataset(simple_tokenizer, num_examples=3))
+    assert len(rows) == 3
+    batch = ARLMSeq2SeqPredCollator(simple_tokenizer, block_size=8)(rows)
+    assert batch["input_ids"].tolist() == [[BOS]] * 3
+
+
+def test_print_batch(simple_tokenizer, capsys):
+    batch = ARLMSeq2SeqCollator(simple_tokenizer, block_size=6)([{"prompt_ids": [10], "input_ids": [20]}])
+    print_batch_arlm(batch, "train", simple_tokenizer, "lm")
+    out = capsys.readouterr().out
+    assert "train/lm" in out and "target_ids: [-100, 20, 3, -100, -100, -100]" in out
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [DefaultARLMCollator, ARLMSeq2SeqCollator, ARLMSeq2SeqPredCollator])
+def test_empty_list_of_examples(simple_tokenizer, cls):
+    with pytest.raises(ValueError, match=f"{cls.__name__} got an empty list of examples"):
+        cls(simple_tokenizer, block_size=8)([])
+
+
+@pytest.mark.parametrize(
+    "cls, example, key",
+    [
+        (DefaultARLMCollator, {"prompt_ids": [1]}, "input_ids"),
+        (ARLMSeq2SeqCollator, {"input_ids": [1]}, "prompt_ids"),
+        (ARLMSeq2SeqPredCollator, {"input_ids": [1]}, "prompt_ids"),
+    ],
+)
+def test_missing_key(simple_tokenizer, cls, example, key):
+    with pytest.raises(KeyError, match=f"example 0 has no '{key}'"):
+        cls(simple_tokenizer, block_size=8)([example])
+
+
+@pytest.mark.parametrize("block_size", [None, 1])
+def test_bad_block_size(simple_tokenizer, block_size):
+    with pytest.raises(ValueError, match=f"block_size must be an integer >= 2, got {block_size}"):
+        DefaultARLMCollator(simple_tokenizer, block_size=block_size)
+
+
+# --- properties on random lengths ----------------------------------------------------------
+
+token_lists = st.lists(st.integers(7, 56), min_size=0, max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.lists(st.integers(7, 56), min_size=1, max_size=40), min_size=1, max_size=5),
+       block_size=st.integers(2, 24))
+def test_default_collator_properties(simple_tokenizer, rows, block_size):
+    batch = DefaultARLMCollator(simple_tokenizer, block_size)([{"input_ids": r} for r in rows])
+    assert batch["input_ids"].shape == (len(rows), block_size)
+    for b, row in enumerate(rows):
+        n = min(len(row), block_size)
+        assert batch["attention_mask"][b].tolist() == [1] * n + [0] * (block_size - n)
+        assert batch["target_ids"][b, : n - 1].tolist() == row[1:n]
+        assert (batch["target_ids"][b, n - 1 :] == X).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(pairs=st.lists(st.tuples(token_lists, token_lists), min_size=1, max_size=5),
+       block_size=st.integers(2, 30))
+def test_seq2seq_collator_properties(simple_tokenizer, pairs, block_size):
+    batch = ARLMSeq2SeqCollator(simple_tokenizer, block_size)(
+        [{"prompt_ids": p, "input_ids": q} for p, q in pairs]
+    )
+    assert batch["input_ids"].shape == (len(pairs), block_size)
+    for b, (prompt, target) in enumerate(pairs):
+        full = (prompt + [BOS] + target + [EOS])[:block_size]
+        n = len(full)
+        assert batch["input_ids"][b, :n].tolist() == full
+        # loss exactly on the target and EOS that fit in the block
+        expected = [X] * block_size
+        for i in range(len(prompt), n - 1):
+            expected[i] = full[i + 1]
+        assert batch["target_ids"][b].tolist() == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(pairs=st.lists(st.tuples(token_lists, token_lists), min_size=1, max_size=5))
+def test_prediction_collator_properties(simple_tokenizer, pairs):
+    batch = ARLMSeq2SeqPredCollator(simple_tokenizer, block_size=32)(
+        [{"prompt_ids": p, "input_ids": q} for p, q in pairs]
+    )
+    width = max(len(p) for p, _ in pairs) + 1
+    assert batch["input_ids"].shape == (len(pairs), width)
+    assert (batch["input_ids"][:, -1] == BOS).all()
+    for b, (prompt, target) in enumerate(pairs):
+        assert batch["input_ids"][b, width - len(prompt) - 1 :].tolist() == prompt + [BOS]
+        assert batch["attention_mask"][b].sum() == len(prompt) + 1
+        expected = (target + [EOS]) if target else []
+        assert batch["target_ids"][b, : len(expected)].tolist() == expected
+        assert (batch["target_ids"][b, len(expected) :] == PAD).all()

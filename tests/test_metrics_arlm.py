@@ -1,0 +1,89 @@
+"""Worked examples of the metric update functions, fed through xlm-core's metric classes."""
+
+import math
+
+import torch
+from torchmetrics import MeanMetric
+from xlm.metrics import ExactMatch, TokenAccuracy
+
+from arlm import metrics_arlm as m
+
+PAD, EOS, X = 0, 3, -100
+
+
+def prediction_case():
+    """Two prompts of width 2; the generator wrote 4 columns; targets are 3 wide."""
+    batch = {
+        "input_ids": torch.tensor([[10, 4], [11, 4]]),
+        "target_ids": torch.tensor([[20, 21, EOS], [22, EOS, PAD]]),
+    }
+    preds = {
+        "ids": torch.tensor([[10, 4, 20, 21, EOS, PAD], [11, 4, 22, 25, EOS, PAD]]),
+        "output_start_idx": 2,
+    }
+    return batch, preds
+
+
+def test_exact_match_compares_the_generated_suffix(simple_tokenizer):
+    batch, preds = prediction_case()
+    kwargs = m.seq2seq_exact_match_update_fn(batch, preds, simple_tokenizer)
+    assert kwargs["pred"].tolist() == [[20, 21, EOS], [22, 25, EOS]]
+    metric = ExactMatch()
+    metric.update(**kwargs)
+    assert metric.compute().item() == 0.5
+
+
+def test_token_accuracy_counts_every_target_position(simple_tokenizer):
+    batch, preds = prediction_case()
+    metric = TokenAccuracy()
+    metric.update(**m.seq2seq_token_accuracy_update_fn(batch, preds, simple_tokenizer))
+    assert math.isclose(metric.compute().item(), (3 / 3 + 1 / 3) / 2, rel_tol=1e-6)
+
+
+def test_short_prediction_is_padded_to_target_width(simple_tokenizer):
+    batch = {"target_ids": torch.tensor([[20, EOS, PAD, PAD]])}
+    preds = {"ids": torch.tensor([[4, 20, EOS]]), "output_start_idx": 1}
+    kwargs = m.seq2seq_exact_match_update_fn(batch, preds, simple_tokenizer)
+    assert kwargs["pred"].tolist() == [[20, EOS, PAD, PAD]]
+
+
+def lm_case():
+    batch = {
+        "attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]]),
+        "target_ids": torch.tensor([[5, 6, X, X], [7, 8, 9, X]]),
+    }
+    nlls = torch.tensor([[1.0, 3.0, 0.0, 0.0], [2.0, 2.0, 2.0, 0.0]])
+    loss_dict = {"loss": torch.tensor(2.0, requires_grad=True), "nlls": nlls}
+    return batch, loss_dict
+
+
+def test_mean_metric_prefers_batch_loss():
+    batch, loss_dict = lm_case()
+    assert not m.mean_metric_update_fn(batch, loss_dict)["value"].requires_grad
+    loss_dict["batch_loss"] = torch.tensor(9.0)
+    assert m.mean_metric_update_fn(batch, loss_dict)["value"].item() == 9.0
+
+
+def test_perplexity_per_sequence():
+    batch, loss_dict = lm_case()
+    value = m.perplexity_metric_update_fn(batch, loss_dict)["value"]
+    torch.testing.assert_close(value, torch.tensor([math.exp(2.0), math.exp(2.0)]))
+
+
+def test_perplexity_skips_rows_without_targets():
+    batch, loss_dict = lm_case()
+    batch["target_ids"][0] = X
+    assert m.perplexity_metric_update_fn(batch, loss_dict)["value"].shape == (1,)
+
+
+def test_token_nll_averages_over_target_tokens():
+    batch, loss_dict = lm_case()
+    metric = MeanMetric()
+    metric.update(**m.token_nll_metric_update_fn(batch, loss_dict))
+    assert math.isclose(metric.compute().item(), (1 + 3 + 2 + 2 + 2) / 5, rel_tol=1e-6)
+
+
+def test_sequence_length_and_valid_tokens():
+    batch, loss_dict = lm_case()
+    assert m.sequence_length_metric_update_fn(batch, loss_dict)["value"].tolist() == [3.0, 4.0]
+    assert m.valid_tokens_metric_update_fn(batch, loss_dict)["value"].tolist() == [2.0, 3.0]
