@@ -37,7 +37,7 @@ def resolve_attention_backend(requested: str) -> str:
 
 
 def build_attention_mask(
-    attention_mask: Optional[Tensor], q_len: int, past_len: int
+    attention_mask: Optional[Tensor], q_len: int, past_len: int, device: torch.device
 ) -> Tuple[Optional[Bool[Tensor, "batch 1 q_len kv_len"]], bool]:
     """Turn the user-facing mask into what SDPA takes: ``(mask or None, is_causal)``.
 
@@ -59,16 +59,12 @@ def build_attention_mask(
             return None, False
     # Causal with an offset: query i (absolute position past_len + i) sees keys <= past_len + i.
     # Built only when required (cache offset with several new tokens, or key padding).
-    key_idx = torch.arange(kv_len, device=_device_of(attention_mask))
-    query_idx = torch.arange(past_len, kv_len, device=key_idx.device)
+    key_idx = torch.arange(kv_len, device=device)
+    query_idx = torch.arange(past_len, kv_len, device=device)
     causal = key_idx[None, :] <= query_idx[:, None]  # (q_len, kv_len)
     if attention_mask is None:
         return causal[None, None], False
     return causal[None, None] & attention_mask.bool()[:, None, None, :], False
-
-
-def _device_of(t: Optional[Tensor]) -> Optional[torch.device]:
-    return None if t is None else t.device
 
 
 def attend(
