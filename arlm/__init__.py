@@ -22,5 +22,31 @@ _warn_if_xlm_models_installed()
 from arlm.decoder import DecoderConfig, DecoderStack  # noqa: E402
 from arlm.loss_arlm import ARLMLoss  # noqa: E402
 from arlm.model_arlm import RotaryTransformerARLMModel  # noqa: E402
+from arlm.hf import (  # noqa: E402
+    ArlowConfig,
+    ArlowForCausalLM,
+    ArlowModel,
+    ArlowPreTrainedModel,
+    ArlowRMSNorm,
+    ArlowRotaryEmbedding,
+    ArlowTokenizerFast,
+    apply_rotary_pos_emb,
+    register_arlow_with_auto_classes,
+)
 
-__all__ = ["ARLMLoss", "DecoderConfig", "DecoderStack", "RotaryTransformerARLMModel"]
+register_arlow_with_auto_classes()
+
+__all__ = [
+    "ARLMLoss",
+    "ArlowConfig",
+    "ArlowForCausalLM",
+    "ArlowModel",
+    "ArlowPreTrainedModel",
+    "ArlowRMSNorm",
+    "ArlowRotaryEmbedding",
+    "ArlowTokenizerFast",
+    "DecoderConfig",
+    "DecoderStack",
+    "RotaryTransformerARLMModel",
+    "apply_rotary_pos_emb",
+]

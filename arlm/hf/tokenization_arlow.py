@@ -1,0 +1,89 @@
+"""``ArlowTokenizerFast`` and a byte-level BPE trainer over local text files."""
+
+from typing import Optional, Sequence
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from arlm.hf.text_files import PathLike, iter_documents
+
+DEFAULT_SPECIAL_TOKENS = {
+    "pad_token": "<pad>",
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "unk_token": "<unk>",
+    "mask_token": "<mask>",
+}
+
+
+class ArlowTokenizerFast(PreTrainedTokenizerFast):
+    """A ``tokenizers``-backed tokenizer with pad/bos/eos/unk/mask special tokens.
+
+    Build it with :func:`train_arlow_tokenizer`, from a ``tokenizer.json`` (``tokenizer_file``) or
+    from a ``tokenizers.Tokenizer`` (``tokenizer_object``). Padding is on the left, as decoding a
+    batch with a causal model needs. No special token is added by ``encode``: pretraining appends
+    ``eos_token`` between documents itself.
+    """
+
+    vocab_files_names = {"tokenizer_file": "tokenizer.json"}
+    model_input_names = ["input_ids", "attention_mask"]
+    padding_side = "left"
+
+    def __init__(
+        self,
+        tokenizer_file: Optional[str] = None,
+        tokenizer_object: Optional[Tokenizer] = None,
+        pad_token: Optional[str] = DEFAULT_SPECIAL_TOKENS["pad_token"],
+        bos_token: Optional[str] = DEFAULT_SPECIAL_TOKENS["bos_token"],
+        eos_token: Optional[str] = DEFAULT_SPECIAL_TOKENS["eos_token"],
+        unk_token: Optional[str] = DEFAULT_SPECIAL_TOKENS["unk_token"],
+        mask_token: Optional[str] = DEFAULT_SPECIAL_TOKENS["mask_token"],
+        **kwargs,
+    ):
+        if tokenizer_file is None and tokenizer_object is None:
+            raise ValueError(
+                "ArlowTokenizerFast needs tokenizer_file (a tokenizer.json) or tokenizer_object; "
+                "train one with arlm.hf.train_arlow_tokenizer"
+            )
+        super().__init__(
+            tokenizer_file=tokenizer_file,
+            tokenizer_object=tokenizer_object,
+            pad_token=pad_token,
+            bos_token=bos_token,
+            eos_token=eos_token,
+            unk_token=unk_token,
+            mask_token=mask_token,
+            **kwargs,
+        )
+
+
+def train_arlow_tokenizer(
+    files: Sequence[PathLike],
+    vocab_size: int,
+    min_frequency: int = 2,
+    text_field: str = "text",
+) -> ArlowTokenizerFast:
+    """Train a byte-level BPE on local ``.txt``/``.jsonl`` files (see :mod:`arlm.hf.text_files`).
+
+    Every byte is in the initial alphabet, so any text round-trips through encode/decode; the five
+    special tokens get ids 0..4 (pad, bos, eos, unk, mask). ``vocab_size`` counts them.
+    """
+    specials = list(DEFAULT_SPECIAL_TOKENS.values())
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    if vocab_size < len(specials) + len(alphabet):
+        raise ValueError(
+            f"vocab_size must be at least {len(specials) + len(alphabet)} (the {len(specials)} "
+            f"special tokens and the {len(alphabet)} byte symbols), got {vocab_size}"
+        )
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=specials,
+        initial_alphabet=alphabet,
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(iter_documents(files, text_field), trainer=trainer)
+    return ArlowTokenizerFast(tokenizer_object=tokenizer)
