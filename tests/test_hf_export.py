@@ -1,0 +1,144 @@
+"""xLM checkpoint -> Hugging Face directory: same logits in both faces, clear errors otherwise."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch_ema import ExponentialMovingAverage
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from arlm import ArlowConfig, ArlowForCausalLM, ArlowTokenizerFast, RotaryTransformerARLMModel
+from arlm.hf.export import XLM_MODEL_TARGET, arlow_tokenizer_from, export_checkpoint_to_hf, xlm_to_hf
+
+from .conftest import TINY_MODEL_KWARGS, VOCAB_SIZE
+
+XLM_KWARGS = dict(TINY_MODEL_KWARGS, num_layers=2, padding_idx=0, rotary_emb_dim=8)
+
+
+def xlm_model(**overrides) -> RotaryTransformerARLMModel:
+    torch.manual_seed(0)
+    return RotaryTransformerARLMModel(**{**XLM_KWARGS, **overrides}).eval()
+
+
+def lightning_checkpoint(model: RotaryTransformerARLMModel, kwargs: dict, ema=None) -> dict:
+    """What xlm-core's Harness + EMA callback write: the model under ``model.``, the resolved
+    config under ``hyper_parameters``, torch_ema's state under ``ema``."""
+    checkpoint = {
+        "epoch": 0,
+        "global_step": 3,
+        "pytorch-lightning_version": "2.5.2",
+        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        "hyper_parameters": {"model": {"_target_": XLM_MODEL_TARGET, **kwargs}, "block_size": 32},
+    }
+    if ema is not None:
+        checkpoint["ema"] = ema.state_dict()
+    return checkpoint
+
+
+def ids_batch():
+    return torch.randint(7, VOCAB_SIZE, (2, 16), generator=torch.Generator().manual_seed(3))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        dict(tie_word_embeddings=True, final_layer_without_normalization=True),
+        dict(norm="rmsnorm", activation="swiglu", bias=False, num_kv_heads=1, rotary_emb_dim=16),
+        dict(activation="gelu", rope_theta=500.0, dim_feedforward=48),
+    ],
+)
+def test_xlm_model_and_hf_export_give_identical_logits(overrides):
+    xlm = xlm_model(**overrides)
+    hf = xlm_to_hf(xlm)
+    assert hf.state_dict().keys() == xlm.state_dict().keys()
+    ids = ids_batch()
+    with torch.no_grad():
+        assert torch.equal(xlm(ids), hf(ids).logits)
+
+
+def test_export_lightning_checkpoint_round_trips_through_auto_classes(tmp_path, simple_tokenizer):
+    xlm = xlm_model()
+    path = tmp_path / "last.ckpt"
+    torch.save(lightning_checkpoint(xlm, XLM_KWARGS), path)
+    export_checkpoint_to_hf(path, tmp_path / "hf", tokenizer=simple_tokenizer)
+    names = {p.name for p in (tmp_path / "hf").iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= names
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    assert isinstance(hf, ArlowForCausalLM)
+    assert hf.config.norm_type == "layernorm" and not hf.config.gated_mlp and hf.config.bias
+    assert hf.config.rotary_dim == 8 and not hf.config.tie_word_embeddings
+    assert (hf.config.pad_token_id, hf.config.eos_token_id) == (0, 3)
+    ids = ids_batch()
+    with torch.no_grad():
+        assert torch.equal(xlm(ids), hf(ids).logits)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert isinstance(tokenizer, ArlowTokenizerFast)
+    text = "3 4 5 [EOS]"
+    assert tokenizer.encode(text) == simple_tokenizer.encode(text) == [10, 11, 12, 3]
+    assert tokenizer.decode([10, 11, 12, 3]) == text and len(tokenizer) == VOCAB_SIZE
+
+
+def test_export_applies_ema_weights_by_default(tmp_path):
+    xlm = xlm_model()
+    ema = ExponentialMovingAverage([p for p in xlm.parameters() if p.requires_grad], decay=0.5)
+    with torch.no_grad():
+        for p in xlm.parameters():
+            p.add_(0.1)
+    ema.update()
+    path = tmp_path / "ema.ckpt"
+    torch.save(lightning_checkpoint(xlm, XLM_KWARGS, ema), path)
+    with_ema = export_checkpoint_to_hf(path, tmp_path / "a")
+    without = export_checkpoint_to_hf(path, tmp_path / "b", apply_ema=False)
+    ema.copy_to()
+    assert torch.equal(with_ema.lm_head.weight, xlm.lm_head.weight)
+    assert not torch.equal(without.lm_head.weight, xlm.lm_head.weight)
+
+
+def test_export_model_only_safetensors_needs_and_uses_model_config(tmp_path):
+    xlm = xlm_model(tie_word_embeddings=False)
+    path = tmp_path / "model.safetensors"
+    save_file(xlm.state_dict(), str(path))
+    with pytest.raises(ValueError, match="does not record its model configuration"):
+        export_checkpoint_to_hf(path, tmp_path / "hf")
+    hf = export_checkpoint_to_hf(
+        path, tmp_path / "hf", model_config={"_target_": XLM_MODEL_TARGET, **XLM_KWARGS}
+    )
+    ids = ids_batch()
+    with torch.no_grad():
+        assert torch.equal(xlm(ids), hf(ids).logits)
+
+
+def test_non_arlm_checkpoints_are_rejected(tmp_path):
+    xlm = xlm_model()
+    other = lightning_checkpoint(xlm, XLM_KWARGS)
+    other["hyper_parameters"]["model"]["_target_"] = "mdlm.model_mdlm.MDLMModel"
+    torch.save(other, tmp_path / "mdlm.ckpt")
+    with pytest.raises(ValueError, match="is not an arlm checkpoint: its model is 'mdlm.model_mdlm.MDLMModel'"):
+        export_checkpoint_to_hf(tmp_path / "mdlm.ckpt", tmp_path / "out")
+    renamed = lightning_checkpoint(xlm, XLM_KWARGS)
+    renamed["state_dict"] = {k.replace("layers", "blocks"): v for k, v in renamed["state_dict"].items()}
+    torch.save(renamed, tmp_path / "renamed.ckpt")
+    with pytest.raises(ValueError, match="missing keys .*unexpected keys"):
+        export_checkpoint_to_hf(tmp_path / "renamed.ckpt", tmp_path / "out")
+    torch.save([1, 2, 3], tmp_path / "list.ckpt")
+    with pytest.raises(ValueError, match="is not an arlm checkpoint: it holds a list"):
+        export_checkpoint_to_hf(tmp_path / "list.ckpt", tmp_path / "out")
+    with pytest.raises(ValueError, match="checkpoint not found"):
+        export_checkpoint_to_hf(tmp_path / "missing.ckpt", tmp_path / "out")
+    torch.save(lightning_checkpoint(xlm, XLM_KWARGS), tmp_path / "no_ema.ckpt")
+    with pytest.raises(ValueError, match="has no EMA weights"):
+        export_checkpoint_to_hf(tmp_path / "no_ema.ckpt", tmp_path / "out", apply_ema=True)
+
+
+def test_fast_tokenizer_conversion_keeps_ids_and_specials(tmp_path):
+    from arlm.hf import train_arlow_tokenizer
+
+    (tmp_path / "t.txt").write_text("some words to learn from\n" * 10)
+    trained = train_arlow_tokenizer([tmp_path / "t.txt"], vocab_size=280)
+    plain_fast = __import__("transformers").PreTrainedTokenizerFast(
+        tokenizer_object=trained.backend_tokenizer, eos_token="</s>", pad_token="<pad>"
+    )
+    converted = arlow_tokenizer_from(plain_fast)
+    assert converted.encode("some words</s>") == trained.encode("some words</s>")
+    assert converted.bos_token is None and converted.eos_token_id == trained.eos_token_id
+    assert isinstance(ArlowConfig.from_decoder_config(xlm_model().config, False), ArlowConfig)
