@@ -103,6 +103,9 @@ class KVCache(Protocol):
 
     ``update`` appends this step's keys/values for ``layer_idx`` and returns all keys/values
     seen so far, ``(B, kv_heads, past + new, head_dim)``; ``get_seq_length`` is ``past``.
+    ``get_max_cache_shape`` is -1 for such a growing cache; a preallocated (static) cache
+    returns its length ``S`` instead, and its ``update`` returns all ``S`` slots, so the caller
+    must pass explicit ``positions`` and a ``(B, L, S)`` mask that hides unwritten slots.
     """
 
     def update(
@@ -111,6 +114,8 @@ class KVCache(Protocol):
     ) -> Tuple[Tensor, Tensor]: ...
 
     def get_seq_length(self, layer_idx: int = 0) -> int: ...
+
+    def get_max_cache_shape(self, layer_idx: int = 0) -> int: ...
 
 
 def make_norm(config: DecoderConfig, dim: int) -> nn.Module:
@@ -280,10 +285,10 @@ class DecoderStack(nn.Module):
         if not torch.compiler.is_compiling():
             validate_decoder_inputs(
                 self.decoder_config, input_ids, attention_mask, positions, past_len, (B, L),
-                encoder_hidden_states,
+                encoder_hidden_states, -1 if cache is None else cache.get_max_cache_shape(),
             )
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
-        mask, is_causal = build_attention_mask(attention_mask, L, past_len)
+        mask, is_causal = build_attention_mask(attention_mask, L, past_len, x.device)
         cos, sin = self.rotary_emb(positions, L, past_len, x.dtype)
         encoder_mask = None
         if encoder_attention_mask is not None:
@@ -306,8 +311,12 @@ def validate_decoder_inputs(
     past_len: int,
     batch_shape: Tuple[int, int],
     encoder_hidden_states: Optional[Tensor],
+    fixed_key_len: int = -1,
 ) -> None:
-    """Raise a ``ValueError`` naming the offending value; skipped while ``torch.compile`` traces."""
+    """Raise a ``ValueError`` naming the offending value; skipped while ``torch.compile`` traces.
+
+    ``fixed_key_len`` is the length of a preallocated cache (its keys span all of it), or -1.
+    """
     B, L = batch_shape
     if B == 0 or L == 0:
         raise ValueError(f"empty batch: input of shape {(B, L)}; need at least one token per row")
@@ -320,7 +329,15 @@ def validate_decoder_inputs(
                 f"token id {input_ids[bad][0].item()} is outside [0, {config.vocab_size}) "
                 f"(the embedding size); check the tokenizer matches the model"
             )
-    if past_len + L > config.max_positions and positions is None:
+    if fixed_key_len > 0 and (
+        positions is None or attention_mask is None or attention_mask.dim() != 3
+    ):
+        raise ValueError(
+            f"a preallocated KV cache returns all {fixed_key_len} of its slots as keys: pass "
+            f"explicit positions and an attention_mask of shape (batch, queries, "
+            f"{fixed_key_len}) that is False on unwritten slots"
+        )
+    if positions is None and past_len + L > config.max_positions:
         raise ValueError(
             f"sequence length {past_len + L} exceeds max_length {config.max_positions}"
         )
@@ -337,7 +354,7 @@ def validate_decoder_inputs(
             raise ValueError(
                 f"attention_mask must be bool or integer (True/1 = attend), got {attention_mask.dtype}"
             )
-        S = past_len + L
+        S = fixed_key_len if fixed_key_len > 0 else past_len + L
         if tuple(attention_mask.shape) not in ((B, S), (B, L, S)):
             raise ValueError(
                 f"attention_mask must have shape (batch, keys)={(B, S)} or "

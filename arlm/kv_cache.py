@@ -1,0 +1,143 @@
+"""Key/value caches for incremental decoding: objects passed to ``forward``, never owned by a model.
+
+Both satisfy the decoder's :class:`arlm.decoder.KVCache` protocol (the same methods as HF's
+``Cache``): ``update(k, v, layer_idx, cache_kwargs) -> (k_all, v_all)``, ``get_seq_length()``
+and ``get_max_cache_shape()``.
+
+- :class:`DynamicKVCache` grows by concatenation: the keys it returns are exactly the ``past + L``
+  tokens seen so far, so the decoder's default masks (``None`` or ``(B, past + L)`` key padding)
+  apply. Simple, unbounded, and what eager decoding uses.
+- :class:`StaticKVCache` preallocates ``max_length`` slots per layer and writes new keys/values in
+  place. It returns the whole buffer (``S = max_length``) at every step, so every decode step has
+  the same shapes and a ``torch.compile``d step is reused instead of recompiled. The caller passes
+  explicit ``positions`` and a ``(B, L, max_length)`` mask whose unwritten slots are False.
+"""
+
+from typing import List, Optional, Tuple
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from arlm.decoder import DecoderConfig
+
+
+class DynamicKVCache:
+    """Per-layer keys/values of every token seen so far, concatenated along the sequence axis."""
+
+    def __init__(self) -> None:
+        self.keys: List[Tensor] = []
+        self.values: List[Tensor] = []
+
+    def update(
+        self,
+        key_states: Float[Tensor, "batch kv_heads seq head_dim"],
+        value_states: Float[Tensor, "batch kv_heads seq head_dim"],
+        layer_idx: int,
+        cache_kwargs: Optional[dict] = None,
+    ) -> Tuple[Float[Tensor, "batch kv_heads total head_dim"], Float[Tensor, "batch kv_heads total head_dim"]]:
+        """Append this step's keys/values of ``layer_idx``; return all of them (``total = past + seq``).
+
+        ``cache_kwargs`` is accepted for HF compatibility and ignored.
+        """
+        if layer_idx == len(self.keys):
+            self.keys.append(key_states)
+            self.values.append(value_states)
+        elif layer_idx < len(self.keys):
+            self.keys[layer_idx] = torch.cat([self.keys[layer_idx], key_states], dim=2)
+            self.values[layer_idx] = torch.cat([self.values[layer_idx], value_states], dim=2)
+        else:
+            raise ValueError(
+                f"layer {layer_idx} updated before layer {len(self.keys)}; layers must be "
+                f"cached in order on the first step"
+            )
+        return self.keys[layer_idx], self.values[layer_idx]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Number of cached tokens (padding included)."""
+        return self.keys[layer_idx].shape[2] if layer_idx < len(self.keys) else 0
+
+    def get_max_cache_shape(self, layer_idx: int = 0) -> int:
+        """-1: the keys grow with every update."""
+        return -1
+
+
+class StaticKVCache:
+    """``max_length`` preallocated key/value slots per layer, filled in place from slot 0 on.
+
+    Each layer keeps its own count of written slots as a long tensor (not a Python int), so a
+    compiled step reads and advances it without guarding on its value. Writing past
+    ``max_length`` raises (checked in eager mode).
+    """
+
+    def __init__(
+        self,
+        num_layers: int,
+        batch_size: int,
+        num_kv_heads: int,
+        max_length: int,
+        head_dim: int,
+        dtype: torch.dtype = torch.float32,
+        device: Optional[torch.device] = None,
+    ):
+        for name, value in (
+            ("num_layers", num_layers), ("batch_size", batch_size),
+            ("num_kv_heads", num_kv_heads), ("max_length", max_length), ("head_dim", head_dim),
+        ):
+            if value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value}")
+        shape = (batch_size, num_kv_heads, max_length, head_dim)
+        self.max_length = max_length
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.lengths = torch.zeros(num_layers, dtype=torch.long, device=device)
+        self._slot_offsets = torch.arange(max_length, device=device)
+
+    @classmethod
+    def for_decoder(
+        cls,
+        config: DecoderConfig,
+        batch_size: int,
+        max_length: int,
+        dtype: torch.dtype = torch.float32,
+        device: Optional[torch.device] = None,
+    ) -> "StaticKVCache":
+        """A cache shaped for every self-attention layer of a decoder built from ``config``."""
+        return cls(
+            config.n_layers, batch_size, config.n_kv_heads, max_length, config.head_dim,
+            dtype, device,
+        )
+
+    def update(
+        self,
+        key_states: Float[Tensor, "batch kv_heads seq head_dim"],
+        value_states: Float[Tensor, "batch kv_heads seq head_dim"],
+        layer_idx: int,
+        cache_kwargs: Optional[dict] = None,
+    ) -> Tuple[Float[Tensor, "batch kv_heads max_length head_dim"], Float[Tensor, "batch kv_heads max_length head_dim"]]:
+        """Write ``seq`` new slots of ``layer_idx`` after the ones already written; return the buffers.
+
+        ``cache_kwargs`` is accepted for HF compatibility and ignored.
+        """
+        seq = key_states.shape[2]
+        if not torch.compiler.is_compiling():
+            written = int(self.lengths[layer_idx])
+            if written + seq > self.max_length:
+                raise ValueError(
+                    f"static KV cache overflow at layer {layer_idx}: {written} slots written + "
+                    f"{seq} new > max_length {self.max_length}"
+                )
+        slots = self._slot_offsets[:seq] + self.lengths[layer_idx]  # (seq,)
+        self.keys[layer_idx].index_copy_(2, slots, key_states)
+        self.values[layer_idx].index_copy_(2, slots, value_states)
+        self.lengths[layer_idx] += seq
+        return self.keys[layer_idx], self.values[layer_idx]
+
+    def get_seq_length(self, layer_idx: int = 0) -> Tensor:
+        """Slots written so far, as a 0-d long tensor (like HF's ``StaticCache``): a Python int
+        would make a compiled step recompile whenever it changes."""
+        return self.lengths[layer_idx].clone()
+
+    def get_max_cache_shape(self, layer_idx: int = 0) -> int:
+        """The fixed key length every ``update`` returns."""
+        return self.max_length
