@@ -113,10 +113,11 @@ def prepare_prefix_ids_arlm(
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": token_type_ids}
 
 
-class DefaultARLMCollator:
-    """LM batches: rows truncated and right-padded to ``block_size`` (:class:`ARLMBatch`).
+class _ARLMCollator:
+    """Constructor shared by the ARLM collators (kwargs as xlm-core's collator YAMLs give them).
 
-    ``target_ids = input_ids[1:] + [-100]`` per row, with -100 on padding.
+    ``noise_schedule`` is accepted for the xLM ``Collator`` protocol and unused.
+    ``input_block_size``: prompt width of prediction batches (``None``/0: the longest prompt).
     """
 
     def __init__(
@@ -124,13 +125,21 @@ class DefaultARLMCollator:
         tokenizer: Any,
         block_size: int,
         noise_schedule: Any = None,
-        **_unused: Any,
+        input_block_size: Optional[int] = None,
     ):
         if block_size is None or block_size < 2:
             raise ValueError(f"block_size must be an integer >= 2, got {block_size!r}")
         self.tokenizer = tokenizer
         self.block_size = block_size
         self.noise_schedule = noise_schedule
+        self.input_block_size = input_block_size or None
+
+
+class DefaultARLMCollator(_ARLMCollator):
+    """LM batches: rows truncated and right-padded to ``block_size`` (:class:`ARLMBatch`).
+
+    ``target_ids = input_ids[1:] + [-100]`` per row, with -100 on padding.
+    """
 
     def __call__(self, examples: List[Mapping[str, Any]]) -> ARLMBatch:
         _check_examples(examples, ("input_ids",), type(self).__name__)
@@ -143,29 +152,13 @@ class DefaultARLMCollator:
         }
 
 
-class ARLMSeq2SeqCollator:
+class ARLMSeq2SeqCollator(_ARLMCollator):
     """Seq2seq training batches ``[prompt][BOS][target][EOS]`` right-padded to ``block_size``.
 
     Loss is taken on the target and EOS only (prompt, BOS and padding targets are -100).
     Rows longer than ``block_size`` are cut at the end. Reads ``prompt_ids`` and the target from
     ``target_ids`` (or ``input_ids``, xlm-core's name for the STAR/TinyGSM continuation).
-    ``input_block_size`` is accepted for config symmetry with the prediction collator.
     """
-
-    def __init__(
-        self,
-        tokenizer: Any,
-        block_size: int,
-        noise_schedule: Any = None,
-        input_block_size: Optional[int] = None,
-        **_unused: Any,
-    ):
-        if block_size is None or block_size < 2:
-            raise ValueError(f"block_size must be an integer >= 2, got {block_size!r}")
-        self.tokenizer = tokenizer
-        self.block_size = block_size
-        self.input_block_size = input_block_size
-        self.noise_schedule = noise_schedule
 
     def __call__(self, examples: List[Mapping[str, Any]]) -> ARLMSeq2SeqBatch:
         _check_examples(examples, ("prompt_ids",), type(self).__name__)
@@ -188,7 +181,7 @@ class ARLMSeq2SeqCollator:
         }
 
 
-class ARLMSeq2SeqPredCollator:
+class ARLMSeq2SeqPredCollator(_ARLMCollator):
     """Prompt-only batches for generation (:class:`ARLMSeq2SeqPredictionBatch`).
 
     ``input_ids`` are ``[pad...][prompt][BOS]`` left-padded to ``input_block_size`` (when set
@@ -197,21 +190,6 @@ class ARLMSeq2SeqPredCollator:
     ``block_size - prompt width`` when that fits every row, else to the longest target.
     Per-row ``answer`` strings are passed through when the rows have them.
     """
-
-    def __init__(
-        self,
-        tokenizer: Any,
-        block_size: int,
-        noise_schedule: Any = None,
-        input_block_size: Optional[int] = None,
-        **_unused: Any,
-    ):
-        if block_size is None or block_size < 2:
-            raise ValueError(f"block_size must be an integer >= 2, got {block_size!r}")
-        self.tokenizer = tokenizer
-        self.block_size = block_size
-        self.input_block_size = input_block_size or None
-        self.noise_schedule = noise_schedule
 
     def __call__(self, examples: List[Mapping[str, Any]]) -> ARLMSeq2SeqPredictionBatch:
         _check_examples(examples, ("prompt_ids",), type(self).__name__)
@@ -239,7 +217,7 @@ def _has_target(example: Mapping[str, Any]) -> bool:
 class ARLMEmptyDataset(IterableDataset):
     """``num_examples`` empty prompts, for unconditional generation with the prediction collator."""
 
-    def __init__(self, tokenizer: Any, num_examples: int, **_unused: Any):
+    def __init__(self, tokenizer: Any, num_examples: int):
         self.tokenizer = tokenizer
         self.num_examples = num_examples
 
