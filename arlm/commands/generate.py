@@ -1,0 +1,136 @@
+"""``xlm job_type=generate_arlm``: generate from a checkpoint on any device and write JSONL.
+
+xlm-core 0.3.1's ``job_type=generate`` moves the model and every batch to ``"cuda"``
+unconditionally, so it fails on machines without a GPU. This job builds the same datamodule and
+model (``xlm.utils.model_loading.load_model_for_inference``, EMA weights applied), runs the
+predictor over the experiment's ``predict`` dataloaders on the chosen device under
+``torch.no_grad()``, and writes one JSON object per example to
+``<generation.output_dir>/<dataloader name>.jsonl`` (atomically: a temporary file renamed into place).
+
+Config keys (all optional; keys absent from the base config need a leading ``+`` on the CLI):
+    generation.ckpt_path: Lightning checkpoint; default ``<checkpointing_dir>/best.ckpt``, then
+        ``last.ckpt`` (also accepted: ``generation.model_only_checkpoint_path``, ``hub.repo_id``).
+    generation.device: ``auto`` (CUDA when available, else CPU; the default), ``cpu``, ``cuda``, ``cuda:1``...
+    generation.output_dir: default ``<paths.run_dir>/generations``.
+    generation.max_batches: stop each dataloader after this many batches (default: all).
+    generation.use_ema: apply the checkpoint's EMA weights (default true).
+
+Rows are the predictor's ``to_dict`` rows (``text``, ``generated_text``, ``prompt``, ``truth`` when
+the data has a reference, ``answer`` for TinyGSM/GSM8K, ...), with ``text_with_spl_tokens`` removed.
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from xlm.utils.model_loading import load_model_for_inference
+from xlm.utils.rank_zero import RankedLogger
+
+logger = RankedLogger(__name__, rank_zero_only=True)
+
+DROPPED_FIELDS = ("text_with_spl_tokens",)
+
+
+def resolve_device(name: Optional[str]) -> torch.device:
+    """``auto``/None -> ``cuda`` if available else ``cpu``; anything else must be a usable device."""
+    if name is None or str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(str(name))
+    except RuntimeError as error:
+        raise ValueError(f"generation.device={name!r} is not a device name; use auto, cpu or cuda[:N]") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"generation.device={name!r} but CUDA is not available here; use generation.device=cpu (or auto)")
+    return device
+
+
+def check_checkpoint_argument(cfg: DictConfig) -> None:
+    """Fail with the path and the fix when an explicitly given checkpoint file does not exist."""
+    for key in ("ckpt_path", "checkpoint_path", "model_only_checkpoint_path"):
+        path = OmegaConf.select(cfg, f"generation.{key}", default=None)
+        if path is not None and str(path).lower() not in ("", "none", "null") and not os.path.isfile(str(path)):
+            raise FileNotFoundError(
+                f"generation.{key}={path} does not exist (or is not a file). Fix: pass the .ckpt "
+                f"file written by training, e.g. {cfg.checkpointing_dir}/best.ckpt or last.ckpt, "
+                f"or leave it out to use those automatically."
+            )
+
+
+def _register_resolvers(cfg: DictConfig):
+    """Build global components and datamodule and point the resolvers at them (as xlm-core's jobs do)."""
+    global_components: Dict[str, Any] = hydra.utils.instantiate(cfg.global_components)
+    OmegaConf.clear_resolver("global_components")
+    OmegaConf.register_new_resolver("global_components", lambda x: global_components[x])
+    datamodule = hydra.utils.instantiate(cfg.datamodule)
+    tokenizer = datamodule.tokenizer
+    OmegaConf.clear_resolver("tokenizer")
+    OmegaConf.register_new_resolver("tokenizer", lambda x: getattr(tokenizer, x))
+    OmegaConf.clear_resolver("datamodule")
+    OmegaConf.register_new_resolver("datamodule", lambda x: getattr(datamodule, x))
+    return datamodule, tokenizer
+
+
+def _to_device(batch: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _write_jsonl(path: Path, rows: List[Dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    with open(tmp, "w") as f:
+        for row in rows:
+            f.write(json.dumps({k: v for k, v in row.items() if k not in DROPPED_FIELDS}) + "\n")
+    os.replace(tmp, path)
+
+
+def generate_arlm(cfg: DictConfig) -> List[Path]:
+    """Run the job described in the module docstring; return the JSONL paths written."""
+    if cfg.get("seed"):
+        torch.manual_seed(cfg.seed)
+    check_checkpoint_argument(cfg)
+    device = resolve_device(OmegaConf.select(cfg, "generation.device", default="auto"))
+    datamodule, tokenizer = _register_resolvers(cfg)
+    datamodule.no_trainer_mode = True
+    datamodule.prepare_data()
+    datamodule.setup("predict")
+    if "generation" not in cfg:
+        OmegaConf.update(cfg, "generation", {}, force_add=True)
+    module, _ = load_model_for_inference(
+        cfg,
+        datamodule,
+        tokenizer,
+        config_prefix="generation",
+        manual_ema_restore=bool(OmegaConf.select(cfg, "generation.use_ema", default=True)),
+        move_to_device=str(device),
+        set_eval_mode=True,
+        enable_hub_support=True,
+        checkpoint_fallback_dir=cfg.checkpointing_dir,
+        allow_random_init=False,
+    )
+    output_dir = Path(OmegaConf.select(cfg, "generation.output_dir", default=None) or Path(cfg.paths.run_dir) / "generations")
+    max_batches = OmegaConf.select(cfg, "generation.max_batches", default=None)
+    loaders = datamodule.predict_dataloader()
+    loaders = loaders if isinstance(loaders, list) else [loaders]
+    if not loaders:
+        raise ValueError("the experiment has no predict dataloaders (datamodule.dataset_managers.predict); nothing to generate")
+    written = []
+    for dl_idx, loader in enumerate(loaders):
+        name = datamodule.dataloader_names["predict"][dl_idx]
+        rows: List[Dict[str, Any]] = []
+        with torch.no_grad():
+            for batch_idx, batch in enumerate(loader):
+                if max_batches is not None and batch_idx >= int(max_batches):
+                    break
+                batch = _to_device(batch, device)
+                preds = module.predict_step(batch, batch_idx, dl_idx)
+                rows.extend(module.predictor.to_dict(batch, preds))
+        path = output_dir / f"{name}.jsonl"
+        _write_jsonl(path, rows)
+        logger.info(f"Wrote {len(rows)} generations for {name} on {device} to {path}")
+        print(f"generate_arlm: wrote {len(rows)} rows to {path}")
+        written.append(path)
+    return written

@@ -1,0 +1,112 @@
+"""``AtomicCacheDatasetManager``: xlm-core's DatasetManager with crash-safe manual caches.
+
+xlm-core decides whether a dataset is prepared by checking that its cache directory exists, so a
+``prepare_data`` killed half-way through ``save_to_disk`` would leave a directory that every later
+run trusts. Here the dataset is written to a hidden sibling ``.<split>.partial-<pid>-<id>`` and
+renamed into place only when complete: the cache directory either holds a whole dataset or does
+not exist, and re-running ``prepare_data`` recovers (removing partial directories of dead runs).
+
+Missing data and failed downloads raise :class:`DataNotPreparedError`, which names the cache
+directory that was looked for and how to fill it.
+"""
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Callable, Optional
+
+import datasets
+from xlm.datamodule import DatasetManager
+
+PARTIAL_MARKER = ".partial-"
+
+
+class DataNotPreparedError(FileNotFoundError):
+    """A dataset is neither in the manual cache nor obtainable from its source."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(final_dir: Path) -> None:
+    """Delete ``.<name>.partial-<pid>-*`` siblings of ``final_dir`` left by processes that died."""
+    parent = final_dir.parent
+    if not parent.is_dir():
+        return
+    for candidate in parent.glob(f".{final_dir.name}{PARTIAL_MARKER}*"):
+        pid_part = candidate.name.rsplit(PARTIAL_MARKER, 1)[1].split("-", 1)[0]
+        if not pid_part.isdigit() or not _pid_alive(int(pid_part)):
+            shutil.rmtree(candidate, ignore_errors=True)
+
+
+def write_dir_atomically(final_dir: Path, write: Callable[[Path], None]) -> None:
+    """Run ``write(tmp_dir)`` and rename ``tmp_dir`` to ``final_dir`` once it returns.
+
+    ``final_dir`` must not exist yet. If another process completes ``final_dir`` first, its
+    copy is kept and ours is discarded. On any error (or interrupt) the temporary directory
+    is removed; a hard kill leaves it behind under a hidden name, and the next call cleans it.
+    """
+    final_dir = Path(final_dir)
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(final_dir)
+    tmp_dir = final_dir.parent / f".{final_dir.name}{PARTIAL_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        write(tmp_dir)
+        try:
+            os.rename(tmp_dir, final_dir)
+        except OSError:
+            if not final_dir.exists():
+                raise
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+
+
+class AtomicCacheDatasetManager(DatasetManager):
+    """Drop-in ``xlm.datamodule.DatasetManager`` (same constructor) with atomic cache writes."""
+
+    _manual_cache_dir: Optional[str] = None
+
+    def prepare_data(self, manual_cache_dir: str, tokenizer, num_proc=None, load: bool = False):
+        self._manual_cache_dir = manual_cache_dir
+        return super().prepare_data(manual_cache_dir, tokenizer, num_proc=num_proc, load=load)
+
+    def _manually_cache(self, ds: datasets.Dataset, manual_cache_dir: str) -> None:
+        cache_dir = self._get_cache_dir(manual_cache_dir)
+        write_dir_atomically(
+            cache_dir, lambda tmp: ds.save_to_disk(str(tmp), num_shards=self.iterable_dataset_shards)
+        )
+
+    def _download(self, num_proc: Optional[int] = None) -> datasets.Dataset:
+        try:
+            return super()._download(num_proc=num_proc)
+        except Exception as error:
+            cache_dir = self._get_cache_dir(self._manual_cache_dir or "data")
+            raise DataNotPreparedError(
+                f"Dataset {self.full_name!r} is not in the prepared-data cache "
+                f"({cache_dir.resolve()}) and could not be loaded from its source: "
+                f"{type(error).__name__}: {error}. Fix: run `xlm job_type=prepare_data "
+                f"experiment=<experiment>` once with network access (unset HF_HUB_OFFLINE / "
+                f"HF_DATASETS_OFFLINE), or set DATA_DIR to the directory that already holds "
+                f"the prepared data."
+            ) from error
+
+    def _load_from_cache(self, manual_cache_dir: str) -> datasets.Dataset:
+        cache_dir = self._get_load_cache_dir(manual_cache_dir)
+        if not cache_dir.is_dir():
+            raise DataNotPreparedError(
+                f"No prepared data for {self.full_name!r} at {cache_dir.resolve()} "
+                f"(DATA_DIR={manual_cache_dir!r}). Fix: run `xlm job_type=prepare_data "
+                f"experiment=<experiment>` with the same DATA_DIR, or set DATA_DIR to the "
+                f"directory that holds the prepared data."
+            )
+        return super()._load_from_cache(manual_cache_dir)

@@ -1,0 +1,138 @@
+"""STAR path-finding data generated locally with xlm-core's own star-graph generators.
+
+Upstream publishes STAR as the hub datasets ``dhruveshpatel/star-{small,medium,hard}``, made by
+``xlm/commands/generate_star_graphs.py``. :class:`StarDatasetManager` produces the same kind of
+data on the spot instead of downloading it: the generator class and settings of each level are
+upstream's (:data:`STAR_LEVELS`), and so are the default split sizes (:data:`UPSTREAM_SPLIT_SIZES`).
+Each split is drawn from its own stream, seeded with ``seed + SPLITS.index(split)``, so a split's
+content depends only on (level, split, size, seed): never on the order in which caches are built.
+
+The generated rows go through xlm-core's usual path (``preprocess_fn`` of ``datasets/star.yaml``,
+then the manual cache at ``<DATA_DIR>/dhruveshpatel/<level>/<split>``), written atomically. A
+``star_generation.json`` next to the data records how it was made; asking for other sizes or
+another seed than an existing cache holds is an error rather than a silent reuse.
+"""
+
+import json
+import random
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+import datasets
+import numpy as np
+from xlm.datamodule import parse_hf_dataset_full_name
+from xlm.tasks.star import AsymmetricVariableArmlengthStarGraphGenerator, SimpleStarGraphGenerator
+
+from arlm.dataprep.cache import AtomicCacheDatasetManager, write_dir_atomically
+
+STAR_LEVELS: Dict[str, Dict[str, Any]] = {
+    "star-small": {
+        "generator": SimpleStarGraphGenerator,
+        "kwargs": {"degree": 3, "pathlength": 5, "vocab_size": 20},
+    },
+    "star-medium": {
+        "generator": AsymmetricVariableArmlengthStarGraphGenerator,
+        "kwargs": {"degree": 3, "min_pathlength": 3, "max_pathlength": 6, "min_plan_length": 2, "vocab_size": 20},
+    },
+    "star-hard": {
+        "generator": AsymmetricVariableArmlengthStarGraphGenerator,
+        "kwargs": {"degree": 5, "min_pathlength": 6, "max_pathlength": 12, "min_plan_length": 5, "vocab_size": 56},
+    },
+}
+SPLITS = ("train", "validation", "test")
+UPSTREAM_SPLIT_SIZES = {"train": 50000, "validation": 100, "test": 5000}
+METADATA_FILE = "star_generation.json"
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (and lists of them) -> Python ints, so that Arrow gets plain int64 columns."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def generate_star_split(level: str, split: str, size: int, seed: int) -> List[Dict[str, Any]]:
+    """``size`` graphs ``{edge_list, source, goal, path}`` of STAR ``level`` for ``split``.
+
+    Deterministic in its arguments. The global ``random`` / ``numpy`` generators (which
+    xlm-core's generators use) are reseeded for the call and restored afterwards.
+    """
+    if level not in STAR_LEVELS:
+        raise ValueError(f"unknown STAR level {level!r}; expected one of {sorted(STAR_LEVELS)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown STAR split {split!r}; expected one of {list(SPLITS)}")
+    if size < 1:
+        raise ValueError(f"STAR split size must be >= 1, got {size} for {level}/{split}")
+    settings = STAR_LEVELS[level]
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        split_seed = seed + SPLITS.index(split)
+        random.seed(split_seed)
+        np.random.seed(split_seed)
+        generator = settings["generator"](count=size, **settings["kwargs"])
+        return [{key: _plain(value) for key, value in graph.items()} for graph in generator.graphs()]
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
+class StarDatasetManager(AtomicCacheDatasetManager):
+    """DatasetManager for ``dhruveshpatel/star-*/<split>`` that generates instead of downloading.
+
+    Args (besides xlm-core's ``DatasetManager`` arguments):
+        split_sizes: rows per split, keys ``train``, ``validation``, ``test`` (default upstream's).
+        seed: base seed of the generation streams.
+    """
+
+    def __init__(self, *args: Any, split_sizes: Optional[Mapping[str, int]] = None, seed: int = 42, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        sizes = dict(UPSTREAM_SPLIT_SIZES if split_sizes is None else split_sizes)
+        missing = [s for s in SPLITS if s not in sizes]
+        if missing:
+            raise ValueError(f"star split_sizes {sizes} lacks {missing}; give a size for each of {list(SPLITS)}")
+        self.split_sizes = {s: int(sizes[s]) for s in SPLITS}
+        self.seed = int(seed)
+        level, split = self._level_and_split()
+        if level not in STAR_LEVELS or split not in SPLITS:
+            raise ValueError(
+                f"StarDatasetManager cannot generate {self.full_name!r}: expected "
+                f"dhruveshpatel/<{'|'.join(STAR_LEVELS)}>/<{'|'.join(SPLITS)}>"
+            )
+
+    def _level_and_split(self):
+        hub_path, _, split = parse_hf_dataset_full_name(self.full_name)
+        return hub_path.split("/")[-1], split
+
+    def _metadata(self) -> Dict[str, Any]:
+        level, split = self._level_and_split()
+        return {"level": level, "split": split, "size": self.split_sizes[split], "seed": self.seed}
+
+    def _download(self, num_proc: Optional[int] = None) -> datasets.Dataset:
+        meta = self._metadata()
+        rows = generate_star_split(meta["level"], meta["split"], meta["size"], meta["seed"])
+        return datasets.Dataset.from_list(rows)
+
+    def _manually_cache(self, ds: datasets.Dataset, manual_cache_dir: str) -> None:
+        def write(tmp: Path) -> None:
+            ds.save_to_disk(str(tmp), num_shards=self.iterable_dataset_shards)
+            (tmp / METADATA_FILE).write_text(json.dumps(self._metadata(), indent=2))
+
+        write_dir_atomically(self._get_cache_dir(manual_cache_dir), write)
+
+    def _check_cache(self, manual_cache_dir: str) -> bool:
+        cache_dir = self._get_cache_dir(manual_cache_dir)
+        if not cache_dir.exists():
+            return False
+        meta_file = cache_dir / METADATA_FILE
+        if meta_file.is_file():
+            found = json.loads(meta_file.read_text())
+            wanted = self._metadata()
+            if found != wanted:
+                raise ValueError(
+                    f"The STAR cache at {cache_dir.resolve()} was generated with {found}, but this "
+                    f"run asks for {wanted}. Fix: delete {cache_dir.resolve()} (it is regenerated), "
+                    f"use another DATA_DIR, or set star_split_sizes / star_seed to match the cache."
+                )
+        return True
