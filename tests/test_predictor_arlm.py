@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+import torch._dynamo.testing
 
 from arlm.datamodule_arlm import ARLMSeq2SeqPredCollator, prepare_prefix_ids_arlm
 from arlm.metrics_arlm import seq2seq_exact_match_update_fn
@@ -219,3 +220,38 @@ def test_bad_prompt_batches_raise(peaked_model, simple_tokenizer):
         greedy(peaked_model, simple_tokenizer).predict(right_padded)
     with pytest.raises(ValueError, match="empty list of prompts"):
         predictor.generate([])
+
+
+@pytest.fixture
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def test_compiled_static_step_is_traced_once_for_every_step(
+    peaked_model, simple_tokenizer, fresh_dynamo, monkeypatch
+):
+    """Dynamo's guards (not the backend) decide recompiles, so count traced frames with a
+    counting backend: one trace serves every step of two same-shaped batches."""
+    counter = torch._dynamo.testing.CompileCounter()
+    compile_fn = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compile_fn(fn, backend=counter, **kw))
+    predictor = greedy(peaked_model, simple_tokenizer, cache="static", compile=True)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        out = predictor.predict(prompt_batch())
+        predictor.predict(prompt_batch())
+    assert counter.frame_count == 1
+    assert torch.equal(out["ids"], greedy(peaked_model, simple_tokenizer).predict(prompt_batch())["ids"])
+
+
+@pytest.mark.slow
+def test_inductor_compiled_step_matches_eager_without_recompiling(
+    peaked_model, simple_tokenizer, fresh_dynamo
+):
+    predictor = greedy(peaked_model, simple_tokenizer, cache="static", compile=True)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        out = predictor.predict(prompt_batch())
+        again = predictor.predict(prompt_batch())
+    eager = greedy(peaked_model, simple_tokenizer).predict(prompt_batch())
+    assert torch.equal(out["ids"], eager["ids"]) and torch.equal(again["ids"], eager["ids"])

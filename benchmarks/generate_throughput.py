@@ -1,0 +1,168 @@
+"""Greedy generation speed: ARLMPredictor with its KV cache vs full recompute vs HF Llama, one run.
+
+For batch 1 and batch 8 (prompt width 32; with more than one row, the last row is left-padded by
+8) and 64 / 128 / 256 new tokens, on CPU with ``--threads`` threads, it times:
+  - ``ours, cache``: ``ARLMPredictor`` (prefill once, then one token per step, dynamic cache);
+  - ``ours, no cache``: the same model re-run over the whole prefix for every new token;
+  - ``HF Llama``: ``LlamaForCausalLM.generate(do_sample=False, max_new_tokens=N,
+    min_new_tokens=N)`` with about the same parameter count (SwiGLU, intermediate 2/3 of ff);
+  - with ``--compile``: ``ours, static + compile`` (preallocated cache, compiled decode step;
+    compilation is done in a warm-up call and not timed).
+Figures are the best of ``--repeats`` timed calls after one warm-up call. Our model's EOS row of
+the output projection is zeroed, so that greedy decoding of random weights never stops early
+(the HF run gets the same guarantee from ``min_new_tokens``).
+
+    python benchmarks/generate_throughput.py             # the issue's configuration
+    python benchmarks/generate_throughput.py --quick     # smoke run
+    python benchmarks/generate_throughput.py --compile   # adds the compiled static-cache row
+"""
+
+import argparse
+import time
+from typing import Callable, Dict, List
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+from xlm.datamodule import SimpleSpaceTokenizer
+
+from arlm.model_arlm import RotaryTransformerARLMModel
+from arlm.predictor_arlm import ARLMPredictor, greedy_decode_without_cache
+
+PAD, EOS = 0, 3  # SimpleSpaceTokenizer's ids
+
+
+def prompt_batch(batch: int, width: int, vocab: int) -> Dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(7, vocab, (batch, width), generator=g)
+    attention_mask = torch.ones(batch, width, dtype=torch.long)
+    if batch > 1:
+        attention_mask[-1, : width // 4] = 0
+    return {"input_ids": input_ids.masked_fill(attention_mask == 0, PAD), "attention_mask": attention_mask}
+
+
+def build_ours(args, max_length: int) -> RotaryTransformerARLMModel:
+    torch.manual_seed(0)
+    model = RotaryTransformerARLMModel(
+        num_embeddings=args.vocab, d_model=args.d_model, num_layers=args.layers, nhead=args.heads,
+        dim_feedforward=args.ff, dropout=0.0, rotary_emb_dim=args.d_model // args.heads,
+        max_length=max_length, padding_idx=PAD,
+    ).eval()
+    with torch.no_grad():
+        model.lm_head.weight[EOS] = 0.0
+    return model
+
+
+def build_llama(args, max_length: int) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=args.vocab, hidden_size=args.d_model, intermediate_size=round(2 * args.ff / 3),
+        num_hidden_layers=args.layers, num_attention_heads=args.heads,
+        num_key_value_heads=args.heads, max_position_embeddings=max_length,
+        pad_token_id=PAD, eos_token_id=EOS, bos_token_id=None, tie_word_embeddings=False,
+        attn_implementation="sdpa",
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def best_time(run: Callable[[], object], repeats: int) -> float:
+    run()  # warm-up (and compilation, for the compiled contender)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def contenders(args, batch, new_tokens: int, tokenizer) -> Dict[str, Callable[[], object]]:
+    width = batch["input_ids"].shape[1]
+    ours = build_ours(args, width + new_tokens)
+    predictor = ARLMPredictor(
+        max_steps=new_tokens, max_length=width + new_tokens, tokenizer=tokenizer, model=ours,
+        sampling_method="greedy",
+    )
+    runs = {"ours, cache": lambda: predictor.predict(batch)}
+    if args.compile:
+        compiled = ARLMPredictor(
+            max_steps=new_tokens, max_length=width + new_tokens, tokenizer=tokenizer, model=ours,
+            sampling_method="greedy", cache="static", compile=True,
+        )
+        runs["ours, static + compile"] = lambda: compiled.predict(batch)
+    if not args.skip_no_cache:
+        runs["ours, no cache"] = lambda: greedy_decode_without_cache(
+            ours, batch["input_ids"], batch["attention_mask"], new_tokens
+        )
+    llama = build_llama(args, width + new_tokens)
+
+    def hf_generate():
+        with torch.no_grad():
+            return llama.generate(
+                **batch, do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens
+            )
+
+    runs["HF Llama"] = hf_generate
+    return runs
+
+
+def params(model: torch.nn.Module) -> float:
+    return sum(p.numel() for p in model.parameters()) / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--d-model", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--ff", type=int, default=1024)
+    parser.add_argument("--vocab", type=int, default=1024)
+    parser.add_argument("--prompt", type=int, default=32)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--new-tokens", type=int, nargs="+", default=[64, 128, 256])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1, help="timed calls per figure (best kept)")
+    parser.add_argument("--compile", action="store_true", help="add the compiled static-cache row")
+    parser.add_argument("--skip-no-cache", action="store_true", help="leave out the slow recompute")
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
+    args = parser.parse_args()
+    if args.quick:
+        args.d_model, args.layers, args.ff, args.vocab, args.prompt = 64, 2, 256, 128, 8
+        args.batches, args.new_tokens = [1, 2], [8, 16]
+    torch.set_num_threads(args.threads)
+    tokenizer = SimpleSpaceTokenizer(vocab=[str(i) for i in range(args.vocab - 7)])
+
+    seconds: Dict[tuple, float] = {}
+    names: List[str] = []
+    for batch_size in args.batches:
+        batch = prompt_batch(batch_size, args.prompt, args.vocab)
+        for n in args.new_tokens:
+            for name, run in contenders(args, batch, n, tokenizer).items():
+                seconds[name, batch_size, n] = best_time(run, args.repeats)
+                names = names if name in names else names + [name]
+                print(f"  {name:<24} batch {batch_size} new {n:>4}: {seconds[name, batch_size, n]:.3f} s", flush=True)
+
+    width = args.prompt + max(args.new_tokens)
+    print(
+        f"\nd_model {args.d_model}, {args.layers} layers, {args.heads} heads, ff {args.ff}, vocab "
+        f"{args.vocab}; params: ours {params(build_ours(args, width)):.2f}M, HF Llama "
+        f"{params(build_llama(args, width)):.2f}M; prompt {args.prompt} (last row of a batch "
+        f"left-padded by {args.prompt // 4}); greedy; {args.threads} threads; fp32; torch "
+        f"{torch.__version__}\n"
+    )
+    print("| batch | new tokens | " + " | ".join(f"{n}: s (new tok/s)" for n in names) + " | cache vs no cache | cache vs HF |")
+    print("|---|---|" + "---|" * len(names) + "---|---|")
+    for b in args.batches:
+        for n in args.new_tokens:
+            cells = [f"{seconds[m, b, n]:.2f} ({b * n / seconds[m, b, n]:,.0f})" for m in names]
+            ours = seconds["ours, cache", b, n]
+            vs_no_cache = f"{seconds['ours, no cache', b, n] / ours:.1f}x" if "ours, no cache" in names else "-"
+            print(f"| {b} | {n} | " + " | ".join(cells) + f" | {vs_no_cache} | {seconds['HF Llama', b, n] / ours:.1f}x |")
+    longest, shortest = max(args.new_tokens), min(args.new_tokens)
+    print(f"\n| time({longest}) / time({shortest}) | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for b in args.batches:
+        ratios = [f"{seconds[m, b, longest] / seconds[m, b, shortest]:.2f}" for m in names]
+        print(f"| batch {b} | " + " | ".join(ratios) + " |")
+
+
+if __name__ == "__main__":
+    main()
