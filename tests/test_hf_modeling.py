@@ -261,3 +261,16 @@ def test_bad_inputs_raise_clear_errors():
     static = StaticCache(config=model.config, max_cache_len=32)
     with pytest.raises(ValueError, match="static/compileable caches are not supported"):
         model(ids, past_key_values=static)
+
+
+def test_generate_feeds_encoder_states_to_every_step_cached_or_not():
+    model = tiny_model()
+    ids, encoder = random_ids(2, 5), torch.randn(2, 4, 32)
+    kwargs = dict(max_new_tokens=4, do_sample=False, output_scores=True, return_dict_in_generate=True)
+    with torch.no_grad():
+        crossed = model.generate(ids, encoder_hidden_states=encoder, **kwargs)
+        uncached = model.generate(ids, encoder_hidden_states=encoder, use_cache=False, **kwargs)
+        plain = model.generate(ids, **kwargs)
+    assert torch.equal(crossed.sequences, uncached.sequences)
+    for with_encoder, without in zip(crossed.scores, plain.scores):
+        assert (with_encoder - without).abs().max() > 1e-3

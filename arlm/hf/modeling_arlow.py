@@ -43,7 +43,12 @@ __all__ = [
 class ArlowPreTrainedModel(PreTrainedModel):
     """Weights initialised with ``config.initializer_range`` (normal linear/embedding weights, zero
     biases and padding row, unit norms: ``PreTrainedModel._init_weights``), and the capability flags
-    ``transformers`` reads."""
+    ``transformers`` reads.
+
+    ``gradient_checkpointing_enable()`` sets the decoder's ``gradient_checkpointing`` flag; the
+    decoder then checkpoints each layer with ``torch.utils.checkpoint`` (non-reentrant; HF's
+    ``gradient_checkpointing_kwargs`` are not used) while training, and no cache is kept.
+    """
 
     config_class = ArlowConfig
     config: ArlowConfig
