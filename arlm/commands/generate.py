@@ -74,6 +74,14 @@ def _register_resolvers(cfg: DictConfig):
     return datamodule, tokenizer
 
 
+def exact_match_summary(rows: List[Dict[str, Any]]) -> str:
+    """``"; exact match k/n (p%)"`` of ``generated_text == truth`` when every row has a non-empty truth."""
+    if not rows or not all(row.get("truth") for row in rows):
+        return ""
+    hits = sum(row["generated_text"].strip() == row["truth"].strip() for row in rows)
+    return f"; exact match {hits}/{len(rows)} ({100.0 * hits / len(rows):.1f}%)"
+
+
 def _to_device(batch: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
@@ -131,6 +139,6 @@ def generate_arlm(cfg: DictConfig) -> List[Path]:
         path = output_dir / f"{name}.jsonl"
         _write_jsonl(path, rows)
         logger.info(f"Wrote {len(rows)} generations for {name} on {device} to {path}")
-        print(f"generate_arlm: wrote {len(rows)} rows to {path}")
+        print(f"generate_arlm: wrote {len(rows)} rows to {path}{exact_match_summary(rows)}")
         written.append(path)
     return written
