@@ -105,7 +105,6 @@ class ArlowModel(DecoderStack, ArlowPreTrainedModel):
         encoder_attention_mask: Optional[Tensor] = None,
         output_attentions: Optional[bool] = None,
         output_hidden_states: Optional[bool] = None,
-        **kwargs: Any,
     ) -> BaseModelOutputWithPast:
         """Hidden states after the final norm, and the cache when one is used.
 
