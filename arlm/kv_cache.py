@@ -4,9 +4,9 @@ Both satisfy the decoder's :class:`arlm.decoder.KVCache` protocol (the same meth
 ``Cache``): ``update(k, v, layer_idx, cache_kwargs) -> (k_all, v_all)``, ``get_seq_length()``
 and ``get_max_cache_shape()``.
 
-- :class:`DynamicKVCache` grows by concatenation: the keys it returns are exactly the ``past + L``
-  tokens seen so far, so the decoder's default masks (``None`` or ``(B, past + L)`` key padding)
-  apply. Simple, unbounded, and what eager decoding uses.
+- :class:`DynamicKVCache` grows with every update: the keys it returns are exactly the
+  ``past + L`` tokens seen so far, so the decoder's default masks (``None`` or ``(B, past + L)``
+  key padding) apply. Unbounded, and what eager decoding uses.
 - :class:`StaticKVCache` preallocates ``max_length`` slots per layer and writes new keys/values in
   place. It returns the whole buffer (``S = max_length``) at every step, so every decode step has
   the same shapes and a ``torch.compile``d step is reused instead of recompiled. The caller passes
@@ -23,11 +23,17 @@ from arlm.decoder import DecoderConfig
 
 
 class DynamicKVCache:
-    """Per-layer keys/values of every token seen so far, concatenated along the sequence axis."""
+    """Per-layer keys/values of every token seen so far; ``update`` returns exactly those.
+
+    Stored in buffers with spare room along the sequence axis that double when full, so
+    appending a token copies that token only (amortised), where ``torch.cat`` would copy the
+    whole cache at every step. The returned keys/values are views of the buffers.
+    """
 
     def __init__(self) -> None:
         self.keys: List[Tensor] = []
         self.values: List[Tensor] = []
+        self.lengths: List[int] = []
 
     def update(
         self,
@@ -40,26 +46,44 @@ class DynamicKVCache:
 
         ``cache_kwargs`` is accepted for HF compatibility and ignored.
         """
-        if layer_idx == len(self.keys):
-            self.keys.append(key_states)
-            self.values.append(value_states)
-        elif layer_idx < len(self.keys):
-            self.keys[layer_idx] = torch.cat([self.keys[layer_idx], key_states], dim=2)
-            self.values[layer_idx] = torch.cat([self.values[layer_idx], value_states], dim=2)
-        else:
+        if layer_idx > len(self.keys):
             raise ValueError(
                 f"layer {layer_idx} updated before layer {len(self.keys)}; layers must be "
                 f"cached in order on the first step"
             )
-        return self.keys[layer_idx], self.values[layer_idx]
+        if layer_idx == len(self.keys):
+            self.keys.append(key_states.new_empty(_with_length(key_states, 0)))
+            self.values.append(value_states.new_empty(_with_length(value_states, 0)))
+            self.lengths.append(0)
+        past, seq = self.lengths[layer_idx], key_states.shape[2]
+        total = past + seq
+        if total > self.keys[layer_idx].shape[2]:
+            self.keys[layer_idx] = _grown(self.keys[layer_idx], past, 2 * total)
+            self.values[layer_idx] = _grown(self.values[layer_idx], past, 2 * total)
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        keys[:, :, past:total] = key_states
+        values[:, :, past:total] = value_states
+        self.lengths[layer_idx] = total
+        return keys[:, :, :total], values[:, :, :total]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         """Number of cached tokens (padding included)."""
-        return self.keys[layer_idx].shape[2] if layer_idx < len(self.keys) else 0
+        return self.lengths[layer_idx] if layer_idx < len(self.lengths) else 0
 
     def get_max_cache_shape(self, layer_idx: int = 0) -> int:
         """-1: the keys grow with every update."""
         return -1
+
+
+def _with_length(t: Tensor, length: int) -> Tuple[int, ...]:
+    return (t.shape[0], t.shape[1], length, t.shape[3])
+
+
+def _grown(buffer: Tensor, used: int, capacity: int) -> Tensor:
+    """A ``capacity``-slot buffer holding the first ``used`` slots of ``buffer``."""
+    new = buffer.new_empty(_with_length(buffer, capacity))
+    new[:, :, :used] = buffer[:, :, :used]
+    return new
 
 
 class StaticKVCache:

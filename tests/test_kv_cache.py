@@ -25,6 +25,16 @@ def test_dynamic_cache_concatenates_per_layer():
     assert cache.get_seq_length(0) == 4 and cache.get_seq_length(1) == 3
 
 
+def test_dynamic_cache_matches_concatenation_across_buffer_growth():
+    cache = DynamicKVCache()
+    chunks = [kv(seq, seed) for seed, seq in enumerate([3, 1, 1, 4, 1, 1, 1, 9, 1])]
+    for k_new, v_new in chunks:
+        k, v = cache.update(k_new, v_new, 0)
+    assert torch.equal(k, torch.cat([c[0] for c in chunks], 2))
+    assert torch.equal(v, torch.cat([c[1] for c in chunks], 2))
+    assert cache.get_seq_length() == 22
+
+
 def test_dynamic_cache_rejects_a_skipped_layer():
     with pytest.raises(ValueError, match="layer 1 updated before layer 0"):
         DynamicKVCache().update(*kv(1, 0), layer_idx=1)
