@@ -95,15 +95,43 @@ class ARLMPredictor:
         self._require_components()
         pad_id, eos_id = self._special_ids()
         input_ids, prompt_mask = self._prompt_tensors(batch)
-        B, P = input_ids.shape
+        P = input_ids.shape[1]
         max_new = min(self.max_steps, self.max_length - P)
-        width = P + max_new
+        ids, positions, last_step, step_end_times = self._generate(
+            input_ids, prompt_mask, max_new, pad_id, eos_id
+        )
+        ends, rows = last_step.tolist(), ids.tolist()
+        generated = torch.arange(max_new, device=ids.device)[None, :] <= last_step[:, None]
+        return {
+            "text": self._decode([row[P : P + end + 1] for row, end in zip(rows, ends)]),
+            "text_with_spl_tokens": self.tokenizer.batch_decode(rows, skip_special_tokens=False),
+            "ids": ids,
+            "attention_mask": torch.cat([prompt_mask.long(), generated.long()], dim=1),
+            "positions": positions,
+            "time_taken": [step_end_times[end] - start for end in ends],
+            "output_start_idx": P,
+        }
 
+    def _generate(
+        self,
+        input_ids: Integer[Tensor, "batch prompt_len"],
+        prompt_mask: Bool[Tensor, "batch prompt_len"],
+        max_new: int,
+        pad_id: int,
+        eos_id: int,
+    ) -> Tuple[Integer[Tensor, "batch width"], Integer[Tensor, "batch width"], Integer[Tensor, " batch"], List[float]]:
+        """Prefill once, then sample and feed one token per step.
+
+        Returns ids and positions ``(B, P + max_new)``, the step at which each row ended (its
+        EOS, or the last step run) and the ``time.perf_counter()`` at the end of every step.
+        """
+        B, P = input_ids.shape
+        width = P + max_new
         ids = input_ids.new_full((B, width), pad_id)
         ids[:, :P] = input_ids
         key_mask = torch.zeros((B, width), dtype=torch.bool, device=ids.device)
         key_mask[:, :P] = prompt_mask
-        positions = generation_positions(prompt_mask, max_new)  # (B, width)
+        positions = generation_positions(prompt_mask, max_new)
 
         cache = self._new_cache(B, width)
         key_len = width if isinstance(cache, StaticKVCache) else None  # None: keys grow
@@ -124,24 +152,12 @@ class ARLMPredictor:
             ended = (token == eos_id) & ~finished
             last_step.masked_fill_(ended, t)
             finished |= ended
-            if t == max_new - 1 or bool(finished.all()):
+            if t == max_new - 1 or bool(finished.all()):  # the one host sync per step
                 break
             key_mask[:, P + t] = True
             step_mask = key_mask[:, None, : key_len or P + t + 1]  # (B, 1, keys)
             logits = step(token[:, None], positions[:, P + t : P + t + 1], step_mask, cache)
-
-        ends, rows = last_step.tolist(), ids.tolist()
-        generated = torch.arange(max_new, device=ids.device)[None, :] <= last_step[:, None]
-        attention_mask = torch.cat([prompt_mask.long(), generated.long()], dim=1)
-        return {
-            "text": self._decode([row[P : P + end + 1] for row, end in zip(rows, ends)]),
-            "text_with_spl_tokens": self.tokenizer.batch_decode(rows, skip_special_tokens=False),
-            "ids": ids,
-            "attention_mask": attention_mask,
-            "positions": positions,
-            "time_taken": [step_end_times[end] - start for end in ends],
-            "output_start_idx": P,
-        }
+        return ids, positions, last_step, step_end_times
 
     def to_dict(
         self,
