@@ -20,14 +20,16 @@ def xlm_model(**overrides) -> RotaryTransformerARLMModel:
 
 
 def lightning_checkpoint(model: RotaryTransformerARLMModel, kwargs: dict, ema=None) -> dict:
-    """What xlm-core's Harness + EMA callback write: the model under ``model.``, the resolved
-    config under ``hyper_parameters``, torch_ema's state under ``ema``."""
+    """What xlm-core's Harness + EMA callback write: the model under ``model.``, the config under
+    ``hyper_parameters`` (resolved under dummy resolvers: tokenizer-dependent values stay literal
+    interpolations), torch_ema's state under ``ema``."""
+    recorded = dict(kwargs, num_embeddings="${tokenizer:full_vocab_size}", padding_idx="${tokenizer:pad_token_id}")
     checkpoint = {
         "epoch": 0,
         "global_step": 3,
         "pytorch-lightning_version": "2.5.2",
         "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-        "hyper_parameters": {"model": {"_target_": XLM_MODEL_TARGET, **kwargs}, "block_size": 32},
+        "hyper_parameters": {"model": {"_target_": XLM_MODEL_TARGET, **recorded}, "block_size": 32},
     }
     if ema is not None:
         checkpoint["ema"] = ema.state_dict()
@@ -78,7 +80,7 @@ def test_export_lightning_checkpoint_round_trips_through_auto_classes(tmp_path, 
     assert tokenizer.decode([10, 11, 12, 3]) == text and len(tokenizer) == VOCAB_SIZE
 
 
-def test_export_applies_ema_weights_by_default(tmp_path):
+def test_export_applies_ema_weights_by_default(tmp_path, simple_tokenizer):
     xlm = xlm_model()
     ema = ExponentialMovingAverage([p for p in xlm.parameters() if p.requires_grad], decay=0.5)
     with torch.no_grad():
@@ -87,8 +89,8 @@ def test_export_applies_ema_weights_by_default(tmp_path):
     ema.update()
     path = tmp_path / "ema.ckpt"
     torch.save(lightning_checkpoint(xlm, XLM_KWARGS, ema), path)
-    with_ema = export_checkpoint_to_hf(path, tmp_path / "a")
-    without = export_checkpoint_to_hf(path, tmp_path / "b", apply_ema=False)
+    with_ema = export_checkpoint_to_hf(path, tmp_path / "a", simple_tokenizer)
+    without = export_checkpoint_to_hf(path, tmp_path / "b", simple_tokenizer, apply_ema=False)
     ema.copy_to()
     assert torch.equal(with_ema.lm_head.weight, xlm.lm_head.weight)
     assert not torch.equal(without.lm_head.weight, xlm.lm_head.weight)
@@ -108,7 +110,7 @@ def test_export_model_only_safetensors_needs_and_uses_model_config(tmp_path):
         assert torch.equal(xlm(ids), hf(ids).logits)
 
 
-def test_non_arlm_checkpoints_are_rejected(tmp_path):
+def test_non_arlm_checkpoints_are_rejected(tmp_path, simple_tokenizer):
     xlm = xlm_model()
     other = lightning_checkpoint(xlm, XLM_KWARGS)
     other["hyper_parameters"]["model"]["_target_"] = "mdlm.model_mdlm.MDLMModel"
@@ -119,7 +121,7 @@ def test_non_arlm_checkpoints_are_rejected(tmp_path):
     renamed["state_dict"] = {k.replace("layers", "blocks"): v for k, v in renamed["state_dict"].items()}
     torch.save(renamed, tmp_path / "renamed.ckpt")
     with pytest.raises(ValueError, match="missing keys .*unexpected keys"):
-        export_checkpoint_to_hf(tmp_path / "renamed.ckpt", tmp_path / "out")
+        export_checkpoint_to_hf(tmp_path / "renamed.ckpt", tmp_path / "out", simple_tokenizer)
     torch.save([1, 2, 3], tmp_path / "list.ckpt")
     with pytest.raises(ValueError, match="is not an arlm checkpoint: it holds a list"):
         export_checkpoint_to_hf(tmp_path / "list.ckpt", tmp_path / "out")
@@ -127,7 +129,9 @@ def test_non_arlm_checkpoints_are_rejected(tmp_path):
         export_checkpoint_to_hf(tmp_path / "missing.ckpt", tmp_path / "out")
     torch.save(lightning_checkpoint(xlm, XLM_KWARGS), tmp_path / "no_ema.ckpt")
     with pytest.raises(ValueError, match="has no EMA weights"):
-        export_checkpoint_to_hf(tmp_path / "no_ema.ckpt", tmp_path / "out", apply_ema=True)
+        export_checkpoint_to_hf(tmp_path / "no_ema.ckpt", tmp_path / "out", simple_tokenizer, apply_ema=True)
+    with pytest.raises(ValueError, match=r"records model argument num_embeddings='\$\{tokenizer:full_vocab_size\}' unresolved"):
+        export_checkpoint_to_hf(tmp_path / "no_ema.ckpt", tmp_path / "out")
 
 
 def test_fast_tokenizer_conversion_keeps_ids_and_specials(tmp_path):

@@ -13,6 +13,7 @@ Python: :func:`export_checkpoint_to_hf`. xLM job type (``configs/commands.yaml``
 """
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple, Union
 
@@ -29,6 +30,7 @@ from arlm.model_arlm import RotaryTransformerARLMModel
 PathLike = Union[str, Path]
 XLM_MODEL_TARGET = "arlm.model_arlm.RotaryTransformerARLMModel"
 LIGHTNING_MODEL_PREFIX = "model."
+TOKENIZER_INTERPOLATION = re.compile(r"\$\{tokenizer:(\w+)\}")
 
 
 def export_checkpoint_to_hf(
@@ -59,6 +61,8 @@ def export_checkpoint_to_hf(
     checkpoint_path = Path(checkpoint_path)
     state_dict, recorded_config, ema = _read_checkpoint(checkpoint_path)
     kwargs = _xlm_model_kwargs(recorded_config or model_config, checkpoint_path)
+    if recorded_config is not None:
+        kwargs = _fill_placeholders(kwargs, tokenizer, model_config, checkpoint_path)
     xlm_model = RotaryTransformerARLMModel(**kwargs)
     _load_xlm_state_dict(xlm_model, state_dict, checkpoint_path)
     if apply_ema is None:
@@ -170,6 +174,35 @@ def _xlm_model_kwargs(model_config: Optional[Mapping[str, Any]], path: Path) -> 
             f"{path} is not an arlm checkpoint: its model is {target!r}, expected {XLM_MODEL_TARGET!r}"
         )
     return {key: value for key, value in model_config.items() if not key.startswith("_")}
+
+
+def _fill_placeholders(
+    kwargs: dict,
+    tokenizer: Optional[PreTrainedTokenizerBase],
+    model_config: Optional[Mapping[str, Any]],
+    path: Path,
+) -> dict:
+    """Values the Harness recorded as literal interpolations.
+
+    xlm-core saves ``hyper_parameters`` under dummy resolvers, so tokenizer-dependent arguments
+    are stored as the strings ``"${tokenizer:full_vocab_size}"``, ``"${tokenizer:pad_token_id}"``.
+    ``${tokenizer:attr}`` is read from ``tokenizer``; any other interpolation from ``model_config``.
+    """
+    filled = dict(kwargs)
+    for key, value in kwargs.items():
+        if not (isinstance(value, str) and value.startswith("${")):
+            continue
+        match = TOKENIZER_INTERPOLATION.fullmatch(value)
+        if match and tokenizer is not None:
+            filled[key] = getattr(tokenizer, match.group(1))
+        elif model_config is not None and key in model_config:
+            filled[key] = model_config[key]
+        else:
+            raise ValueError(
+                f"{path} records model argument {key}={value!r} unresolved; pass the run's "
+                "tokenizer (or model_config) to export_checkpoint_to_hf"
+            )
+    return filled
 
 
 def _load_xlm_state_dict(model: RotaryTransformerARLMModel, state_dict: dict, path: Path) -> None:
