@@ -167,6 +167,8 @@ def test_cache_object_carries_keys_and_values():
         assert out.past_key_values.get_seq_length() == 4
         step = model(ids[:, 4:], past_key_values=out.past_key_values, use_cache=True).logits
     torch.testing.assert_close(step, full[:, 4:], atol=1e-5, rtol=1e-5)
+    assert model(ids).past_key_values is not None  # eval: config.use_cache
+    assert model.train()(ids).past_key_values is None  # training keeps no cache by default
 
 
 def test_labels_give_shifted_cross_entropy_ignoring_minus_100():

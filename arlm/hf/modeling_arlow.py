@@ -110,8 +110,9 @@ class ArlowModel(DecoderStack, ArlowPreTrainedModel):
 
         ``attention_mask``: ``(B, past + L)`` with 1 for real tokens (left padding in generation)
         or ``(B, L, past + L)`` used as given; ``position_ids`` index RoPE (default
-        ``past .. past + L - 1``); ``past_key_values``: a dynamic ``Cache`` (a ``DynamicCache`` is
-        created when ``use_cache`` and none is given). ``encoder_hidden_states`` feed the
+        ``past .. past + L - 1``); ``past_key_values``: a dynamic ``Cache``, extended in place (a
+        ``DynamicCache`` is created when ``use_cache`` and none is given; ``use_cache`` defaults to
+        ``config.use_cache`` in eval mode and to False in training). ``encoder_hidden_states`` feed the
         cross-attention blocks (``config.cross_attention`` and ``config.use_cross_attention``);
         without them the blocks are skipped.
         """
@@ -135,12 +136,13 @@ class ArlowModel(DecoderStack, ArlowPreTrainedModel):
                 "past_key_values must be a dynamic transformers Cache (e.g. DynamicCache), got "
                 f"{type(past_key_values).__name__}; static/compileable caches are not supported"
             )
-        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if use_cache is None:
+            use_cache = self.config.use_cache and not self.training
         if use_cache and self.gradient_checkpointing and self.training:
             use_cache = False  # recomputing a layer in backward would append to the cache twice
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
-        cache = past_key_values if use_cache else None
+        cache = past_key_values
         if attention_mask is not None and attention_mask.dim() == 2 and bool(attention_mask.all()):
             attention_mask = None  # no padding: plain causality keeps SDPA's fast kernels eligible
         hidden = super().forward(
