@@ -1,0 +1,112 @@
+"""Atomic manual caches and locally generated STAR data (no CLI, no network)."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+import datasets
+import numpy as np
+import pytest
+from xlm.datamodule import SimpleSpaceTokenizer
+
+from arlm.dataprep.cache import AtomicCacheDatasetManager, DataNotPreparedError, write_dir_atomically
+from arlm.dataprep.star import METADATA_FILE, StarDatasetManager, generate_star_split
+
+SIZES = {"train": 12, "validation": 4, "test": 5}
+
+
+def _star_manager(split="train", sizes=SIZES, seed=42):
+    return StarDatasetManager(
+        collator=None, full_name=f"dhruveshpatel/star-small/{split}", full_name_debug="dhruveshpatel/star-small/train",
+        dataloader_kwargs={"batch_size": 2}, preprocess_function="xlm.tasks.star.preprocess_fn",
+        columns_to_remove=["edge_list", "source", "goal", "path"], split_sizes=sizes, seed=seed,
+    )
+
+
+def test_star_generation_is_deterministic_and_splits_differ():
+    a = generate_star_split("star-small", "test", 5, seed=42)
+    assert a == generate_star_split("star-small", "test", 5, seed=42)
+    assert a != generate_star_split("star-small", "validation", 5, seed=42)
+    assert a != generate_star_split("star-small", "test", 5, seed=7)
+    assert all(isinstance(v, int) for row in a for v in row["path"])
+
+
+def test_star_generation_follows_upstream_settings():
+    for graph in generate_star_split("star-small", "train", 20, seed=0):
+        assert len(graph["path"]) == 5 and len(graph["edge_list"]) == 12  # pathlength 5, degree 3
+        assert graph["path"][0] == graph["source"] and graph["path"][-1] == graph["goal"]
+        assert max(max(e) for e in graph["edge_list"]) < 20
+    for graph in generate_star_split("star-hard", "train", 20, seed=0):
+        assert 6 <= len(graph["path"]) <= 12 and max(max(e) for e in graph["edge_list"]) < 56
+
+
+def test_star_generation_restores_the_global_random_state():
+    random.seed(3)
+    np.random.seed(3)
+    expected = (random.random(), np.random.rand())
+    random.seed(3)
+    np.random.seed(3)
+    generate_star_split("star-medium", "train", 10, seed=42)
+    assert (random.random(), np.random.rand()) == expected
+
+
+def test_bad_star_arguments_are_named():
+    with pytest.raises(ValueError, match="unknown STAR level 'star-tiny'"):
+        generate_star_split("star-tiny", "train", 1, 0)
+    with pytest.raises(ValueError, match=r"lacks \['test'\]"):
+        _star_manager(sizes={"train": 1, "validation": 1})
+
+
+def test_star_manager_prepares_a_loadable_cache_with_its_recipe(tmp_path):
+    tokenizer = SimpleSpaceTokenizer.for_numbers(20)
+    manager = _star_manager("test")
+    manager.prepare_data(str(tmp_path), tokenizer)
+    cache = tmp_path / "dhruveshpatel" / "star-small" / "test"
+    ds = datasets.load_from_disk(str(cache))
+    assert len(ds) == 5 and {"prompt_token_ids", "input_token_ids"} <= set(ds.column_names)
+    assert len(ds[0]["prompt_token_ids"]) == 26 and len(ds[0]["input_token_ids"]) == 8
+    assert json.loads((cache / METADATA_FILE).read_text()) == {"level": "star-small", "split": "test", "size": 5, "seed": 42}
+    assert [p.name for p in cache.parent.iterdir() if "partial" in p.name] == []
+
+
+def test_star_cache_made_with_other_sizes_is_an_error_not_a_silent_reuse(tmp_path):
+    tokenizer = SimpleSpaceTokenizer.for_numbers(20)
+    _star_manager("test").prepare_data(str(tmp_path), tokenizer)
+    with pytest.raises(ValueError, match="was generated with .*'size': 5.* but this run asks for .*'size': 9"):
+        _star_manager("test", sizes={**SIZES, "test": 9}).prepare_data(str(tmp_path), tokenizer)
+
+
+def test_failed_write_leaves_nothing_and_a_retry_succeeds(tmp_path):
+    final = tmp_path / "ds" / "train"
+
+    def half_write(tmp):
+        tmp.mkdir()
+        (tmp / "part-0").write_text("half")
+        raise KeyboardInterrupt  # e.g. Ctrl-C in the middle of save_to_disk
+
+    with pytest.raises(KeyboardInterrupt):
+        write_dir_atomically(final, half_write)
+    assert not final.exists() and list(final.parent.iterdir()) == []
+    write_dir_atomically(final, lambda tmp: (tmp.mkdir(), (tmp / "ok").write_text("1")))
+    assert (final / "ok").read_text() == "1"
+
+
+def test_partial_directories_of_dead_processes_are_removed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".train.partial-{dead.stdout.strip()}-abcd"
+    live = tmp_path / f".train.partial-{os.getpid()}-abcd"
+    stale.mkdir()
+    live.mkdir()
+    write_dir_atomically(tmp_path / "train", lambda tmp: tmp.mkdir())
+    assert not stale.exists() and live.exists() and (tmp_path / "train").is_dir()
+
+
+def test_missing_cache_names_path_and_fix(tmp_path):
+    manager = AtomicCacheDatasetManager(
+        collator=None, full_name="TinyGSM/TinyGSM/train", full_name_debug="TinyGSM/TinyGSM/train",
+        dataloader_kwargs={"batch_size": 2},
+    )
+    with pytest.raises(DataNotPreparedError, match=r"No prepared data for 'TinyGSM/TinyGSM/train' at .*TinyGSM/TinyGSM/train.*job_type=prepare_data"):
+        manager.setup("fit", str(tmp_path), tokenizer=None, block_size=8, is_ddp=False, rank=0, world_size=1)

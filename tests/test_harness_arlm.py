@@ -1,0 +1,56 @@
+"""Vocabulary checks of ARLMHarness and the helpers of the generate_arlm job."""
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from arlm.commands.generate import check_checkpoint_argument, exact_match_summary, resolve_device
+from arlm.harness_arlm import check_checkpoint_vocabulary, check_model_covers_tokenizer
+from arlm.model_arlm import RotaryTransformerARLMModel
+from tests.conftest import TINY_MODEL_KWARGS, VOCAB_SIZE
+
+
+def _model(vocab):
+    return RotaryTransformerARLMModel(**{**TINY_MODEL_KWARGS, "num_embeddings": vocab})
+
+
+def test_model_covering_the_tokenizer_passes(simple_tokenizer):
+    check_model_covers_tokenizer(_model(VOCAB_SIZE), simple_tokenizer)
+    check_model_covers_tokenizer(_model(VOCAB_SIZE + 7), simple_tokenizer)  # spare rows are fine
+
+
+def test_model_smaller_than_tokenizer_is_refused(simple_tokenizer):
+    with pytest.raises(ValueError, match=f"model.num_embeddings=40 is smaller .* {VOCAB_SIZE} ids.*at least {VOCAB_SIZE}"):
+        check_model_covers_tokenizer(_model(40), simple_tokenizer)
+
+
+def test_checkpoint_vocabulary_must_match_the_model(simple_tokenizer):
+    model = _model(VOCAB_SIZE)
+    check_checkpoint_vocabulary({"model.lm_head.weight": torch.zeros(VOCAB_SIZE, 32)}, model, simple_tokenizer)
+    with pytest.raises(ValueError, match=f"vocabulary of 27 ids, but the configured model has {VOCAB_SIZE}"):
+        check_checkpoint_vocabulary({"model.lm_head.weight": torch.zeros(27, 32)}, model, simple_tokenizer)
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="generation.device='gpu0' is not a device name"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available here; use generation.device=cpu"):
+            resolve_device("cuda")
+
+
+def test_missing_checkpoint_argument_is_named(tmp_path):
+    cfg = OmegaConf.create({"checkpointing_dir": "logs/x/checkpoints", "generation": {"ckpt_path": str(tmp_path / "no.ckpt")}})
+    with pytest.raises(FileNotFoundError, match=r"generation.ckpt_path=.*no.ckpt does not exist.*logs/x/checkpoints/best.ckpt"):
+        check_checkpoint_argument(cfg)
+    (tmp_path / "no.ckpt").write_bytes(b"")
+    check_checkpoint_argument(cfg)
+    check_checkpoint_argument(OmegaConf.create({"checkpointing_dir": "c"}))
+
+
+def test_exact_match_summary():
+    rows = [{"generated_text": "1 2", "truth": "1 2"}, {"generated_text": "1 3", "truth": "1 2"}]
+    assert exact_match_summary(rows) == "; exact match 1/2 (50.0%)"
+    assert exact_match_summary([{"generated_text": "x", "truth": ""}]) == ""
