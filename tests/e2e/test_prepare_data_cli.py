@@ -1,0 +1,42 @@
+"""``xlm job_type=prepare_data`` for STAR never leaves a half-written cache, and re-running recovers."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import datasets
+import pytest
+
+from tests.e2e.xlm_cli import REPO_ROOT, XLM, offline_env, run_xlm
+
+pytestmark = pytest.mark.slow
+SIZES = ["star_split_sizes.train=20000", "star_split_sizes.validation=32", "star_split_sizes.test=32"]
+PREPARE = ["job_type=prepare_data", "experiment=star_easy_arlm", *SIZES]
+SPLITS = ("train", "validation", "test")
+
+
+def test_prepare_data_killed_while_writing_then_rerun(tmp_path):
+    data = tmp_path / "data"
+    star = data / "dhruveshpatel" / "star-small"
+    star.mkdir(parents=True)
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    stale = star / f".train.partial-{dead_pid}-0000"  # what a SIGKILL inside save_to_disk leaves behind
+    stale.mkdir()
+    (stale / "data-00000-of-00001.arrow").write_bytes(b"truncated")
+
+    env = offline_env(data, tmp_path / "logs")
+    proc = subprocess.Popen([str(XLM), *PREPARE], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:  # kill it the moment it starts writing a split (best effort: it may also finish first)
+        while proc.poll() is None and not [p for p in star.glob(".*.partial-*") if p != stale]:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    for split in SPLITS:  # each split is either absent or complete
+        if (star / split).exists():
+            assert len(datasets.load_from_disk(str(star / split))) > 0
+
+    run_xlm(PREPARE, cwd=REPO_ROOT, env=env)
+    assert [len(datasets.load_from_disk(str(star / s))) for s in SPLITS] == [20000, 32, 32]
+    assert not list(star.glob(".*.partial-*")), "partial directories were left behind"
