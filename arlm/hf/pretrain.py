@@ -125,7 +125,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     data.add_argument("--tokenizer", help="directory of a saved tokenizer (default: train a byte-level BPE on --train-files)")
     data.add_argument("--vocab-size", type=int, default=1024, help="vocabulary of the tokenizer trained when --tokenizer is not given")
     data.add_argument("--block-size", type=int, default=256)
-    model = parser.add_argument_group("model (ignored fields come from --config-json)")
+    model = parser.add_argument_group("model (other ArlowConfig fields: --config-json)")
     model.add_argument("--config-json", help="JSON file of ArlowConfig fields; the flags below fill the rest")
     model.add_argument("--hidden-size", type=int, default=256)
     model.add_argument("--intermediate-size", type=int, default=None, help="default: 8/3 * hidden size")

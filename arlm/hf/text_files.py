@@ -2,14 +2,14 @@
 
 import json
 from pathlib import Path
-from typing import Iterator, Sequence, Union
+from typing import Iterator, List, Sequence, Union
 
 PathLike = Union[str, Path]
 TEXT_SUFFIXES = (".txt", ".text")
 JSONL_SUFFIXES = (".jsonl", ".json")
 
 
-def check_text_files(files: Sequence[PathLike]) -> list:
+def check_text_files(files: Sequence[PathLike]) -> List[Path]:
     """The files as ``Path``s; ``ValueError`` if the list is empty, one is missing or has a
     suffix other than .txt/.text/.jsonl/.json."""
     paths = [Path(f) for f in files]
