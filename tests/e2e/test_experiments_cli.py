@@ -1,0 +1,29 @@
+"""Every experiment composes, and STAR medium/hard train end to end (tiny settings, offline)."""
+
+import pytest
+import torch
+
+from tests.e2e.xlm_cli import REPO_ROOT, TINY_MODEL, TINY_TRAIN, checkpoint_dir, offline_env, run_xlm
+
+pytestmark = pytest.mark.slow
+EXPERIMENTS = ["star_easy_arlm", "star_medium_arlm", "star_hard_arlm", "tinygsm_arlm", "owt_arlm", "lm1b_arlm"]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_with_its_job_name(experiment, tmp_path):
+    out = run_xlm(["job_type=name", f"experiment={experiment}"], cwd=REPO_ROOT,
+                  env=offline_env(tmp_path / "data", tmp_path / "logs")).stdout
+    dataset = experiment.removesuffix("_arlm")
+    assert f"job_name: \t{dataset}__arlm" in out
+
+
+@pytest.mark.parametrize("experiment", ["star_medium_arlm", "star_hard_arlm"])
+def test_star_level_trains_with_its_generated_data(experiment, tmp_path):
+    logs = tmp_path / "logs"
+    out = run_xlm(
+        ["job_type=train", f"experiment={experiment}", "star_split_sizes.train=64", "star_split_sizes.validation=16",
+         "star_split_sizes.test=16", *TINY_MODEL, *TINY_TRAIN],
+        cwd=REPO_ROOT, env=offline_env(tmp_path / "data", logs),
+    ).stdout
+    assert "test/prediction/exact_" in out
+    assert torch.load(checkpoint_dir(logs) / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 4
