@@ -344,7 +344,7 @@ def validate_decoder_inputs(
     if positions is not None:
         if tuple(positions.shape) != (B, L):
             raise ValueError(f"positions must have shape {(B, L)}, got {tuple(positions.shape)}")
-        if positions.numel() and (positions.min() < 0 or positions.max() >= config.max_positions):
+        if ((positions < 0) | (positions >= config.max_positions)).any():  # one host sync
             raise ValueError(
                 f"positions must be in [0, max_length={config.max_positions}), got values in "
                 f"[{positions.min().item()}, {positions.max().item()}]"
