@@ -252,7 +252,8 @@ class DecoderStack(nn.Module):
 
     The model is causal by construction. ``attention_mask`` is ``None`` (causal), ``(B, S)`` key
     padding over the ``S = past + L`` keys (True/1 = real token), or ``(B, L, S)`` used exactly
-    as given. ``positions`` index the RoPE tables; when omitted they are ``past .. past + L - 1``.
+    as given. In eager mode a ``(B, L)`` mask without any padding is dropped, so the forward
+    runs on plain causality. ``positions`` index the RoPE tables; when omitted they are ``past .. past + L - 1``.
 
     The hyper-parameters are kept as ``decoder_config`` (not ``config``) so that the Hugging Face
     face can be a ``DecoderStack`` that is also a ``PreTrainedModel``, whose ``config`` is its
@@ -287,6 +288,9 @@ class DecoderStack(nn.Module):
                 self.decoder_config, input_ids, attention_mask, positions, past_len, (B, L),
                 encoder_hidden_states, -1 if cache is None else cache.get_max_cache_shape(),
             )
+            if past_len == 0 and attention_mask is not None and attention_mask.dim() == 2:
+                if bool(attention_mask.all()):  # no padding: causality alone, fast kernels stay eligible
+                    attention_mask = None
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         mask, is_causal = build_attention_mask(attention_mask, L, past_len, x.device)
         cos, sin = self.rotary_emb(positions, L, past_len, x.dtype)

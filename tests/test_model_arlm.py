@@ -206,3 +206,25 @@ def test_float_token_ids(tiny_model):
 def test_config_derived_fields():
     cfg = DecoderConfig(vocab_size=10, d_model=64, n_layers=1, n_heads=4)
     assert (cfg.n_kv_heads, cfg.d_ff, cfg.rotary_dim, cfg.head_dim) == (4, 256, 16, 16)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_key_padding_mask_reaches_sdpa_only_when_it_hides_something(tiny_model, monkeypatch, padded):
+    import arlm.attention
+
+    seen = []
+    sdpa = arlm.attention.F.scaled_dot_product_attention
+
+    def recording_sdpa(*args, **kwargs):
+        seen.append((kwargs["attn_mask"], kwargs["is_causal"]))
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(arlm.attention.F, "scaled_dot_product_attention", recording_sdpa)
+    mask = torch.ones(B, L, dtype=torch.long)
+    if padded:
+        mask[0, :3] = 0
+    tiny_model(random_ids(), attention_mask=mask)
+    if padded:
+        assert seen and all(m is not None and not causal for m, causal in seen)
+    else:
+        assert seen and all(m is None and causal for m, causal in seen)

@@ -143,8 +143,6 @@ class ArlowModel(DecoderStack, ArlowPreTrainedModel):
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
         cache = past_key_values
-        if attention_mask is not None and attention_mask.dim() == 2 and bool(attention_mask.all()):
-            attention_mask = None  # no padding: plain causality keeps SDPA's fast kernels eligible
         hidden = super().forward(
             input_ids,
             attention_mask=attention_mask,
