@@ -285,7 +285,7 @@ class DecoderStack(nn.Module):
         past_len = 0 if cache is None else cache.get_seq_length()
         if not torch.compiler.is_compiling():
             validate_decoder_inputs(
-                self.decoder_config, input_ids, attention_mask, positions, past_len, (B, L),
+                self.decoder_config, self.embed_tokens.num_embeddings, input_ids, attention_mask, positions, past_len, (B, L),
                 encoder_hidden_states, -1 if cache is None else cache.get_max_cache_shape(),
             )
             if past_len == 0 and attention_mask is not None and attention_mask.dim() == 2:
@@ -309,6 +309,7 @@ class DecoderStack(nn.Module):
 
 def validate_decoder_inputs(
     config: DecoderConfig,
+    vocab_size: int,
     input_ids: Optional[Tensor],
     attention_mask: Optional[Tensor],
     positions: Optional[Tensor],
@@ -319,7 +320,9 @@ def validate_decoder_inputs(
 ) -> None:
     """Raise a ``ValueError`` naming the offending value; skipped while ``torch.compile`` traces.
 
-    ``fixed_key_len`` is the length of a preallocated cache (its keys span all of it), or -1.
+    ``vocab_size`` is the embedding's current size (it outgrows ``config.vocab_size`` after
+    ``resize_token_embeddings``); ``fixed_key_len`` is the length of a preallocated cache (its
+    keys span all of it), or -1.
     """
     B, L = batch_shape
     if B == 0 or L == 0:
@@ -327,10 +330,10 @@ def validate_decoder_inputs(
     if input_ids is not None:
         if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
             raise ValueError(f"token ids must be an integer tensor, got dtype {input_ids.dtype}")
-        bad = (input_ids < 0) | (input_ids >= config.vocab_size)
+        bad = (input_ids < 0) | (input_ids >= vocab_size)
         if bad.any():
             raise ValueError(
-                f"token id {input_ids[bad][0].item()} is outside [0, {config.vocab_size}) "
+                f"token id {input_ids[bad][0].item()} is outside [0, {vocab_size}) "
                 f"(the embedding size); check the tokenizer matches the model"
             )
     if fixed_key_len > 0 and (

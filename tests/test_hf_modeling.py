@@ -276,3 +276,12 @@ def test_generate_feeds_encoder_states_to_every_step_cached_or_not():
     assert torch.equal(crossed.sequences, uncached.sequences)
     for with_encoder, without in zip(crossed.scores, plain.scores):
         assert (with_encoder - without).abs().max() > 1e-3
+
+
+def test_resized_embeddings_accept_the_new_token_ids_and_check_the_new_bound():
+    model = tiny_model()
+    model.resize_token_embeddings(VOCAB + 3)
+    new_token = torch.full((1, 4), VOCAB + 2)
+    assert model(new_token).logits.shape == (1, 4, VOCAB + 3)
+    with pytest.raises(ValueError, match=rf"token id {VOCAB + 3} is outside \[0, {VOCAB + 3}\)"):
+        model(new_token + 1)
