@@ -253,7 +253,8 @@ class DecoderStack(nn.Module):
     The model is causal by construction. ``attention_mask`` is ``None`` (causal), ``(B, S)`` key
     padding over the ``S = past + L`` keys (True/1 = real token), or ``(B, L, S)`` used exactly
     as given. In eager mode a ``(B, L)`` mask without any padding is dropped, so the forward
-    runs on plain causality. ``positions`` index the RoPE tables; when omitted they are ``past .. past + L - 1``.
+    runs on plain causality. ``positions`` index the RoPE tables; when omitted they are
+    ``past .. past + L - 1``.
 
     The hyper-parameters are kept as ``decoder_config`` (not ``config``) so that the Hugging Face
     face can be a ``DecoderStack`` that is also a ``PreTrainedModel``, whose ``config`` is its
@@ -285,8 +286,8 @@ class DecoderStack(nn.Module):
         past_len = 0 if cache is None else cache.get_seq_length()
         if not torch.compiler.is_compiling():
             validate_decoder_inputs(
-                self.decoder_config, self.embed_tokens.num_embeddings, input_ids, attention_mask, positions, past_len, (B, L),
-                encoder_hidden_states, -1 if cache is None else cache.get_max_cache_shape(),
+                self.decoder_config, self.embed_tokens.num_embeddings, input_ids, attention_mask,
+                positions, past_len, (B, L), encoder_hidden_states, -1 if cache is None else cache.get_max_cache_shape(),
             )
             if past_len == 0 and attention_mask is not None and attention_mask.dim() == 2:
                 if bool(attention_mask.all()):  # no padding: causality alone, fast kernels stay eligible
