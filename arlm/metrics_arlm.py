@@ -5,7 +5,7 @@ xlm-core's ``MetricWrapper`` calls them and splats the result into the torchmetr
 target_length``; ``xlm.metrics.TokenAccuracy`` takes ``pred, target, pred_mask``.
 """
 
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 from torch import Tensor
@@ -59,30 +59,42 @@ def mean_metric_update_fn(
     return {"value": value}
 
 
-def _target_mask(batch: Mapping[str, Any], loss_dict: Mapping[str, Any]) -> Tensor:
+def _target_mask(batch: Mapping[str, Any], loss_dict: Mapping[str, Any]) -> Optional[Tensor]:
+    """Which ``nlls`` entries are target tokens: ``loss_dict["target_mask"]``, else
+    ``batch["target_ids"] != -100``, else ``None`` (unknown: every entry counts)."""
     if "target_mask" in loss_dict:
         return loss_dict["target_mask"]
-    return batch["target_ids"] != IGNORE_INDEX
+    if "target_ids" in batch:
+        return batch["target_ids"] != IGNORE_INDEX
+    return None
 
 
 def perplexity_metric_update_fn(
     batch: Mapping[str, Any], loss_dict: Mapping[str, Any], tokenizer: Any = None
 ) -> Dict[str, Any]:
-    """Per-sequence perplexity ``exp(mean NLL over its target tokens)``, shape ``(B,)``.
+    """Perplexity from ``loss_dict["nlls"]``.
 
-    Rows with no target token are left out.
+    With a known target mask (see :func:`_target_mask`): per-sequence perplexity
+    ``exp(mean NLL over its target tokens)``, shape ``(B,)``, rows without a target token left
+    out. Without one (the seed's contract): ``exp(nlls.mean())``, a scalar.
     """
+    nlls = loss_dict["nlls"]
     mask = _target_mask(batch, loss_dict)
+    if mask is None:
+        return {"value": nlls.float().mean().exp()}
     counts = mask.sum(dim=1)
-    mean_nll = (loss_dict["nlls"] * mask).sum(dim=1) / counts.clamp_min(1)
+    mean_nll = (nlls * mask).sum(dim=1) / counts.clamp_min(1)
     return {"value": mean_nll.exp()[counts > 0]}
 
 
 def token_nll_metric_update_fn(
     batch: Mapping[str, Any], loss_dict: Mapping[str, Any], tokenizer: Any = None
 ) -> Dict[str, Any]:
-    """NLL of every target token (flattened), so the mean is the token-level NLL."""
-    return {"value": loss_dict["nlls"][_target_mask(batch, loss_dict)]}
+    """``loss_dict["nlls"]``: only its target tokens (flattened) when the target mask is known,
+    so that the mean is the token-level NLL; otherwise passed through unchanged."""
+    mask = _target_mask(batch, loss_dict)
+    nlls = loss_dict["nlls"]
+    return {"value": nlls if mask is None else nlls[mask]}
 
 
 def sequence_length_metric_update_fn(

@@ -87,3 +87,22 @@ def test_sequence_length_and_valid_tokens():
     batch, loss_dict = lm_case()
     assert m.sequence_length_metric_update_fn(batch, loss_dict)["value"].tolist() == [3.0, 4.0]
     assert m.valid_tokens_metric_update_fn(batch, loss_dict)["value"].tolist() == [2.0, 3.0]
+
+
+def test_perplexity_without_a_target_mask_is_exp_of_the_mean_nll():
+    """The seed's contract: ``perplexity_metric_update_fn(batch, {"nlls": nlls})`` with no
+    ``target_ids`` gives ``exp(nlls.mean())``."""
+    nlls = torch.tensor([[1.0, 3.0], [2.0, 2.0]])
+    value = m.perplexity_metric_update_fn({"input_ids": torch.zeros(2, 2)}, {"nlls": nlls})["value"]
+    torch.testing.assert_close(value, torch.tensor(math.exp(2.0)))
+
+
+def test_token_nll_passes_nlls_through_without_a_target_mask():
+    nlls = torch.tensor([[1.0, 3.0], [2.0, 0.5]])
+    assert m.token_nll_metric_update_fn({}, {"nlls": nlls})["value"] is nlls
+
+
+def test_loss_target_mask_takes_precedence_over_target_ids():
+    batch, loss_dict = lm_case()
+    loss_dict["target_mask"] = torch.tensor([[True, False, False, False], [True, True, True, False]])
+    assert m.token_nll_metric_update_fn(batch, loss_dict)["value"].tolist() == [1.0, 2.0, 2.0, 2.0]
