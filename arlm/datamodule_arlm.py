@@ -179,6 +179,7 @@ def id_lists_to_tensors(batch: Mapping[str, List[List[int]]]) -> Dict[str, torch
 
 
 def _width(rows: List[List[int]], max_seq_len: Optional[int], truncate: Optional[str]) -> int:
+    """The padded width of the ``prepare_*_ids_arlm`` helpers (their docstrings give the rule)."""
     if truncate == "block":
         return max_seq_len
     longest = max(len(row) for row in rows)
@@ -203,17 +204,23 @@ def _check_id_rows(name: str, rows: Any) -> List[List[int]]:
             raise TypeError(f"{name}[{i}] must be a list of token ids, got {row!r}")
         bad = [t for t in row if not _is_int(t) or t < 0]
         if bad:
-            raise ValueError(f"{name}[{i}] must hold non-negative integer token ids, got {bad[0]!r} in {list(row)!r}")
+            raise ValueError(
+                f"{name}[{i}] must hold non-negative integer token ids, got {bad[0]!r} in {list(row)!r}"
+            )
         checked.append([int(t) for t in row])
     return checked
 
 
 def _check_special_ids(pad: Any, bos: Any, eos: Any) -> Tuple[int, Optional[int], Optional[int]]:
-    for name, value, optional in (("pad_token_id", pad, False), ("bos_token_id", bos, True), ("eos_token_id", eos, True)):
-        if (value is None and not optional) or (value is not None and (not _is_int(value) or value < 0)):
+    """The three ids as Python ints (BOS/EOS may be None); ``ValueError`` naming a bad one."""
+    named = (("pad_token_id", pad, False), ("bos_token_id", bos, True), ("eos_token_id", eos, True))
+    for name, value, optional in named:
+        if value is None and optional:
+            continue
+        if not _is_int(value) or value < 0:
             expected = "a non-negative integer" + (" or None" if optional else "")
             raise ValueError(f"{name} must be {expected}, got {value!r}")
-    return pad, bos, eos
+    return int(pad), None if bos is None else int(bos), None if eos is None else int(eos)
 
 
 def _check_options(max_seq_len: Any, truncate: Any, add_bos: Any, add_eos: Any) -> None:
@@ -222,7 +229,10 @@ def _check_options(max_seq_len: Any, truncate: Any, add_bos: Any, add_eos: Any) 
     if truncate not in TRUNCATE_MODES:
         raise ValueError(f"truncate must be one of {TRUNCATE_MODES}, got {truncate!r}")
     if truncate == "block" and max_seq_len is None:
-        raise ValueError("truncate='block' pads and cuts every row to max_seq_len, which is None; give max_seq_len or use truncate='max'")
+        raise ValueError(
+            "truncate='block' pads and cuts every row to max_seq_len, which is None; "
+            "give max_seq_len or use truncate='max'"
+        )
     if add_bos not in BOS_PLACES:
         raise ValueError(f"add_bos must be one of {BOS_PLACES}, got {add_bos!r}")
     if not isinstance(add_eos, bool):
