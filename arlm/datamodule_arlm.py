@@ -12,6 +12,7 @@ Training targets are ``input_ids`` shifted left by one with -100 wherever no los
 
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
@@ -75,42 +76,167 @@ def _right_pad(rows: List[List[int]], width: int, pad_id: int) -> Tuple[torch.Te
     return ids, mask
 
 
+TRUNCATE_MODES = ("block", "max", None)
+BOS_PLACES = (None, "input", "output")
+
+
 def prepare_prefix_ids_arlm(
-    prefixes: Sequence[Sequence[int]],
+    prefix_ids: Sequence[Sequence[int]],
     pad_token_id: int,
     bos_token_id: Optional[int] = None,
     eos_token_id: Optional[int] = None,
-    max_length: Optional[int] = None,
-) -> Dict[str, torch.Tensor]:
-    """Left-pad prompts for generation: row ``b`` becomes ``[pad...] prefix_b [BOS]``.
+    max_seq_len: Optional[int] = None,
+    truncate: Optional[str] = "block",
+    add_bos: Optional[str] = None,
+    add_eos: bool = False,
+) -> Dict[str, List[List[int]]]:
+    """Left-pad prompts for generation (upstream arlm's signature and result type).
 
-    ``bos_token_id`` (when given) ends every row, so the next token is the first generated one.
-    ``eos_token_id`` (when given) starts rows whose prefix is empty and that have no BOS, so
-    that no row is empty. Rows longer than ``max_length`` keep their last ``max_length`` tokens.
-    The width is ``max_length`` when given, else the longest row.
+    Row ``b`` becomes ``[pad...] [BOS]? prefix_b [BOS]? [EOS]?``: ``add_bos="input"`` puts BOS
+    first, ``"output"`` after the prefix (so the next token is the first generated one), ``None``
+    adds none; ``add_eos`` appends EOS. Either is skipped when its id is ``None`` (a tokenizer
+    without BOS, as Qwen2's). A row that is still empty becomes ``[eos_token_id]`` so that
+    generation has a token to start from (``ValueError`` when there is no EOS either).
 
-    Returns ``input_ids``, ``attention_mask`` (1 on real tokens) and ``token_type_ids``
-    (``PADDING`` on padding, ``PROMPT`` elsewhere), each ``(B, width)`` long.
+    Width: ``truncate="block"`` -> ``max_seq_len`` (required), longer rows keep their *last*
+    ``max_seq_len`` tokens; ``"max"`` -> the longest row, and at least ``max_seq_len`` when
+    given, nothing cut; ``None`` -> the longest row (``max_seq_len`` is not used).
+
+    Returns lists (one per row, all of the width): ``input_ids``, ``attention_mask`` (1 on real
+    tokens) and ``token_type_ids`` (``PROMPT`` on real tokens, ``PADDING`` on padding).
     """
-    rows = []
-    for prefix in prefixes:
-        row = list(prefix) + ([] if bos_token_id is None else [bos_token_id])
-        if not row and eos_token_id is not None:
-            row = [eos_token_id]
-        if not row:
+    rows = _check_id_rows("prefix_ids", prefix_ids)
+    pad, bos, eos = _check_special_ids(pad_token_id, bos_token_id, eos_token_id)
+    _check_options(max_seq_len, truncate, add_bos, add_eos)
+    framed = []
+    for row in rows:
+        row = ([bos] if add_bos == "input" and bos is not None else []) + row
+        row = row + ([bos] if add_bos == "output" and bos is not None else [])
+        row = row + ([eos] if add_eos and eos is not None else [])
+        if not row and eos is None:
             raise ValueError(
-                "an empty prompt with a tokenizer that has neither BOS nor EOS cannot start "
-                "generation; give a non-empty prompt"
+                "an empty prompt with neither a BOS to add (add_bos, bos_token_id) nor an "
+                "eos_token_id cannot start generation; give a non-empty prompt"
             )
-        rows.append(row if max_length is None else row[-max_length:])
-    width = max_length if max_length is not None else max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for b, row in enumerate(rows):
-        ids[b, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-        mask[b, width - len(row) :] = 1
-    token_type_ids = torch.where(mask.bool(), PROMPT, PADDING)
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": token_type_ids}
+        framed.append(row or [eos])
+    width = _width(framed, max_seq_len, truncate)
+    input_ids, attention_mask, token_type_ids = [], [], []
+    for row in framed:
+        row = row[len(row) - width :] if len(row) > width else row
+        n_pad = width - len(row)
+        input_ids.append([pad] * n_pad + row)
+        attention_mask.append([0] * n_pad + [1] * len(row))
+        token_type_ids.append([PADDING] * n_pad + [PROMPT] * len(row))
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+
+
+def prepare_suffix_ids_arlm(
+    suffix_ids: Sequence[Sequence[int]],
+    pad_token_id: int,
+    bos_token_id: Optional[int] = None,
+    eos_token_id: Optional[int] = None,
+    max_seq_len: Optional[int] = None,
+    truncate: Optional[str] = "block",
+    add_bos: Optional[str] = None,
+    add_eos: bool = False,
+) -> Dict[str, List[List[int]]]:
+    """Right-pad continuations (upstream arlm's signature and result type).
+
+    Row ``b`` becomes ``[BOS]? suffix_b [EOS]? [pad...]``: ``add_bos="output"`` puts BOS first
+    (``"input"`` means the BOS belongs to the prefix, so none is added here); ``add_eos``
+    appends EOS; either is skipped when its id is ``None``. Empty rows stay empty (all padding).
+    Width as in :func:`prepare_prefix_ids_arlm`, except that ``"block"`` keeps the *first*
+    ``max_seq_len`` tokens of a longer row.
+
+    Returns lists: ``input_ids``, ``attention_mask`` (1 on real tokens) and ``target_ids``
+    (a copy of ``input_ids``: unshifted, padded with ``pad_token_id``).
+    """
+    rows = _check_id_rows("suffix_ids", suffix_ids)
+    pad, bos, eos = _check_special_ids(pad_token_id, bos_token_id, eos_token_id)
+    _check_options(max_seq_len, truncate, add_bos, add_eos)
+    framed = [
+        ([bos] if add_bos == "output" and bos is not None else [])
+        + row
+        + ([eos] if add_eos and eos is not None else [])
+        for row in rows
+    ]
+    width = _width(framed, max_seq_len, truncate)
+    input_ids, attention_mask = [], []
+    for row in framed:
+        row = row[:width]
+        input_ids.append(row + [pad] * (width - len(row)))
+        attention_mask.append([1] * len(row) + [0] * (width - len(row)))
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "target_ids": [list(row) for row in input_ids],
+    }
+
+
+def id_lists_to_tensors(batch: Mapping[str, List[List[int]]]) -> Dict[str, torch.Tensor]:
+    """The ``(B, width)`` long tensors of the lists returned by the ``prepare_*_ids_arlm`` helpers."""
+    return {key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()}
+
+
+def _width(rows: List[List[int]], max_seq_len: Optional[int], truncate: Optional[str]) -> int:
+    """The padded width of the ``prepare_*_ids_arlm`` helpers (their docstrings give the rule)."""
+    if truncate == "block":
+        return max_seq_len
+    longest = max(len(row) for row in rows)
+    return max(longest, max_seq_len or 0) if truncate == "max" else longest
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_id_rows(name: str, rows: Any) -> List[List[int]]:
+    """``rows`` as a list of lists of Python ints; ``TypeError``/``ValueError`` naming the value."""
+    if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence) or len(rows) == 0:
+        raise ValueError(f"{name} must be a non-empty list of token-id lists, got {rows!r}")
+    checked = []
+    for i, row in enumerate(rows):
+        if isinstance(row, torch.Tensor):
+            row = row.tolist()
+        if isinstance(row, np.ndarray):
+            row = row.tolist()
+        if isinstance(row, (str, bytes)) or not isinstance(row, Sequence):
+            raise TypeError(f"{name}[{i}] must be a list of token ids, got {row!r}")
+        bad = [t for t in row if not _is_int(t) or t < 0]
+        if bad:
+            raise ValueError(
+                f"{name}[{i}] must hold non-negative integer token ids, got {bad[0]!r} in {list(row)!r}"
+            )
+        checked.append([int(t) for t in row])
+    return checked
+
+
+def _check_special_ids(pad: Any, bos: Any, eos: Any) -> Tuple[int, Optional[int], Optional[int]]:
+    """The three ids as Python ints (BOS/EOS may be None); ``ValueError`` naming a bad one."""
+    named = (("pad_token_id", pad, False), ("bos_token_id", bos, True), ("eos_token_id", eos, True))
+    for name, value, optional in named:
+        if value is None and optional:
+            continue
+        if not _is_int(value) or value < 0:
+            expected = "a non-negative integer" + (" or None" if optional else "")
+            raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return int(pad), None if bos is None else int(bos), None if eos is None else int(eos)
+
+
+def _check_options(max_seq_len: Any, truncate: Any, add_bos: Any, add_eos: Any) -> None:
+    if max_seq_len is not None and (not _is_int(max_seq_len) or max_seq_len < 1):
+        raise ValueError(f"max_seq_len must be a positive integer or None, got {max_seq_len!r}")
+    if truncate not in TRUNCATE_MODES:
+        raise ValueError(f"truncate must be one of {TRUNCATE_MODES}, got {truncate!r}")
+    if truncate == "block" and max_seq_len is None:
+        raise ValueError(
+            "truncate='block' pads and cuts every row to max_seq_len, which is None; "
+            "give max_seq_len or use truncate='max'"
+        )
+    if add_bos not in BOS_PLACES:
+        raise ValueError(f"add_bos must be one of {BOS_PLACES}, got {add_bos!r}")
+    if not isinstance(add_eos, bool):
+        raise ValueError(f"add_eos must be True or False, got {add_eos!r}")
 
 
 class _ARLMCollator:
@@ -194,17 +320,19 @@ class ARLMSeq2SeqPredCollator(_ARLMCollator):
     def __call__(self, examples: List[Mapping[str, Any]]) -> ARLMSeq2SeqPredictionBatch:
         _check_examples(examples, ("prompt_ids",), type(self).__name__)
         pad = _pad_token_id(self.tokenizer)
-        batch: Dict[str, Any] = prepare_prefix_ids_arlm(
+        batch: Dict[str, Any] = id_lists_to_tensors(prepare_prefix_ids_arlm(
             [e["prompt_ids"] for e in examples],
             pad_token_id=pad,
             bos_token_id=self.tokenizer.bos_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
-            max_length=self.input_block_size,
-        )
+            max_seq_len=self.input_block_size,
+            truncate="max" if self.input_block_size is None else "block",
+            add_bos="output",
+        ))
         targets = [_target_of(e) + _eos(self.tokenizer) if _has_target(e) else [] for e in examples]
-        longest = max(len(t) for t in targets)
         room = self.block_size - batch["input_ids"].shape[1]
-        batch["target_ids"] = _right_pad(targets, max(room, longest, 1), pad)[0]
+        suffix = prepare_suffix_ids_arlm(targets, pad_token_id=pad, max_seq_len=max(room, 1), truncate="max")
+        batch["target_ids"] = torch.tensor(suffix["target_ids"], dtype=torch.long)
         if all("answer" in e for e in examples):
             batch["answer"] = [str(e["answer"]) for e in examples]
         return batch

@@ -1,12 +1,16 @@
-"""``ARLMHarness``: xlm-core's ``Harness`` with vocabulary checks between tokenizer, model and checkpoint.
+"""``ARLMHarness``: xlm-core's ``Harness`` with vocabulary checks between tokenizer, model and
+checkpoint, EMA weights applied from a checkpoint file, and checkpoint loading that works on
+machines without CUDA.
 
-Without them a mismatch surfaces as an ``IndexError`` deep inside the embedding (tokenizer larger
-than the model) or as a wall of ``size mismatch`` lines from ``load_state_dict`` (checkpoint
-trained with another tokenizer). Both now fail early with the numbers and the fix.
+Without the checks a mismatch surfaces as an ``IndexError`` deep inside the embedding (tokenizer
+larger than the model) or as a wall of ``size mismatch`` lines from ``load_state_dict``
+(checkpoint trained with another tokenizer). Both now fail early with the numbers and the fix.
 """
 
-from typing import Any, Dict
+from pathlib import Path
+from typing import Any, Dict, Union
 
+import torch
 from xlm.harness import Harness
 
 LM_HEAD_KEY = "model.lm_head.weight"
@@ -47,8 +51,9 @@ def check_checkpoint_vocabulary(state_dict: Dict[str, Any], model: Any, tokenize
 
 
 class ARLMHarness(Harness):
-    """``xlm.harness.Harness`` plus :func:`check_model_covers_tokenizer` when the model is built and
-    :func:`check_checkpoint_vocabulary` whenever a checkpoint is loaded (resume, eval, generate)."""
+    """``xlm.harness.Harness`` plus :func:`check_model_covers_tokenizer` when the model is built,
+    :func:`check_checkpoint_vocabulary` whenever a checkpoint is loaded (resume, eval, generate),
+    :meth:`apply_checkpoint_ema` and a CPU-safe :meth:`from_checkpoint`."""
 
     def instantiate_model(self) -> None:
         super().instantiate_model()
@@ -57,3 +62,29 @@ class ARLMHarness(Harness):
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         check_checkpoint_vocabulary(checkpoint.get("state_dict", {}), self.model, self.tokenizer)
         super().on_load_checkpoint(checkpoint)
+
+    def apply_checkpoint_ema(self, checkpoint_path: Union[str, Path]) -> None:
+        """Overwrite the parameters with the EMA weights stored in ``checkpoint_path``.
+
+        Call it after the checkpoint's own weights are loaded: Lightning's
+        ``load_from_checkpoint`` runs ``on_load_checkpoint`` (where xlm-core's
+        ``manual_ema_restore`` copies the EMA weights) *before* ``load_state_dict``, which then
+        puts the raw weights back. Raises ``ValueError`` naming the file when it has no EMA state.
+        """
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        if "ema" not in checkpoint:
+            raise ValueError(
+                f"{checkpoint_path} has no EMA weights (no 'ema' entry: trained without the EMA "
+                f"callback). Fix: use its raw weights with +generation.use_ema=false."
+            )
+        self._apply_ema_weights(checkpoint["ema"])
+
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint_path: Union[str, Path], *args: Any, map_location: str = "cpu", **kwargs: Any
+    ) -> Harness:
+        """``Harness.from_checkpoint`` loading onto the CPU when ``map_location`` names CUDA and
+        this machine has none (xlm-core's ``push_to_hub`` job asks for ``"cuda"`` unconditionally)."""
+        if "cuda" in str(map_location) and not torch.cuda.is_available():
+            map_location = "cpu"
+        return super().from_checkpoint(checkpoint_path, *args, map_location=map_location, **kwargs)

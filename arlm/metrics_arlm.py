@@ -1,14 +1,18 @@
-"""Metric update functions: ``fn(batch, loss_dict, tokenizer=None) -> kwargs of metric.update``.
+"""Metric update functions: ``fn(batch, loss_dict, tokenizer=None) -> kwargs of metric.update``,
+and the corpus-level NLL metrics they feed.
 
 xlm-core's ``MetricWrapper`` calls them and splats the result into the torchmetrics object:
 ``MeanMetric`` takes ``value``; ``xlm.metrics.ExactMatch`` takes ``pred, target, pred_length,
-target_length``; ``xlm.metrics.TokenAccuracy`` takes ``pred, target, pred_mask``.
+target_length``; ``xlm.metrics.TokenAccuracy`` takes ``pred, target, pred_mask``;
+:class:`CorpusTokenNLL` and :class:`CorpusPerplexity` take ``nlls, mask``.
 """
 
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 import torch
+from jaxtyping import Bool, Float
 from torch import Tensor
+from torchmetrics import Metric
 
 from arlm.loss_arlm import IGNORE_INDEX
 
@@ -59,30 +63,42 @@ def mean_metric_update_fn(
     return {"value": value}
 
 
-def _target_mask(batch: Mapping[str, Any], loss_dict: Mapping[str, Any]) -> Tensor:
+def _target_mask(batch: Mapping[str, Any], loss_dict: Mapping[str, Any]) -> Optional[Tensor]:
+    """Which ``nlls`` entries are target tokens: ``loss_dict["target_mask"]``, else
+    ``batch["target_ids"] != -100``, else ``None`` (unknown: every entry counts)."""
     if "target_mask" in loss_dict:
         return loss_dict["target_mask"]
-    return batch["target_ids"] != IGNORE_INDEX
+    if "target_ids" in batch:
+        return batch["target_ids"] != IGNORE_INDEX
+    return None
 
 
 def perplexity_metric_update_fn(
     batch: Mapping[str, Any], loss_dict: Mapping[str, Any], tokenizer: Any = None
 ) -> Dict[str, Any]:
-    """Per-sequence perplexity ``exp(mean NLL over its target tokens)``, shape ``(B,)``.
+    """Perplexity from ``loss_dict["nlls"]``.
 
-    Rows with no target token are left out.
+    With a known target mask (see :func:`_target_mask`): per-sequence perplexity
+    ``exp(mean NLL over its target tokens)``, shape ``(B,)``, rows without a target token left
+    out. Without one (the seed's contract): ``exp(nlls.mean())``, a scalar.
     """
+    nlls = loss_dict["nlls"]
     mask = _target_mask(batch, loss_dict)
+    if mask is None:
+        return {"value": nlls.float().mean().exp()}
     counts = mask.sum(dim=1)
-    mean_nll = (loss_dict["nlls"] * mask).sum(dim=1) / counts.clamp_min(1)
+    mean_nll = (nlls * mask).sum(dim=1) / counts.clamp_min(1)
     return {"value": mean_nll.exp()[counts > 0]}
 
 
 def token_nll_metric_update_fn(
     batch: Mapping[str, Any], loss_dict: Mapping[str, Any], tokenizer: Any = None
 ) -> Dict[str, Any]:
-    """NLL of every target token (flattened), so the mean is the token-level NLL."""
-    return {"value": loss_dict["nlls"][_target_mask(batch, loss_dict)]}
+    """``loss_dict["nlls"]``: only its target tokens (flattened) when the target mask is known,
+    so that the mean is the token-level NLL; otherwise passed through unchanged."""
+    mask = _target_mask(batch, loss_dict)
+    nlls = loss_dict["nlls"]
+    return {"value": nlls if mask is None else nlls[mask]}
 
 
 def sequence_length_metric_update_fn(
@@ -98,3 +114,47 @@ def valid_tokens_metric_update_fn(
     """Number of tokens that carry loss per example (real and target != -100), ``(B,)`` float."""
     valid = batch["attention_mask"].bool() & (batch["target_ids"] != IGNORE_INDEX)
     return {"value": valid.sum(dim=1).float()}
+
+
+def corpus_nll_metric_update_fn(
+    batch: Mapping[str, Any], loss_dict: Mapping[str, Any], tokenizer: Any = None
+) -> Dict[str, Any]:
+    """``nlls`` and the target-token ``mask`` (all True when unknown) for the corpus metrics."""
+    nlls = loss_dict["nlls"]
+    mask = _target_mask(batch, loss_dict)
+    return {"nlls": nlls, "mask": torch.ones_like(nlls, dtype=torch.bool) if mask is None else mask}
+
+
+class CorpusTokenNLL(Metric):
+    """Token-level mean NLL over everything seen since the last reset (a whole split):
+    ``sum of target-token NLL / number of target tokens``, in nats.
+
+    The two sums are float64/int64 states reduced by summing across processes, so the value is
+    the same whatever the batching and the number of devices. NaN before any target token.
+    """
+
+    full_state_update = False
+    higher_is_better = False
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.add_state("nll_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("num_tokens", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, nlls: Float[Tensor, "*batch"], mask: Bool[Tensor, "*batch"]) -> None:
+        """Add the NLL of the positions where ``mask`` is True (``nlls`` and ``mask`` same shape)."""
+        if nlls.shape != mask.shape:
+            raise ValueError(f"nlls shape {tuple(nlls.shape)} differs from mask shape {tuple(mask.shape)}")
+        mask = mask.bool()
+        self.nll_sum += nlls.detach().double()[mask].sum()
+        self.num_tokens += mask.sum()
+
+    def compute(self) -> Tensor:
+        return (self.nll_sum / self.num_tokens).float()
+
+
+class CorpusPerplexity(CorpusTokenNLL):
+    """Corpus perplexity, as language-modelling papers report it: ``exp(CorpusTokenNLL)``."""
+
+    def compute(self) -> Tensor:
+        return (self.nll_sum / self.num_tokens).exp().float()

@@ -5,17 +5,25 @@ from typing import Iterator, Optional, Tuple
 import torch
 from jaxtyping import Float, Integer
 from torch import Tensor, nn
+from xlm.model import Model
 
 from arlm.decoder import DecoderConfig, DecoderStack, KVCache
 
 
-class RotaryTransformerARLMModel(nn.Module):
+class RotaryTransformerARLMModel(nn.Module, Model):
     """Left-to-right causal Transformer with rotary position embeddings.
+
+    An ``xlm.model.Model``, i.e. huggingface_hub's ``PyTorchModelHubMixin``:
+    ``save_pretrained(dir)`` writes ``model.safetensors`` (the state dict, keys as in
+    ``state_dict()``) and ``config.json`` (the constructor arguments), ``from_pretrained(dir or
+    repo id)`` rebuilds the model from them, and ``push_to_hub(repo_id)`` uploads the same files
+    (what ``xlm job_type=push_to_hub`` calls).
 
     Args:
         num_embeddings: vocabulary size (``tokenizer.full_vocab_size``).
         d_model, num_layers, nhead: width, depth and number of attention heads.
-        padding_idx: id whose embedding receives no gradient (``tokenizer.pad_token_id``).
+        padding_idx: id whose embedding receives no gradient (``tokenizer.pad_token_id``; 0 by
+            default, xLM tokenizers' ``[PAD]``; ``None`` for none).
         dim_feedforward: MLP width; default ``4 * d_model``.
         dropout: dropout on the embeddings, residual branches and attention weights.
         activation: ``relu``, ``gelu``, ``silu`` or ``swiglu`` (gated, Llama style).
@@ -38,7 +46,7 @@ class RotaryTransformerARLMModel(nn.Module):
         d_model: int,
         num_layers: int,
         nhead: int,
-        padding_idx: Optional[int] = None,
+        padding_idx: Optional[int] = 0,
         dim_feedforward: Optional[int] = None,
         dropout: float = 0.1,
         activation: str = "relu",

@@ -10,7 +10,7 @@ from jaxtyping import Bool, Integer
 from torch import Tensor
 
 from arlm.attention import build_attention_mask
-from arlm.datamodule_arlm import prepare_prefix_ids_arlm
+from arlm.datamodule_arlm import id_lists_to_tensors, prepare_prefix_ids_arlm
 from arlm.kv_cache import DynamicKVCache, StaticKVCache
 from arlm.rope import positions_from_padding_mask
 from arlm.sampling import Sampler
@@ -30,7 +30,8 @@ class ARLMPredictor:
     Args:
         max_steps: most tokens generated per prompt.
         max_length: most tokens per row, prompt width included; generation stops at
-            ``min(max_steps, max_length - prompt width)`` new tokens.
+            ``min(max_steps, max_length - prompt width)`` new tokens (none when the prompts
+            already fill ``max_length``).
         sampling_method, top, p, temperature: see :class:`arlm.sampling.Sampler`
             (``top`` is top-k, ``p`` is top-p; ``sample_top_k`` with ``top=1`` is greedy).
         cache: ``dynamic`` (grows per step) or ``static`` (preallocated to the output width).
@@ -85,18 +86,21 @@ class ARLMPredictor:
     ) -> ARLMPredictionDict:
         """Continue every prompt of ``batch`` (``input_ids``, ``attention_mask``; left-padded).
 
-        Returns ids ``(B, P + N)`` with ``N = min(max_steps, max_length - P)`` whatever the
+        Returns ids ``(B, P + N)`` with ``N = max(0, min(max_steps, max_length - P))`` whatever the
         step the batch stopped at: the prompt, then the generated tokens, then ``pad_token_id``
         after a row's EOS. ``attention_mask`` is 1 on real prompt tokens and generated tokens up
         to and including EOS; ``positions`` are the RoPE positions of every column;
-        ``time_taken[i]`` is the wall time from the call until row ``i`` ended.
+        ``time_taken[i]`` is the wall time from the call until row ``i`` ended. A prompt as wide
+        as ``max_length`` (or wider) has reached it: its row comes back unchanged, text ``""``.
         """
         start = time.perf_counter()
         self._require_components()
         pad_id, eos_id = self._special_ids()
         input_ids, prompt_mask = self._prompt_tensors(batch)
         P = input_ids.shape[1]
-        max_new = min(self.max_steps, self.max_length - P)
+        max_new = max(0, min(self.max_steps, self.max_length - P))
+        if max_new == 0:
+            return self._prompts_only(input_ids, prompt_mask, start)
         ids, positions, last_step, step_end_times = self._generate(
             input_ids, prompt_mask, max_new, pad_id, eos_id
         )
@@ -110,6 +114,22 @@ class ARLMPredictor:
             "positions": positions,
             "time_taken": [step_end_times[end] - start for end in ends],
             "output_start_idx": P,
+        }
+
+    def _prompts_only(
+        self, input_ids: Tensor, prompt_mask: Tensor, start: float
+    ) -> ARLMPredictionDict:
+        """The result of :meth:`predict` when there is no room for a new token."""
+        rows = input_ids.tolist()
+        elapsed = time.perf_counter() - start
+        return {
+            "text": [""] * len(rows),
+            "text_with_spl_tokens": self.tokenizer.batch_decode(rows, skip_special_tokens=False),
+            "ids": input_ids,
+            "attention_mask": prompt_mask.long(),
+            "positions": positions_from_padding_mask(prompt_mask),
+            "time_taken": [elapsed] * len(rows),
+            "output_start_idx": input_ids.shape[1],
         }
 
     def _generate(
@@ -211,8 +231,10 @@ class ARLMPredictor:
             pad_token_id=self.tokenizer.pad_token_id,
             bos_token_id=self.tokenizer.bos_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
+            truncate=None,
+            add_bos="output",
         )
-        return self.predict(batch)["text"]
+        return self.predict(id_lists_to_tensors(batch))["text"]
 
     def _decode_step(self):
         """The one-token step ``(token, position, mask, cache) -> logits (B, V)``, compiled once
@@ -256,12 +278,6 @@ class ARLMPredictor:
             raise ValueError(
                 f"attention_mask shape {tuple(mask.shape)} differs from input_ids shape "
                 f"{tuple(input_ids.shape)}"
-            )
-        P = input_ids.shape[1]
-        if P >= self.max_length:
-            raise ValueError(
-                f"prompt width {P} leaves no room to generate under max_length "
-                f"{self.max_length}; raise max_length or shorten the prompts"
             )
         mask = mask.bool()
         if not mask.any(dim=1).all():

@@ -26,7 +26,7 @@ import time
 import datasets
 import torch
 
-from arlm.datamodule_arlm import ARLMSeq2SeqCollator, prepare_prefix_ids_arlm
+from arlm.datamodule_arlm import ARLMSeq2SeqCollator, id_lists_to_tensors, prepare_prefix_ids_arlm
 from arlm.loss_arlm import IGNORE_INDEX, ARLMLoss
 from arlm.model_arlm import RotaryTransformerARLMModel
 from arlm.predictor_arlm import greedy_decode_without_cache
@@ -61,9 +61,10 @@ def hide_target_inputs(batch: dict, rows: torch.Tensor, mask_id: int) -> None:
 @torch.no_grad()
 def evaluate(model, tokenizer, examples, reverse: bool):
     model.eval()
-    prompts = prepare_prefix_ids_arlm(
-        [e["prompt_ids"] for e in examples], tokenizer.pad_token_id, tokenizer.bos_token_id
-    )
+    prompts = id_lists_to_tensors(prepare_prefix_ids_arlm(
+        [e["prompt_ids"] for e in examples], tokenizer.pad_token_id, tokenizer.bos_token_id,
+        truncate=None, add_bos="output",
+    ))
     truth = torch.tensor([e["input_ids"] for e in examples])
     width = prompts["input_ids"].shape[1]
     out = greedy_decode_without_cache(

@@ -10,7 +10,9 @@ from arlm.datamodule_arlm import (
     ARLMSeq2SeqCollator,
     ARLMSeq2SeqPredCollator,
     DefaultARLMCollator,
+    id_lists_to_tensors,
     prepare_prefix_ids_arlm,
+    prepare_suffix_ids_arlm,
     print_batch_arlm,
 )
 
@@ -136,12 +138,72 @@ def test_prediction_collator_with_prompt_only_rows(simple_tokenizer):
 
 
 def test_prepare_prefix_ids_bos_and_eos_placement():
-    out = prepare_prefix_ids_arlm([[10, 11], []], pad_token_id=PAD, bos_token_id=BOS)
-    assert out["input_ids"].tolist() == [[10, 11, BOS], [PAD, PAD, BOS]]
-    no_bos = prepare_prefix_ids_arlm([[10, 11], []], pad_token_id=PAD, eos_token_id=EOS)
-    assert no_bos["input_ids"].tolist() == [[10, 11], [PAD, EOS]]
-    with pytest.raises(ValueError, match="neither BOS nor EOS"):
-        prepare_prefix_ids_arlm([[]], pad_token_id=PAD)
+    out = prepare_prefix_ids_arlm([[10, 11], []], PAD, BOS, truncate=None, add_bos="output")
+    assert out == {
+        "input_ids": [[10, 11, BOS], [PAD, PAD, BOS]],
+        "attention_mask": [[1, 1, 1], [0, 0, 1]],
+        "token_type_ids": [[0, 0, 0], [2, 2, 0]],
+    }
+    first = prepare_prefix_ids_arlm([[10, 11], [12]], PAD, BOS, EOS, truncate=None, add_bos="input", add_eos=True)
+    assert first["input_ids"] == [[BOS, 10, 11, EOS], [PAD, BOS, 12, EOS]]
+    no_bos = prepare_prefix_ids_arlm([[10, 11], []], PAD, eos_token_id=EOS, truncate=None, add_bos="output")
+    assert no_bos["input_ids"] == [[10, 11], [PAD, EOS]]
+    with pytest.raises(ValueError, match="neither a BOS to add .* nor an eos_token_id"):
+        prepare_prefix_ids_arlm([[]], PAD, truncate=None)
+
+
+def test_prepare_prefix_ids_truncation_modes():
+    rows = [[10, 11, 12, 13], [14]]
+    block = prepare_prefix_ids_arlm(rows, PAD, BOS, max_seq_len=3, add_bos="output")
+    assert block["input_ids"] == [[12, 13, BOS], [PAD, 14, BOS]]  # the end of a long prompt is kept
+    assert block["attention_mask"] == [[1, 1, 1], [0, 1, 1]]
+    at_least = prepare_prefix_ids_arlm(rows, PAD, max_seq_len=6, truncate="max")
+    assert at_least["input_ids"] == [[PAD, PAD, 10, 11, 12, 13], [PAD] * 5 + [14]]
+    assert prepare_prefix_ids_arlm(rows, PAD, max_seq_len=2, truncate="max")["input_ids"][0] == [10, 11, 12, 13]
+    assert prepare_prefix_ids_arlm(rows, PAD, max_seq_len=2, truncate=None)["input_ids"][1] == [PAD, PAD, PAD, 14]
+
+
+def test_prepare_suffix_ids_pads_right_and_keeps_the_start():
+    out = prepare_suffix_ids_arlm([[20, 21, 22], [23], []], PAD, BOS, EOS, max_seq_len=3, add_bos="output", add_eos=True)
+    assert out["input_ids"] == [[BOS, 20, 21], [BOS, 23, EOS], [BOS, EOS, PAD]]
+    assert out["attention_mask"] == [[1, 1, 1], [1, 1, 1], [1, 1, 0]]
+    assert out["target_ids"] == out["input_ids"] and out["target_ids"] is not out["input_ids"]
+    longest = prepare_suffix_ids_arlm([[20, 21], []], PAD, BOS, EOS, truncate=None, add_bos="input", add_eos=True)
+    assert longest["input_ids"] == [[20, 21, EOS], [EOS, PAD, PAD]]  # "input": the BOS belongs to the prefix
+    assert prepare_suffix_ids_arlm([[]], PAD, truncate="max", max_seq_len=2)["input_ids"] == [[PAD, PAD]]
+
+
+def test_prepared_ids_accept_numpy_and_tensor_rows():
+    import numpy as np
+
+    out = prepare_prefix_ids_arlm([np.array([10, 11]), torch.tensor([12])], np.int64(PAD), truncate=None)
+    assert out["input_ids"] == [[10, 11], [PAD, 12]]
+    assert id_lists_to_tensors(out)["input_ids"].dtype == torch.long
+
+
+@pytest.mark.parametrize("fn", [prepare_prefix_ids_arlm, prepare_suffix_ids_arlm])
+@pytest.mark.parametrize(
+    "args, kwargs, error, message",
+    [
+        (([],), {}, ValueError, r"_ids must be a non-empty list of token-id lists, got \[\]"),
+        (("10 11",), {}, ValueError, r"_ids must be a non-empty list of token-id lists, got '10 11'"),
+        (([5],), {}, TypeError, r"_ids\[0\] must be a list of token ids, got 5"),
+        (([[10, 1.5]],), {}, ValueError, r"_ids\[0\] must hold non-negative integer token ids, got 1.5"),
+        (([[10, -100]],), {}, ValueError, r"got -100 in \[10, -100\]"),
+        (([[10]],), {"pad_token_id": None}, ValueError, "pad_token_id must be a non-negative integer, got None"),
+        (([[10]],), {"bos_token_id": "4"}, ValueError, "bos_token_id must be a non-negative integer or None, got '4'"),
+        (([[10]],), {"eos_token_id": True}, ValueError, "eos_token_id must be a non-negative integer or None, got True"),
+        (([[10]],), {"max_seq_len": 0}, ValueError, "max_seq_len must be a positive integer or None, got 0"),
+        (([[10]],), {"truncate": "longest"}, ValueError, r"truncate must be one of \('block', 'max', None\), got 'longest'"),
+        (([[10]],), {"max_seq_len": None}, ValueError, "truncate='block' pads and cuts every row to max_seq_len, which is None"),
+        (([[10]],), {"add_bos": "left"}, ValueError, r"add_bos must be one of \(None, 'input', 'output'\), got 'left'"),
+        (([[10]],), {"add_eos": "yes"}, ValueError, "add_eos must be True or False, got 'yes'"),
+    ],
+)
+def test_prepared_ids_reject_bad_input_naming_the_value(fn, args, kwargs, error, message):
+    kwargs = {"pad_token_id": PAD, "max_seq_len": 4, **kwargs}
+    with pytest.raises(error, match=message):
+        fn(*args, **kwargs)
 
 
 def test_empty_dataset_feeds_the_prediction_collator(simple_tokenizer):

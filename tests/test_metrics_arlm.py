@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 from torchmetrics import MeanMetric
 from xlm.metrics import ExactMatch, TokenAccuracy
@@ -87,3 +88,62 @@ def test_sequence_length_and_valid_tokens():
     batch, loss_dict = lm_case()
     assert m.sequence_length_metric_update_fn(batch, loss_dict)["value"].tolist() == [3.0, 4.0]
     assert m.valid_tokens_metric_update_fn(batch, loss_dict)["value"].tolist() == [2.0, 3.0]
+
+
+def test_perplexity_without_a_target_mask_is_exp_of_the_mean_nll():
+    """The seed's contract: ``perplexity_metric_update_fn(batch, {"nlls": nlls})`` with no
+    ``target_ids`` gives ``exp(nlls.mean())``."""
+    nlls = torch.tensor([[1.0, 3.0], [2.0, 2.0]])
+    value = m.perplexity_metric_update_fn({"input_ids": torch.zeros(2, 2)}, {"nlls": nlls})["value"]
+    torch.testing.assert_close(value, torch.tensor(math.exp(2.0)))
+
+
+def test_token_nll_passes_nlls_through_without_a_target_mask():
+    nlls = torch.tensor([[1.0, 3.0], [2.0, 0.5]])
+    assert m.token_nll_metric_update_fn({}, {"nlls": nlls})["value"] is nlls
+
+
+def test_loss_target_mask_takes_precedence_over_target_ids():
+    batch, loss_dict = lm_case()
+    loss_dict["target_mask"] = torch.tensor([[True, False, False, False], [True, True, True, False]])
+    assert m.token_nll_metric_update_fn(batch, loss_dict)["value"].tolist() == [1.0, 2.0, 2.0, 2.0]
+
+
+def test_corpus_metrics_pool_tokens_over_batches_of_different_lengths():
+    batches = [lm_case(), lm_case()]
+    batches[1][1]["nlls"] = torch.tensor([[4.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.5, 0.0]])
+    batches[1][0]["target_ids"] = torch.tensor([[5, X, X, X], [7, 8, 9, X]])
+    ppl, nll = m.CorpusPerplexity(), m.CorpusTokenNLL()
+    for batch, loss_dict in batches:
+        kwargs = m.corpus_nll_metric_update_fn(batch, loss_dict)
+        ppl.update(**kwargs)
+        nll.update(**kwargs)
+    total, count = (1 + 3 + 2 + 2 + 2) + (4 + 0.5 * 3), 5 + 4
+    assert math.isclose(nll.compute().item(), total / count, rel_tol=1e-6)
+    assert math.isclose(ppl.compute().item(), math.exp(total / count), rel_tol=1e-6)
+    per_sequence = MeanMetric()
+    for batch, loss_dict in batches:
+        per_sequence.update(**m.perplexity_metric_update_fn(batch, loss_dict))
+    assert per_sequence.compute().item() > ppl.compute().item() * 1.05  # a mean of exponentials is biased up
+
+
+def test_corpus_metric_states_sum_across_processes():
+    """What a distributed sync does (``dist_reduce_fx="sum"``), with two metric copies."""
+    (b1, l1), (b2, l2) = lm_case(), lm_case()
+    l2["nlls"] = l2["nlls"] * 2
+    one, two, both = m.CorpusPerplexity(), m.CorpusPerplexity(), m.CorpusPerplexity()
+    one.update(**m.corpus_nll_metric_update_fn(b1, l1))
+    two.update(**m.corpus_nll_metric_update_fn(b2, l2))
+    both.update(**m.corpus_nll_metric_update_fn(b1, l1))
+    both.update(**m.corpus_nll_metric_update_fn(b2, l2))
+    one.merge_state(two)
+    torch.testing.assert_close(one.compute(), both.compute())
+
+
+def test_corpus_metric_without_target_mask_counts_every_entry():
+    kwargs = m.corpus_nll_metric_update_fn({}, {"nlls": torch.tensor([[1.0, 3.0]])})
+    metric = m.CorpusTokenNLL()
+    metric.update(**kwargs)
+    assert metric.compute().item() == 2.0
+    with pytest.raises(ValueError, match=r"nlls shape \(1, 2\) differs from mask shape \(2,\)"):
+        metric.update(torch.zeros(1, 2), torch.ones(2, dtype=torch.bool))

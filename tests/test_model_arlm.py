@@ -228,3 +228,45 @@ def test_key_padding_mask_reaches_sdpa_only_when_it_hides_something(tiny_model, 
         assert seen and all(m is not None and not causal for m, causal in seen)
     else:
         assert seen and all(m is None and causal for m, causal in seen)
+
+
+def test_padding_idx_defaults_to_zero():
+    model = RotaryTransformerARLMModel(**TINY_MODEL_KWARGS)
+    assert model.model.embed_tokens.padding_idx == 0
+    assert RotaryTransformerARLMModel(**TINY_MODEL_KWARGS, padding_idx=None).model.embed_tokens.padding_idx is None
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_save_pretrained_from_pretrained_round_trip(tmp_path, tie):
+    torch.manual_seed(0)
+    model = RotaryTransformerARLMModel(**TINY_MODEL_KWARGS, tie_word_embeddings=tie).eval()
+    model.save_pretrained(tmp_path)
+    assert {"model.safetensors", "config.json"} <= {p.name for p in tmp_path.iterdir()}
+    loaded = RotaryTransformerARLMModel.from_pretrained(tmp_path).eval()
+    assert list(loaded.state_dict()) == list(model.state_dict())
+    assert (loaded.lm_head.weight is loaded.model.embed_tokens.weight) == tie
+    ids = random_ids()
+    with torch.no_grad():
+        assert torch.equal(loaded(ids), model(ids))
+
+
+def test_push_to_hub_uploads_what_from_pretrained_loads(tmp_path, monkeypatch):
+    """``push_to_hub`` (what xlm-core's push_to_hub job calls) with the Hub replaced by a folder."""
+    from huggingface_hub import HfApi, RepoUrl
+
+    uploaded = {}
+
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        import shutil
+
+        uploaded[repo_id] = shutil.copytree(folder_path, tmp_path / repo_id)
+
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kwargs: RepoUrl(f"https://huggingface.co/{repo_id}"))
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    torch.manual_seed(0)
+    model = RotaryTransformerARLMModel(**TINY_MODEL_KWARGS).eval()
+    model.push_to_hub("me/arlm-tiny", commit_message="test")
+    loaded = RotaryTransformerARLMModel.from_pretrained(uploaded["me/arlm-tiny"]).eval()
+    ids = random_ids()
+    with torch.no_grad():
+        assert torch.equal(loaded(ids), model(ids))

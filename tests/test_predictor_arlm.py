@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch._dynamo.testing
 
-from arlm.datamodule_arlm import ARLMSeq2SeqPredCollator, prepare_prefix_ids_arlm
+from arlm.datamodule_arlm import ARLMSeq2SeqPredCollator, id_lists_to_tensors, prepare_prefix_ids_arlm
 from arlm.metrics_arlm import seq2seq_exact_match_update_fn
 from arlm.model_arlm import RotaryTransformerARLMModel
 from arlm.predictor_arlm import ARLMPredictor, greedy_decode_without_cache
@@ -26,7 +26,9 @@ def peaked_model():
 
 
 def prompt_batch(prompts=PROMPTS):
-    return prepare_prefix_ids_arlm(prompts, pad_token_id=PAD, bos_token_id=BOS)
+    return id_lists_to_tensors(
+        prepare_prefix_ids_arlm(prompts, pad_token_id=PAD, bos_token_id=BOS, truncate=None, add_bos="output")
+    )
 
 
 def greedy(model, tokenizer, **kwargs):
@@ -213,13 +215,24 @@ def test_bad_prompt_batches_raise(peaked_model, simple_tokenizer):
     empty = {"input_ids": torch.zeros(0, 3, dtype=torch.long), "attention_mask": torch.zeros(0, 3)}
     with pytest.raises(ValueError, match="empty or malformed prompt batch: input_ids of shape \\(0, 3\\)"):
         predictor.predict(empty)
-    with pytest.raises(ValueError, match="prompt width 7 leaves no room to generate under max_length 7"):
-        predictor.predict(prompt_batch())
     right_padded = {"input_ids": torch.tensor([[7, 4, 0]]), "attention_mask": torch.tensor([[1, 1, 0]])}
     with pytest.raises(ValueError, match="prompts must be left-padded"):
         greedy(peaked_model, simple_tokenizer).predict(right_padded)
     with pytest.raises(ValueError, match="empty list of prompts"):
         predictor.generate([])
+
+
+@pytest.mark.parametrize("max_length", [7, 5])
+def test_prompts_that_fill_max_length_come_back_unchanged(peaked_model, simple_tokenizer, max_length):
+    """The seed: generation stops when max_length is reached, here before the first token."""
+    batch = prompt_batch()
+    assert batch["input_ids"].shape[1] == 7
+    out = greedy(peaked_model, simple_tokenizer, max_length=max_length).predict(batch)
+    assert torch.equal(out["ids"], batch["input_ids"]) and out["output_start_idx"] == 7
+    assert torch.equal(out["attention_mask"], batch["attention_mask"])
+    assert out["text"] == ["", "", ""] and len(out["time_taken"]) == 3
+    rows = greedy(peaked_model, simple_tokenizer, max_length=max_length).to_dict(batch, out)
+    assert [r["generated_length"] for r in rows] == [0, 0, 0]
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 xlm-core 0.3.1's ``job_type=generate`` moves the model and every batch to ``"cuda"``
 unconditionally, so it fails on machines without a GPU. This job builds the same datamodule and
-model (``xlm.utils.model_loading.load_model_for_inference``, EMA weights applied), runs the
+model (``xlm.utils.model_loading.load_model_for_inference``, then the checkpoint's EMA weights
+applied with :meth:`arlm.harness_arlm.ARLMHarness.apply_checkpoint_ema`), runs the
 predictor over the experiment's ``predict`` dataloaders on the chosen device under
 ``torch.no_grad()``, and writes one JSON object per example to
 ``<generation.output_dir>/<dataloader name>.jsonl`` (atomically: a temporary file renamed into place).
@@ -13,7 +14,8 @@ Config keys (all optional; keys absent from the base config need a leading ``+``
     generation.device: ``auto`` (CUDA when available, else CPU; the default), ``cpu``, ``cuda``, ``cuda:1``...
     generation.output_dir: default ``<paths.run_dir>/generations``.
     generation.max_batches: stop each dataloader after this many batches (default: all).
-    generation.use_ema: apply the checkpoint's EMA weights (default true).
+    generation.use_ema: apply the EMA weights of a Lightning checkpoint (default true; false: its
+        raw weights). Model-only and hub weights are used as they are.
 
 Rows are the predictor's ``to_dict`` rows (``text``, ``generated_text``, ``prompt``, ``truth`` when
 the data has a reference, ``answer`` for TinyGSM/GSM8K, ...), with ``text_with_spl_tokens`` removed.
@@ -107,18 +109,20 @@ def generate_arlm(cfg: DictConfig) -> List[Path]:
     datamodule.setup("predict")
     if "generation" not in cfg:
         OmegaConf.update(cfg, "generation", {}, force_add=True)
-    module, _ = load_model_for_inference(
+    module, ckpt_path = load_model_for_inference(
         cfg,
         datamodule,
         tokenizer,
         config_prefix="generation",
-        manual_ema_restore=bool(OmegaConf.select(cfg, "generation.use_ema", default=True)),
         move_to_device=str(device),
         set_eval_mode=True,
         enable_hub_support=True,
         checkpoint_fallback_dir=cfg.checkpointing_dir,
         allow_random_init=False,
     )
+    if ckpt_path is not None and bool(OmegaConf.select(cfg, "generation.use_ema", default=True)):
+        module.apply_checkpoint_ema(ckpt_path)
+        logger.info(f"EMA weights of {ckpt_path} applied")
     output_dir = Path(OmegaConf.select(cfg, "generation.output_dir", default=None) or Path(cfg.paths.run_dir) / "generations")
     max_batches = OmegaConf.select(cfg, "generation.max_batches", default=None)
     loaders = datamodule.predict_dataloader()
