@@ -15,7 +15,7 @@ from jaxtyping import Float, Integer
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from arlm.attention import attend, build_attention_mask, resolve_attention_backend
+from arlm.attention import attend, attend_eager, build_attention_mask, resolve_attention_backend
 from arlm.rope import RotaryEmbedding, apply_rotary_pos_emb
 
 NORMS = ("layernorm", "rmsnorm")
@@ -149,7 +149,10 @@ class SelfAttention(nn.Module):
         is_causal: bool,
         cache: Optional[KVCache] = None,
         cache_kwargs: Optional[dict] = None,
-    ) -> Float[Tensor, "batch seq d_model"]:
+        need_weights: bool = False,
+    ) -> Tuple[Float[Tensor, "batch seq d_model"], Optional[Float[Tensor, "batch heads seq keys"]]]:
+        """The attention output and, with ``need_weights`` (run on :func:`attend_eager`), the
+        attention weights; ``None`` in their place otherwise."""
         B, L, _ = x.shape
         q = self.q_proj(x).view(B, L, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, Dh)
         k = self.k_proj(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, L, Dh)
@@ -158,8 +161,12 @@ class SelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx, cache_kwargs)  # (B, KV, past + L, Dh)
         dropout = self.dropout if self.training else 0.0
-        out = attend(q, k, v, mask, is_causal, dropout, self.backend)  # (B, H, L, Dh)
-        return self.o_proj(out.transpose(1, 2).reshape(B, L, -1))
+        weights = None
+        if need_weights:
+            out, weights = attend_eager(q, k, v, mask, is_causal, dropout)
+        else:
+            out = attend(q, k, v, mask, is_causal, dropout, self.backend)  # (B, H, L, Dh)
+        return self.o_proj(out.transpose(1, 2).reshape(B, L, -1)), weights
 
 
 class CrossAttention(nn.Module):
@@ -238,13 +245,28 @@ class DecoderLayer(nn.Module):
         cache_kwargs: Optional[dict] = None,
         encoder_hidden_states: Optional[Tensor] = None,
         encoder_mask: Optional[Tensor] = None,
-    ) -> Float[Tensor, "batch seq d_model"]:
-        h = self.self_attn(self.input_layernorm(x), cos, sin, mask, is_causal, cache, cache_kwargs)
+        need_weights: bool = False,
+    ) -> Tuple[Float[Tensor, "batch seq d_model"], Optional[Tensor]]:
+        """The layer's output and its self-attention weights (``need_weights``; else ``None``)."""
+        h, weights = self.self_attn(
+            self.input_layernorm(x), cos, sin, mask, is_causal, cache, cache_kwargs, need_weights
+        )
         x = x + self.dropout(h)
         if encoder_hidden_states is not None and hasattr(self, "cross_attn"):
             h = self.cross_attn(self.cross_attn_layernorm(x), encoder_hidden_states, encoder_mask)
             x = x + self.dropout(h)
-        return x + self.dropout(self.mlp(self.post_attention_layernorm(x)))
+        return x + self.dropout(self.mlp(self.post_attention_layernorm(x))), weights
+
+
+@dataclass
+class DecoderOutput:
+    """What :meth:`DecoderStack.run` returns: the final hidden states and, when asked for, the
+    input of every layer plus the final output (``n_layers + 1`` tensors, the last one after the
+    final norm, as HF Llama) and every layer's self-attention weights ``(B, H, L, keys)``."""
+
+    last_hidden_state: Tensor
+    hidden_states: Optional[Tuple[Tensor, ...]] = None
+    attentions: Optional[Tuple[Tensor, ...]] = None
 
 
 class DecoderStack(nn.Module):
@@ -282,6 +304,27 @@ class DecoderStack(nn.Module):
         encoder_attention_mask: Optional[Tensor] = None,
         inputs_embeds: Optional[Float[Tensor, "batch seq d_model"]] = None,
     ) -> Float[Tensor, "batch seq d_model"]:
+        """The hidden states after the final norm (see :meth:`run` for the arguments)."""
+        return self.run(
+            input_ids, attention_mask, positions, cache, cache_kwargs, encoder_hidden_states,
+            encoder_attention_mask, inputs_embeds,
+        ).last_hidden_state
+
+    def run(
+        self,
+        input_ids: Optional[Integer[Tensor, "batch seq"]] = None,
+        attention_mask: Optional[Tensor] = None,
+        positions: Optional[Integer[Tensor, "batch seq"]] = None,
+        cache: Optional[KVCache] = None,
+        cache_kwargs: Optional[dict] = None,
+        encoder_hidden_states: Optional[Float[Tensor, "batch enc_seq enc_dim"]] = None,
+        encoder_attention_mask: Optional[Tensor] = None,
+        inputs_embeds: Optional[Float[Tensor, "batch seq d_model"]] = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> DecoderOutput:
+        """The forward pass, also collecting per-layer hidden states / attention weights (the
+        latter computed by :func:`arlm.attention.attend_eager`) when asked."""
         B, L = (input_ids if inputs_embeds is None else inputs_embeds).shape[:2]
         past_len = 0 if cache is None else cache.get_seq_length()
         if not torch.compiler.is_compiling():
@@ -299,13 +342,24 @@ class DecoderStack(nn.Module):
         if encoder_attention_mask is not None:
             encoder_mask = encoder_attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S_enc)
         x = self.dropout(x)
+        hidden_states, attentions = [], []
         for layer in self.layers:
-            args = (x, cos, sin, mask, is_causal, cache, cache_kwargs, encoder_hidden_states, encoder_mask)
+            hidden_states.append(x)
+            args = (
+                x, cos, sin, mask, is_causal, cache, cache_kwargs, encoder_hidden_states,
+                encoder_mask, output_attentions,
+            )
             if self.gradient_checkpointing and self.training:
-                x = checkpoint(layer, *args, use_reentrant=False)
+                x, weights = checkpoint(layer, *args, use_reentrant=False)
             else:
-                x = layer(*args)
-        return self.norm(x)
+                x, weights = layer(*args)
+            attentions.append(weights)
+        x = self.norm(x)
+        return DecoderOutput(
+            last_hidden_state=x,
+            hidden_states=(*hidden_states, x) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+        )
 
 
 def validate_decoder_inputs(
