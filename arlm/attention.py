@@ -69,18 +69,16 @@ def build_attention_mask(
 
 
 def cache_slot_mask(
-    key_padding: Optional[Tensor], cache_position: Tensor, num_slots: int
+    key_padding: Tensor, cache_position: Tensor, num_slots: int
 ) -> Bool[Tensor, "batch q_len num_slots"]:
     """The ``(B, L, S)`` mask for a preallocated cache whose ``update`` returns all ``S`` slots.
 
     Query ``i`` (written to slot ``cache_position[i]``) sees the slots ``<= cache_position[i]``
-    that ``key_padding`` (``(B, K)``, 1 = real token, ``K <= S``; ``None``: all real) marks real;
-    the unwritten slots after it are hidden by causality.
+    that ``key_padding`` (``(B, K)``, 1 = real token, ``K <= S``) marks real; the unwritten
+    slots after it are hidden by causality.
     """
     slots = torch.arange(num_slots, device=cache_position.device)
     visible = slots[None, :] <= cache_position[:, None]  # (L, S)
-    if key_padding is None:
-        return visible[None]
     padding = torch.zeros((key_padding.shape[0], num_slots), dtype=torch.bool, device=key_padding.device)
     padding[:, : key_padding.shape[1]] = key_padding.bool()
     return visible[None] & padding[:, None, :]

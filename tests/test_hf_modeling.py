@@ -13,7 +13,6 @@ from transformers import (
     DynamicCache,
     LlamaConfig,
     LlamaForCausalLM,
-    StaticCache,
 )
 
 from arlm import ArlowConfig, ArlowForCausalLM, ArlowModel
@@ -260,9 +259,8 @@ def test_bad_inputs_raise_clear_errors():
         model(ids, inputs_embeds=torch.randn(2, 12, 32))
     with pytest.raises(ValueError, match="outside"):
         model(ids + VOCAB)
-    static = StaticCache(config=model.config, max_cache_len=32)
-    with pytest.raises(ValueError, match="static/compileable caches are not supported"):
-        model(ids, past_key_values=static)
+    with pytest.raises(ValueError, match="past_key_values must be a transformers Cache"):
+        model(ids, past_key_values=((ids, ids),))
 
 
 def test_generate_feeds_encoder_states_to_every_step_cached_or_not():

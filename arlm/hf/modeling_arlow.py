@@ -210,8 +210,11 @@ class ArlowModel(DecoderStack, ArlowPreTrainedModel):
             cache_position = torch.arange(L, device=inputs.device) + past
         if position_ids is None:
             position_ids = cache_position[None].expand(B, L)
-        if attention_mask is None or attention_mask.dim() == 2:
-            attention_mask = cache_slot_mask(attention_mask, cache_position, cache.get_max_cache_shape())
+        slots = cache.get_max_cache_shape()
+        if attention_mask is None:
+            attention_mask = torch.ones((B, slots), dtype=torch.bool, device=inputs.device)
+        if attention_mask.dim() == 2:
+            attention_mask = cache_slot_mask(attention_mask, cache_position, slots)
         return attention_mask, position_ids, cache_position
 
 
@@ -286,6 +289,24 @@ class ArlowForCausalLM(ArlowPreTrainedModel, GenerationMixin):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
+
+    def create_masks_for_generate(
+        self,
+        config: ArlowConfig,
+        attention_mask: Optional[Tensor],
+        past_key_values: Cache,
+        cache_position: Optional[Tensor] = None,
+        **kwargs: Any,
+    ) -> Tensor:
+        """``generate``'s hook for a preallocated cache: the fixed-shape ``(B, L, slots)`` mask of
+        :meth:`ArlowModel._static_cache_inputs`, so every decode step has the same shapes and a
+        compiled forward is reused. ``kwargs`` carry ``input_embeds`` (transformers 4) or
+        ``inputs_embeds`` (transformers 5), of which only the shape is used."""
+        embeds = kwargs.get("inputs_embeds", kwargs.get("input_embeds"))
+        mask, _, _ = ArlowModel._static_cache_inputs(
+            HFCacheView(past_key_values), embeds, attention_mask, None, cache_position
+        )
+        return mask
 
 
 def _check_labels(labels: Tensor, batch_shape: tuple) -> None:
