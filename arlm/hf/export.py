@@ -173,7 +173,11 @@ def hf_tokenizer_from(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizer
             )
         specials[name] = str(token)
     converted = PreTrainedTokenizerFast(
-        tokenizer_object=backend, clean_up_tokenization_spaces=False, padding_side="left", **specials
+        tokenizer_object=backend,
+        clean_up_tokenization_spaces=False,
+        padding_side="left",
+        model_input_names=["input_ids", "attention_mask"],
+        **specials,
     )
     if len(converted) != len(tokenizer):
         raise ValueError(
