@@ -1,7 +1,6 @@
 """ArlowConfig / ArlowModel / ArlowForCausalLM: HF round trips, Llama parity, generate(), errors."""
 
 import json
-import warnings
 
 import pytest
 import torch
@@ -212,14 +211,6 @@ def test_cross_attention_used_with_encoder_states_and_skipped_without():
         assert not torch.allclose(plain, crossed, atol=1e-4)
         narrow = tiny_model(cross_attention_dim=16)
         assert narrow(ids, encoder_hidden_states=torch.randn(2, 5, 16)).logits.shape == (2, 12, VOCAB)
-
-
-def test_flash_attention_request_without_flash_attn_warns_and_runs():
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = ArlowForCausalLM(tiny_config(attn_implementation="flash_attention_2"))
-    assert any("flash_attn" in str(w.message) for w in caught)
-    assert model(random_ids()).logits.shape == (2, 12, VOCAB)
 
 
 @pytest.mark.parametrize(

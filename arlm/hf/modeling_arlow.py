@@ -9,11 +9,11 @@ rotary) loads into ``LlamaForCausalLM`` as it is.
 """
 
 import warnings
-from typing import Any, Optional, Union
+from typing import Any, Optional, Tuple, Union
 
 import torch
 import transformers
-from jaxtyping import Float, Integer
+from jaxtyping import Bool, Float, Integer
 from torch import Tensor, nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
@@ -201,7 +201,7 @@ class ArlowModel(DecoderStack, ArlowPreTrainedModel):
         attention_mask: Optional[Tensor],
         position_ids: Optional[Tensor],
         cache_position: Optional[Tensor],
-    ):
+    ) -> Tuple[Bool[Tensor, "batch seq slots"], Integer[Tensor, "batch seq"], Integer[Tensor, "seq"]]:
         """A preallocated cache returns all its slots as keys: explicit slot indices, RoPE
         positions and a ``(B, L, slots)`` mask (:func:`arlm.attention.cache_slot_mask`)."""
         B, L = inputs.shape[:2]
