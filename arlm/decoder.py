@@ -100,7 +100,8 @@ class DecoderConfig:
 
 
 class KVCache(Protocol):
-    """What the decoder needs from a key/value cache (HF's ``Cache`` satisfies it too).
+    """What the decoder needs from a key/value cache (``arlm.hf.hf_cache.HFCacheView`` wraps
+    a transformers ``Cache`` into one).
 
     ``update`` appends this step's keys/values for ``layer_idx`` and returns all keys/values
     seen so far, ``(B, kv_heads, past + new, head_dim)``; ``get_seq_length`` is ``past``.

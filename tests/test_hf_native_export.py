@@ -88,7 +88,7 @@ def test_networks_without_a_native_twin_stay_arlow_and_say_why(overrides, reason
         choose_architecture(arlow, "native")
 
 
-@pytest.mark.parametrize("overrides", [{}, LLAMA], ids=["gpt_neox", "llama"])
+@pytest.mark.parametrize("overrides", [{}, dict(LLAMA, tie_word_embeddings=True)], ids=["gpt_neox", "llama_tied"])
 def test_export_loads_without_arlm_through_auto_classes_and_pipeline(tmp_path, overrides):
     tokenizer = word_tokenizer()
     xlm = xlm_model(len(tokenizer), **overrides)
