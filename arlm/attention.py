@@ -2,7 +2,8 @@
 
 Attention goes through ``torch.nn.functional.scaled_dot_product_attention`` (SDPA) unless the
 ``flash_attn`` package is installed, the tensors are fp16/bf16 on CUDA, no explicit mask is
-needed and the model asked for it. Any explicit mask rules out SDPA's flash kernel on CUDA, so
+needed and the model asked for it; or through :func:`attend_eager` (explicit softmax, which also
+returns the attention weights) for the ``eager`` backend. Any explicit mask rules out SDPA's flash kernel on CUDA, so
 :func:`build_attention_mask` returns ``None`` whenever causality alone is enough.
 """
 
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-ATTENTION_BACKENDS = ("sdpa", "flash_attn")
+ATTENTION_BACKENDS = ("sdpa", "eager", "flash_attn")
 
 _FLASH_ATTN_INSTALLED = importlib.util.find_spec("flash_attn") is not None
 
@@ -67,6 +68,22 @@ def build_attention_mask(
     return causal[None, None] & attention_mask.bool()[:, None, None, :], False
 
 
+def cache_slot_mask(
+    key_padding: Tensor, cache_position: Tensor, num_slots: int
+) -> Bool[Tensor, "batch q_len num_slots"]:
+    """The ``(B, L, S)`` mask for a preallocated cache whose ``update`` returns all ``S`` slots.
+
+    Query ``i`` (written to slot ``cache_position[i]``) sees the slots ``<= cache_position[i]``
+    that ``key_padding`` (``(B, K)``, 1 = real token, ``K <= S``) marks real; the unwritten
+    slots after it are hidden by causality.
+    """
+    slots = torch.arange(num_slots, device=cache_position.device)
+    visible = slots[None, :] <= cache_position[:, None]  # (L, S)
+    padding = torch.zeros((key_padding.shape[0], num_slots), dtype=torch.bool, device=key_padding.device)
+    padding[:, : key_padding.shape[1]] = key_padding.bool()
+    return visible[None] & padding[:, None, :]
+
+
 def attend(
     q: Float[Tensor, "batch heads q_len head_dim"],
     k: Float[Tensor, "batch kv_heads kv_len head_dim"],
@@ -80,6 +97,8 @@ def attend(
 
     Rows whose mask is entirely False come out as zeros (SDPA's behaviour), never NaN.
     """
+    if backend == "eager":
+        return attend_eager(q, k, v, mask, is_causal, dropout_p)[0]
     if (
         backend == "flash_attn"
         and mask is None
@@ -100,3 +119,31 @@ def attend(
         is_causal=is_causal,
         enable_gqa=q.shape[1] != k.shape[1],
     )
+
+
+def attend_eager(
+    q: Float[Tensor, "batch heads q_len head_dim"],
+    k: Float[Tensor, "batch kv_heads kv_len head_dim"],
+    v: Float[Tensor, "batch kv_heads kv_len head_dim"],
+    mask: Optional[Bool[Tensor, "batch 1 q_len kv_len"]],
+    is_causal: bool,
+    dropout_p: float,
+) -> Tuple[Float[Tensor, "batch heads q_len head_dim"], Float[Tensor, "batch heads q_len kv_len"]]:
+    """:func:`attend` written out: ``softmax(q k^T / sqrt(d) + mask) v`` and the weights.
+
+    Same contract as SDPA (``is_causal`` aligns the causal mask to the top-left corner, grouped
+    k/v heads serve ``heads // kv_heads`` query heads each); fully masked rows give zero weights.
+    """
+    group = q.shape[1] // k.shape[1]
+    if group > 1:
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, H, L, S)
+    L, S = scores.shape[-2:]
+    if is_causal:
+        causal = torch.ones(L, S, dtype=torch.bool, device=q.device).tril()
+        mask = causal if mask is None else mask & causal
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores.float(), dim=-1).nan_to_num(0.0).to(q.dtype)
+    dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
+    return dropped @ v, weights

@@ -15,7 +15,8 @@ from jaxtyping import Float, Integer
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from arlm.attention import attend, build_attention_mask, resolve_attention_backend
+from arlm.attention import attend, attend_eager, build_attention_mask, resolve_attention_backend
+from arlm.decoder_inputs import validate_decoder_inputs
 from arlm.rope import RotaryEmbedding, apply_rotary_pos_emb
 
 NORMS = ("layernorm", "rmsnorm")
@@ -99,7 +100,8 @@ class DecoderConfig:
 
 
 class KVCache(Protocol):
-    """What the decoder needs from a key/value cache (HF's ``Cache`` satisfies it too).
+    """What the decoder needs from a key/value cache (``arlm.hf.hf_cache.HFCacheView`` wraps
+    a transformers ``Cache`` into one).
 
     ``update`` appends this step's keys/values for ``layer_idx`` and returns all keys/values
     seen so far, ``(B, kv_heads, past + new, head_dim)``; ``get_seq_length`` is ``past``.
@@ -149,7 +151,10 @@ class SelfAttention(nn.Module):
         is_causal: bool,
         cache: Optional[KVCache] = None,
         cache_kwargs: Optional[dict] = None,
-    ) -> Float[Tensor, "batch seq d_model"]:
+        need_weights: bool = False,
+    ) -> Tuple[Float[Tensor, "batch seq d_model"], Optional[Float[Tensor, "batch heads seq keys"]]]:
+        """The attention output and, with ``need_weights`` (run on :func:`attend_eager`), the
+        attention weights; ``None`` in their place otherwise."""
         B, L, _ = x.shape
         q = self.q_proj(x).view(B, L, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, Dh)
         k = self.k_proj(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, L, Dh)
@@ -158,8 +163,12 @@ class SelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx, cache_kwargs)  # (B, KV, past + L, Dh)
         dropout = self.dropout if self.training else 0.0
-        out = attend(q, k, v, mask, is_causal, dropout, self.backend)  # (B, H, L, Dh)
-        return self.o_proj(out.transpose(1, 2).reshape(B, L, -1))
+        weights = None
+        if need_weights:
+            out, weights = attend_eager(q, k, v, mask, is_causal, dropout)
+        else:
+            out = attend(q, k, v, mask, is_causal, dropout, self.backend)  # (B, H, L, Dh)
+        return self.o_proj(out.transpose(1, 2).reshape(B, L, -1)), weights
 
 
 class CrossAttention(nn.Module):
@@ -238,13 +247,28 @@ class DecoderLayer(nn.Module):
         cache_kwargs: Optional[dict] = None,
         encoder_hidden_states: Optional[Tensor] = None,
         encoder_mask: Optional[Tensor] = None,
-    ) -> Float[Tensor, "batch seq d_model"]:
-        h = self.self_attn(self.input_layernorm(x), cos, sin, mask, is_causal, cache, cache_kwargs)
+        need_weights: bool = False,
+    ) -> Tuple[Float[Tensor, "batch seq d_model"], Optional[Tensor]]:
+        """The layer's output and its self-attention weights (``need_weights``; else ``None``)."""
+        h, weights = self.self_attn(
+            self.input_layernorm(x), cos, sin, mask, is_causal, cache, cache_kwargs, need_weights
+        )
         x = x + self.dropout(h)
         if encoder_hidden_states is not None and hasattr(self, "cross_attn"):
             h = self.cross_attn(self.cross_attn_layernorm(x), encoder_hidden_states, encoder_mask)
             x = x + self.dropout(h)
-        return x + self.dropout(self.mlp(self.post_attention_layernorm(x)))
+        return x + self.dropout(self.mlp(self.post_attention_layernorm(x))), weights
+
+
+@dataclass
+class DecoderOutput:
+    """What :meth:`DecoderStack.run` returns: the final hidden states and, when asked for, the
+    input of every layer plus the final output (``n_layers + 1`` tensors, the last one after the
+    final norm, as HF Llama) and every layer's self-attention weights ``(B, H, L, keys)``."""
+
+    last_hidden_state: Tensor
+    hidden_states: Optional[Tuple[Tensor, ...]] = None
+    attentions: Optional[Tuple[Tensor, ...]] = None
 
 
 class DecoderStack(nn.Module):
@@ -282,6 +306,27 @@ class DecoderStack(nn.Module):
         encoder_attention_mask: Optional[Tensor] = None,
         inputs_embeds: Optional[Float[Tensor, "batch seq d_model"]] = None,
     ) -> Float[Tensor, "batch seq d_model"]:
+        """The hidden states after the final norm (see :meth:`run` for the arguments)."""
+        return self.run(
+            input_ids, attention_mask, positions, cache, cache_kwargs, encoder_hidden_states,
+            encoder_attention_mask, inputs_embeds,
+        ).last_hidden_state
+
+    def run(
+        self,
+        input_ids: Optional[Integer[Tensor, "batch seq"]] = None,
+        attention_mask: Optional[Tensor] = None,
+        positions: Optional[Integer[Tensor, "batch seq"]] = None,
+        cache: Optional[KVCache] = None,
+        cache_kwargs: Optional[dict] = None,
+        encoder_hidden_states: Optional[Float[Tensor, "batch enc_seq enc_dim"]] = None,
+        encoder_attention_mask: Optional[Tensor] = None,
+        inputs_embeds: Optional[Float[Tensor, "batch seq d_model"]] = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> DecoderOutput:
+        """The forward pass, also collecting per-layer hidden states / attention weights (the
+        latter computed by :func:`arlm.attention.attend_eager`) when asked."""
         B, L = (input_ids if inputs_embeds is None else inputs_embeds).shape[:2]
         past_len = 0 if cache is None else cache.get_seq_length()
         if not torch.compiler.is_compiling():
@@ -299,82 +344,21 @@ class DecoderStack(nn.Module):
         if encoder_attention_mask is not None:
             encoder_mask = encoder_attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S_enc)
         x = self.dropout(x)
+        hidden_states, attentions = [], []
         for layer in self.layers:
-            args = (x, cos, sin, mask, is_causal, cache, cache_kwargs, encoder_hidden_states, encoder_mask)
+            hidden_states.append(x)
+            args = (
+                x, cos, sin, mask, is_causal, cache, cache_kwargs, encoder_hidden_states,
+                encoder_mask, output_attentions,
+            )
             if self.gradient_checkpointing and self.training:
-                x = checkpoint(layer, *args, use_reentrant=False)
+                x, weights = checkpoint(layer, *args, use_reentrant=False)
             else:
-                x = layer(*args)
-        return self.norm(x)
-
-
-def validate_decoder_inputs(
-    config: DecoderConfig,
-    vocab_size: int,
-    input_ids: Optional[Tensor],
-    attention_mask: Optional[Tensor],
-    positions: Optional[Tensor],
-    past_len: int,
-    batch_shape: Tuple[int, int],
-    encoder_hidden_states: Optional[Tensor],
-    fixed_key_len: int = -1,
-) -> None:
-    """Raise a ``ValueError`` naming the offending value; skipped while ``torch.compile`` traces.
-
-    ``vocab_size`` is the embedding's current size (it outgrows ``config.vocab_size`` after
-    ``resize_token_embeddings``); ``fixed_key_len`` is the length of a preallocated cache (its
-    keys span all of it), or -1.
-    """
-    B, L = batch_shape
-    if B == 0 or L == 0:
-        raise ValueError(f"empty batch: input of shape {(B, L)}; need at least one token per row")
-    if input_ids is not None:
-        if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
-            raise ValueError(f"token ids must be an integer tensor, got dtype {input_ids.dtype}")
-        bad = (input_ids < 0) | (input_ids >= vocab_size)
-        if bad.any():
-            raise ValueError(
-                f"token id {input_ids[bad][0].item()} is outside [0, {vocab_size}) "
-                f"(the embedding size); check the tokenizer matches the model"
-            )
-    if fixed_key_len > 0 and (
-        positions is None or attention_mask is None or attention_mask.dim() != 3
-    ):
-        raise ValueError(
-            f"a preallocated KV cache returns all {fixed_key_len} of its slots as keys: pass "
-            f"explicit positions and an attention_mask of shape (batch, queries, "
-            f"{fixed_key_len}) that is False on unwritten slots"
+                x, weights = layer(*args)
+            attentions.append(weights)
+        x = self.norm(x)
+        return DecoderOutput(
+            last_hidden_state=x,
+            hidden_states=(*hidden_states, x) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
         )
-    if positions is None and past_len + L > config.max_positions:
-        raise ValueError(
-            f"sequence length {past_len + L} exceeds max_length {config.max_positions}"
-        )
-    if positions is not None:
-        if tuple(positions.shape) != (B, L):
-            raise ValueError(f"positions must have shape {(B, L)}, got {tuple(positions.shape)}")
-        if ((positions < 0) | (positions >= config.max_positions)).any():  # one host sync
-            raise ValueError(
-                f"positions must be in [0, max_length={config.max_positions}), got values in "
-                f"[{positions.min().item()}, {positions.max().item()}]"
-            )
-    if attention_mask is not None:
-        if attention_mask.dtype.is_floating_point:
-            raise ValueError(
-                f"attention_mask must be bool or integer (True/1 = attend), got {attention_mask.dtype}"
-            )
-        S = fixed_key_len if fixed_key_len > 0 else past_len + L
-        if tuple(attention_mask.shape) not in ((B, S), (B, L, S)):
-            raise ValueError(
-                f"attention_mask must have shape (batch, keys)={(B, S)} or "
-                f"(batch, queries, keys)={(B, L, S)}, got {tuple(attention_mask.shape)}"
-            )
-    if encoder_hidden_states is not None:
-        if not config.cross_attention:
-            raise ValueError("encoder_hidden_states given but the model has no cross-attention")
-        expected = (B, config.cross_attention_dim)
-        got = (encoder_hidden_states.shape[0], encoder_hidden_states.shape[-1])
-        if encoder_hidden_states.dim() != 3 or got != expected:
-            raise ValueError(
-                f"encoder_hidden_states must have shape (batch={B}, enc_seq, "
-                f"{config.cross_attention_dim}), got {tuple(encoder_hidden_states.shape)}"
-            )

@@ -22,11 +22,31 @@ class RotaryEmbedding(nn.Module):
         self.dim = dim
         self.max_positions = max_positions
         self.theta = theta
-        inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
-        angles = torch.outer(torch.arange(max_positions, dtype=torch.float64), inv_freq)
+        cos, sin = self._tables()
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def _tables(self, device: Optional[torch.device] = None) -> Tuple[Tensor, Tensor]:
+        """``(cos, sin)``, each ``(max_positions, dim)`` fp32, on ``device`` (default: torch's)."""
+        f64 = dict(dtype=torch.float64, device=device)
+        inv_freq = 1.0 / (self.theta ** (torch.arange(0, self.dim, 2, **f64) / self.dim))
+        angles = torch.outer(torch.arange(self.max_positions, **f64), inv_freq)
         angles = torch.cat([angles, angles], dim=-1)  # (P, dim): rotate-half layout
-        self.register_buffer("cos", angles.cos().float(), persistent=False)
-        self.register_buffer("sin", angles.sin().float(), persistent=False)
+        return angles.cos().float(), angles.sin().float()
+
+    @torch.no_grad()
+    def reset_tables(self) -> None:
+        """Recompute ``cos`` / ``sin`` in place, on the buffers' device and dtype.
+
+        Non-persistent buffers are not in any checkpoint, so a model built on the meta device
+        and then materialised (``from_pretrained`` in transformers 5, ``low_cpu_mem_usage``,
+        ``device_map``) holds uninitialised memory here until this runs.
+        """
+        if self.cos.device.type == "meta":
+            return
+        cos, sin = self._tables(torch.device("cpu"))
+        self.cos.copy_(cos)
+        self.sin.copy_(sin)
 
     def forward(
         self,

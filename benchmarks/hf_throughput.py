@@ -1,17 +1,25 @@
-"""Hugging Face face throughput: ArlowForCausalLM vs LlamaForCausalLM of the same shape, one run.
+"""Hugging Face face throughput: the native export, ArlowForCausalLM and ARLMPredictor, one run.
 
-Both models are the same network (a LLaMA-shaped Arlow: RMSNorm, SwiGLU, no bias, no
-cross-attention, untied head), built from one seed, fp32, SDPA, on CPU with ``--threads``.
+One xLM network (``RotaryTransformerARLMModel``, built from one seed) seen three ways on the same
+weights, fp32, SDPA, on CPU with ``--threads``:
 
-* train: forward + backward + AdamW on ``--batch`` x ``--seq`` tokens with ``labels``;
-  tokens/s = batch x seq / median step time.
-* generate: ``generate()`` greedy, ``--gen-batch`` prompts of ``--prompt`` tokens, exactly
-  ``--new-tokens`` new tokens each (KV cache on); new tokens/s = batch x new / median call time.
+* native: its exact ``transformers`` twin from :func:`arlm.hf.native_export.to_native`
+  (``GPTNeoXForCausalLM`` for ``--shape gpt_neox``, the xLM default network: LayerNorm, ReLU,
+  biases, partial rotary; ``LlamaForCausalLM`` for ``--shape llama``);
+* ``ArlowForCausalLM`` (:func:`arlm.hf.export.xlm_to_hf`);
+* ``ARLMPredictor`` (greedy, dynamic KV cache) on the xLM model itself.
 
-The two models alternate rounds so that machine noise hits both alike; medians are taken after
+* train (the two ``transformers`` models): forward + backward + AdamW on ``--batch`` x ``--seq``
+  tokens with ``labels``; tokens/s = batch x seq / median step time.
+* generate: greedy, ``--gen-batch`` prompts of ``--prompt`` tokens, ``--new-tokens`` new tokens
+  each (KV cache on; ``generate()`` with ``min_new_tokens`` so EOS never ends it early; the
+  predictor runs its ``max_steps`` unless every row emits EOS); new tokens/s = batch x new /
+  median call time.
+
+The runners alternate rounds so that machine noise hits all alike; medians are taken after
 warm-up. Prints a markdown table.
 
-    python benchmarks/hf_throughput.py            # the issue's configuration
+    python benchmarks/hf_throughput.py            # the README's configuration
     python benchmarks/hf_throughput.py --quick    # smoke run
     python benchmarks/hf_throughput.py --threads 1 --clock process   # on a busy machine
 """
@@ -22,27 +30,47 @@ import time
 from typing import Callable, Dict, List
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
 
-from arlm import ArlowConfig, ArlowForCausalLM
+from arlm import RotaryTransformerARLMModel
+from arlm.hf.export import xlm_to_hf
+from arlm.hf.native_export import to_native
+from arlm.predictor_arlm import ARLMPredictor
+
+SHAPES = {
+    "gpt_neox": dict(activation="relu", norm="layernorm", bias=True),
+    "llama": dict(activation="swiglu", norm="rmsnorm", bias=False),
+}
 
 
-def build_models(args) -> Dict[str, torch.nn.Module]:
-    shape = dict(
-        vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
-        num_hidden_layers=args.layers, num_attention_heads=args.heads,
-        num_key_value_heads=args.heads, max_position_embeddings=max(args.seq, args.prompt + args.new_tokens),
-        tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+def word_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
+    """Ids 0..3 are [PAD] [BOS] [EOS] [UNK], then words; the predictor decodes with it."""
+    tokens = ["[PAD]", "[BOS]", "[EOS]", "[UNK]", *(f"w{i}" for i in range(vocab_size - 4))]
+    backend = Tokenizer(models.WordLevel(vocab={t: i for i, t in enumerate(tokens)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="[PAD]", bos_token="[BOS]", eos_token="[EOS]", unk_token="[UNK]"
     )
+
+
+def build(args):
+    head_dim = args.hidden // args.heads
     torch.manual_seed(0)
-    arlow = ArlowForCausalLM(ArlowConfig(**shape, cross_attention=False, attention_dropout=0.0))
-    llama = LlamaForCausalLM(LlamaConfig(**shape, attn_implementation="sdpa"))
-    llama.load_state_dict(arlow.state_dict(), strict=True)
-    return {"ArlowForCausalLM": arlow, "LlamaForCausalLM": llama}
+    xlm = RotaryTransformerARLMModel(
+        num_embeddings=args.vocab, d_model=args.hidden, num_layers=args.layers, nhead=args.heads,
+        dim_feedforward=args.intermediate, dropout=0.0, padding_idx=0,
+        rotary_emb_dim=head_dim // 2 if args.shape == "gpt_neox" else head_dim,
+        max_length=max(args.seq, args.prompt + args.new_tokens), **SHAPES[args.shape],
+    ).eval()
+    tokenizer = word_tokenizer(args.vocab)
+    arlow = xlm_to_hf(xlm, tokenizer)
+    native = to_native(arlow)
+    return xlm, tokenizer, {f"native {type(native).__name__}": native, "ArlowForCausalLM": arlow}
 
 
 def train_step_fn(model: torch.nn.Module, args) -> Callable[[], None]:
-    ids = torch.randint(3, args.vocab, (args.batch, args.seq), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(4, args.vocab, (args.batch, args.seq), generator=torch.Generator().manual_seed(1))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step() -> None:
@@ -54,18 +82,36 @@ def train_step_fn(model: torch.nn.Module, args) -> Callable[[], None]:
     return step
 
 
+def prompts(args) -> torch.Tensor:
+    return torch.randint(4, args.vocab, (args.gen_batch, args.prompt), generator=torch.Generator().manual_seed(2))
+
+
 def generate_fn(model: torch.nn.Module, args) -> Callable[[], None]:
-    prompts = torch.randint(3, args.vocab, (args.gen_batch, args.prompt), generator=torch.Generator().manual_seed(2))
-    mask = torch.ones_like(prompts)
+    ids = prompts(args)
+    mask = torch.ones_like(ids)
 
     @torch.no_grad()
     def run() -> None:
         model.eval()
         out = model.generate(
-            prompts, attention_mask=mask, do_sample=False, max_new_tokens=args.new_tokens,
+            ids, attention_mask=mask, do_sample=False, max_new_tokens=args.new_tokens,
             min_new_tokens=args.new_tokens, pad_token_id=0, use_cache=True,
         )
         assert out.shape[1] == args.prompt + args.new_tokens
+
+    return run
+
+
+def predictor_fn(xlm: RotaryTransformerARLMModel, tokenizer, args) -> Callable[[], None]:
+    predictor = ARLMPredictor(
+        max_steps=args.new_tokens, max_length=args.prompt + args.new_tokens, tokenizer=tokenizer,
+        sampling_method="greedy", model=xlm,
+    )
+    batch = {"input_ids": prompts(args), "attention_mask": torch.ones(args.gen_batch, args.prompt, dtype=torch.long)}
+
+    def run() -> None:
+        out = predictor.predict(batch)
+        assert out["ids"].shape[1] == args.prompt + args.new_tokens
 
     return run
 
@@ -89,10 +135,11 @@ def median_times(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="gpt_neox")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--intermediate", type=int, default=683)
+    parser.add_argument("--intermediate", type=int, default=1024)
     parser.add_argument("--vocab", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=256)
@@ -101,7 +148,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds per model")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds per runner")
     parser.add_argument("--steps-per-round", type=int, default=3, help="training steps per round")
     parser.add_argument(
         "--clock", choices=["wall", "process"], default="wall",
@@ -112,36 +159,40 @@ def main() -> None:
     if args.quick:
         args.seq, args.batch, args.new_tokens, args.warmup, args.rounds, args.steps_per_round = 64, 2, 16, 1, 2, 1
     torch.set_num_threads(args.threads)
-    models = build_models(args)
+    xlm, tokenizer, hf_models = build(args)
+    native_name = next(iter(hf_models))
     clock = time.perf_counter if args.clock == "wall" else time.process_time
 
     train = median_times(
-        {name: train_step_fn(m, args) for name, m in models.items()},
+        {name: train_step_fn(m, args) for name, m in hf_models.items()},
         args.warmup, args.rounds, args.steps_per_round, clock,
     )
     generate = median_times(
-        {name: generate_fn(m, args) for name, m in models.items()}, 1, args.rounds, 1, clock
+        {
+            **{name: generate_fn(m, args) for name, m in hf_models.items()},
+            "ARLMPredictor (xLM face)": predictor_fn(xlm, tokenizer, args),
+        },
+        1, args.rounds, 1, clock,
     )
 
     train_tokens = args.batch * args.seq
     new_tokens = args.gen_batch * args.new_tokens
     print(
-        f"\nhidden {args.hidden}, {args.layers} layers, {args.heads} heads, intermediate "
-        f"{args.intermediate}, vocab {args.vocab}; train batch {args.batch} x seq {args.seq} "
-        f"(AdamW); generate batch {args.gen_batch}, prompt {args.prompt}, {args.new_tokens} new "
-        f"tokens, greedy, KV cache; {args.threads} threads, {args.clock} clock, fp32, torch "
-        f"{torch.__version__}\n"
+        f"\n{args.shape}-shaped network: hidden {args.hidden}, {args.layers} layers, {args.heads} "
+        f"heads, intermediate {args.intermediate}, vocab {args.vocab}; train batch {args.batch} x "
+        f"seq {args.seq} (AdamW); generate batch {args.gen_batch}, prompt {args.prompt}, "
+        f"{args.new_tokens} new tokens, greedy, KV cache; {args.threads} threads, {args.clock} "
+        f"clock, fp32, torch {torch.__version__}, transformers {__import__('transformers').__version__}\n"
     )
-    print("| model | train median step (s) | train tokens/s | vs Llama | generate median (s) | new tokens/s | vs Llama |")
-    print("|---|---|---|---|---|---|---|")
-    for name in models:
-        train_tps = train_tokens / train[name]
-        gen_tps = new_tokens / generate[name]
-        train_ratio = train["LlamaForCausalLM"] / train[name]
-        gen_ratio = generate["LlamaForCausalLM"] / generate[name]
+    print("| model | train tokens/s | vs native | generate median (s) | new tokens/s | vs native |")
+    print("|---|---|---|---|---|---|")
+    for name in generate:
+        train_cells = "n/a | n/a"
+        if name in train:
+            train_cells = f"{train_tokens / train[name]:,.0f} | {train[native_name] / train[name]:.2f}x"
         print(
-            f"| {name} | {train[name]:.3f} | {train_tps:,.0f} | {train_ratio:.2f}x | "
-            f"{generate[name]:.3f} | {gen_tps:,.0f} | {gen_ratio:.2f}x |"
+            f"| {name} | {train_cells} | {generate[name]:.3f} | {new_tokens / generate[name]:,.0f} | "
+            f"{generate[native_name] / generate[name]:.2f}x |"
         )
 
 

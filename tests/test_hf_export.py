@@ -3,11 +3,16 @@
 import pytest
 import torch
 from safetensors.torch import save_file
-from torch_ema import ExponentialMovingAverage
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPTNeoXForCausalLM,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
-from arlm import ArlowConfig, ArlowForCausalLM, ArlowTokenizerFast, RotaryTransformerARLMModel
-from arlm.hf.export import XLM_MODEL_TARGET, arlow_tokenizer_from, export_checkpoint_to_hf, xlm_to_hf
+from arlm import ArlowConfig, ArlowForCausalLM, RotaryTransformerARLMModel
+from arlm.hf.export import XLM_MODEL_TARGET, export_checkpoint_to_hf, hf_tokenizer_from, xlm_to_hf
 
 from .conftest import TINY_MODEL_KWARGS, VOCAB_SIZE
 
@@ -62,7 +67,7 @@ def test_export_lightning_checkpoint_round_trips_through_auto_classes(tmp_path, 
     xlm = xlm_model()
     path = tmp_path / "last.ckpt"
     torch.save(lightning_checkpoint(xlm, XLM_KWARGS), path)
-    export_checkpoint_to_hf(path, tmp_path / "hf", tokenizer=simple_tokenizer)
+    export_checkpoint_to_hf(path, tmp_path / "hf", tokenizer=simple_tokenizer, architecture="arlow")
     names = {p.name for p in (tmp_path / "hf").iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= names
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
@@ -74,13 +79,43 @@ def test_export_lightning_checkpoint_round_trips_through_auto_classes(tmp_path, 
     with torch.no_grad():
         assert torch.equal(xlm(ids), hf(ids).logits)
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf")
-    assert isinstance(tokenizer, ArlowTokenizerFast)
+    assert isinstance(tokenizer, PreTrainedTokenizerFast) and tokenizer.padding_side == "left"
+    assert (tokenizer.pad_token, tokenizer.eos_token, tokenizer.bos_token) == ("[PAD]", "[EOS]", "[BOS]")
     text = "3 4 5 [EOS]"
     assert tokenizer.encode(text) == simple_tokenizer.encode(text) == [10, 11, 12, 3]
     assert tokenizer.decode([10, 11, 12, 3]) == text and len(tokenizer) == VOCAB_SIZE
 
 
+@pytest.mark.parametrize(
+    "overrides, architecture",
+    [
+        ({}, GPTNeoXForCausalLM),
+        (dict(num_kv_heads=1, activation="gelu", bias=False), GPTNeoXForCausalLM),
+        (dict(norm="rmsnorm", activation="swiglu", bias=False, num_kv_heads=1, rotary_emb_dim=16), LlamaForCausalLM),
+        (dict(final_layer_without_normalization=True), ArlowForCausalLM),
+        (dict(norm="rmsnorm", activation="swiglu", rotary_emb_dim=8), ArlowForCausalLM),
+    ],
+)
+def test_auto_export_writes_the_native_twin_when_exact(tmp_path, simple_tokenizer, overrides, architecture):
+    kwargs = {**XLM_KWARGS, **overrides}
+    xlm = xlm_model(**overrides)
+    path = tmp_path / "last.ckpt"
+    torch.save(lightning_checkpoint(xlm, kwargs), path)
+    written = export_checkpoint_to_hf(path, tmp_path / "hf", tokenizer=simple_tokenizer)
+    assert type(written) is architecture
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    assert type(loaded) is architecture
+    ids = ids_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, xlm(ids), atol=1e-5, rtol=0)
+    if architecture is ArlowForCausalLM:
+        with pytest.raises(ValueError, match="architecture='native': this network has no exact native"):
+            export_checkpoint_to_hf(path, tmp_path / "native", simple_tokenizer, architecture="native")
+        assert not (tmp_path / "native").exists()
+
+
 def test_export_applies_ema_weights_by_default(tmp_path, simple_tokenizer):
+    ExponentialMovingAverage = pytest.importorskip("torch_ema").ExponentialMovingAverage
     xlm = xlm_model()
     ema = ExponentialMovingAverage([p for p in xlm.parameters() if p.requires_grad], decay=0.5)
     with torch.no_grad():
@@ -89,8 +124,8 @@ def test_export_applies_ema_weights_by_default(tmp_path, simple_tokenizer):
     ema.update()
     path = tmp_path / "ema.ckpt"
     torch.save(lightning_checkpoint(xlm, XLM_KWARGS, ema), path)
-    with_ema = export_checkpoint_to_hf(path, tmp_path / "a", simple_tokenizer)
-    without = export_checkpoint_to_hf(path, tmp_path / "b", simple_tokenizer, apply_ema=False)
+    with_ema = export_checkpoint_to_hf(path, tmp_path / "a", simple_tokenizer, architecture="arlow")
+    without = export_checkpoint_to_hf(path, tmp_path / "b", simple_tokenizer, apply_ema=False, architecture="arlow")
     ema.copy_to()
     assert torch.equal(with_ema.lm_head.weight, xlm.lm_head.weight)
     assert not torch.equal(without.lm_head.weight, xlm.lm_head.weight)
@@ -103,7 +138,8 @@ def test_export_model_only_safetensors_needs_and_uses_model_config(tmp_path):
     with pytest.raises(ValueError, match="does not record its model configuration"):
         export_checkpoint_to_hf(path, tmp_path / "hf")
     hf = export_checkpoint_to_hf(
-        path, tmp_path / "hf", model_config={"_target_": XLM_MODEL_TARGET, **XLM_KWARGS}
+        path, tmp_path / "hf", model_config={"_target_": XLM_MODEL_TARGET, **XLM_KWARGS},
+        architecture="arlow",
     )
     ids = ids_batch()
     with torch.no_grad():
@@ -142,7 +178,7 @@ def test_fast_tokenizer_conversion_keeps_ids_and_specials(tmp_path):
     plain_fast = __import__("transformers").PreTrainedTokenizerFast(
         tokenizer_object=trained.backend_tokenizer, eos_token="</s>", pad_token="<pad>"
     )
-    converted = arlow_tokenizer_from(plain_fast)
+    converted = hf_tokenizer_from(plain_fast)
     assert converted.encode("some words</s>") == trained.encode("some words</s>")
     assert converted.bos_token is None and converted.eos_token_id == trained.eos_token_id
     assert isinstance(ArlowConfig.from_decoder_config(xlm_model().config, False), ArlowConfig)

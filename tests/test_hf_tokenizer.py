@@ -72,3 +72,31 @@ def test_bad_arguments_raise_clear_errors(tmp_path):
         train_arlow_tokenizer([tmp_path / "c.csv"], vocab_size=300)
     with pytest.raises(ValueError, match="needs tokenizer_file"):
         ArlowTokenizerFast()
+
+
+def test_reload_keeps_the_learned_merges_never_characters(tokenizer, tmp_path):
+    tokenizer.save_pretrained(tmp_path / "tok")
+    loaded = ArlowTokenizerFast.from_pretrained(tmp_path / "tok")
+    text = "the tokenizer learns merges"
+    assert loaded.encode(text) == tokenizer.encode(text) and len(loaded.encode(text)) < len(text) / 2
+    assert len(loaded) == len(tokenizer)
+
+
+def test_special_tokens_come_from_tokenizer_json_and_are_never_invented(tokenizer, tmp_path):
+    only_json = tmp_path / "only_json"
+    only_json.mkdir()
+    tokenizer.backend_tokenizer.save(str(only_json / "tokenizer.json"))
+    loaded = ArlowTokenizerFast.from_pretrained(only_json)
+    assert (loaded.pad_token_id, loaded.eos_token_id, loaded.mask_token_id) == (0, 2, 4)
+    assert len(loaded) == len(tokenizer)
+
+    vocab = {"<pad>": 0, "</s>": 1, "a": 2, "b": 3}
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    partial = ArlowTokenizerFast(tokenizer_object=backend)
+    assert (partial.pad_token, partial.eos_token, partial.bos_token, partial.mask_token) == ("<pad>", "</s>", None, None)
+    assert len(partial) == 4  # no default special token added past the vocabulary
+    with pytest.raises(ValueError, match="bos_token '<s>' is not in the vocabulary"):
+        ArlowTokenizerFast(tokenizer_object=backend, bos_token="<s>")

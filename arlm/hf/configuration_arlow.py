@@ -26,7 +26,7 @@ class ArlowConfig(PretrainedConfig):
     attention when smaller than the number of heads), ``num_hidden_layers``,
     ``attention_dropout``, ``initializer_range``, ``hidden_act``, ``use_cache``,
     ``rms_norm_eps`` (the epsilon of every norm, RMSNorm or LayerNorm), ``rope_theta``,
-    ``tie_word_embeddings``, ``pad_token_id``, ``cross_attention`` (build cross-attention
+    ``tie_word_embeddings``, ``pad_token_id`` / ``bos_token_id`` / ``eos_token_id``, ``cross_attention`` (build cross-attention
     blocks), ``use_cross_attention`` (run them when ``encoder_hidden_states`` are given).
 
     Extra fields:
@@ -60,6 +60,8 @@ class ArlowConfig(PretrainedConfig):
         rope_theta: float = 100000.0,
         tie_word_embeddings: bool = True,
         pad_token_id: Optional[int] = None,
+        bos_token_id: Optional[int] = None,
+        eos_token_id: Optional[int] = None,
         cross_attention: bool = True,
         use_cross_attention: bool = True,
         norm_type: str = "rmsnorm",
@@ -93,7 +95,13 @@ class ArlowConfig(PretrainedConfig):
         self.final_norm = final_norm
         self.hidden_dropout = hidden_dropout
         self.cross_attention_dim = cross_attention_dim
-        super().__init__(pad_token_id=pad_token_id, tie_word_embeddings=tie_word_embeddings, **kwargs)
+        super().__init__(
+            pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id,
+            tie_word_embeddings=tie_word_embeddings, **kwargs,
+        )
+        # transformers 5's PretrainedConfig no longer keeps these itself.
+        self.pad_token_id, self.bos_token_id, self.eos_token_id = pad_token_id, bos_token_id, eos_token_id
+        self.tie_word_embeddings = tie_word_embeddings
         self._validate()
 
     @property

@@ -1,36 +1,51 @@
 """Export an xLM ``arlm`` checkpoint as a Hugging Face directory (config.json, model.safetensors,
-tokenizer files) that ``AutoModelForCausalLM`` / ``AutoTokenizer`` load after ``import arlm``.
+tokenizer files) that ``AutoModelForCausalLM`` / ``AutoTokenizer`` / ``pipeline`` load.
 
-Both faces are the same :class:`~arlm.decoder.DecoderStack` with the same parameter names, so the
-conversion is a key mapping with no arithmetic: strip the Harness's ``model.`` prefix, rebuild
-the xLM model from its recorded constructor arguments, and load its state dict as it is into an
-:class:`ArlowForCausalLM` whose config comes from the same :class:`~arlm.decoder.DecoderConfig`.
+Both faces are the same :class:`~arlm.decoder.DecoderStack` with the same parameter names: the
+xLM model is rebuilt from its recorded constructor arguments and its state dict loaded as it is
+into an :class:`ArlowForCausalLM`. With ``architecture="auto"`` (default) that network is then
+written as ``LlamaForCausalLM`` or ``GPTNeoXForCausalLM`` when one expresses it exactly
+(:mod:`arlm.hf.native_export`), so the directory loads without arlm in any ``transformers``;
+otherwise as ``ArlowForCausalLM`` (loads after ``import arlm``). ``"native"`` insists on the
+former, ``"arlow"`` on the latter. The tokenizer is always a plain ``PreTrainedTokenizerFast``
+(left padding), which ``AutoTokenizer`` loads without arlm.
+
+The directory is written safely: the checkpoint is read with ``torch.load(weights_only=True)``
+(a pickle cannot run code), the tokenizer is converted before anything is written, everything is
+written into a temporary directory beside ``output_dir`` and renamed into place, and an existing
+file or non-empty directory is replaced only with ``overwrite=True``.
 
 Python: :func:`export_checkpoint_to_hf`. xLM job type (``configs/commands.yaml``)::
 
     xlm job_type=export_hf experiment=star_easy_arlm \
-        +export_hf.checkpoint_path=<run>/checkpoints/last.ckpt +export_hf.output_dir=<dir>
+        +export_hf.checkpoint_path=<run>/checkpoints/last.ckpt +export_hf.output_dir=<dir> \
+        [+export_hf.architecture=auto|native|arlow] [+export_hf.overwrite=true]
 """
 
 import copy
+import pickle
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple, Union
 
 import torch
 from safetensors.torch import load_file
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from arlm.hf.configuration_arlow import ArlowConfig
 from arlm.hf.modeling_arlow import ArlowForCausalLM
-from arlm.hf.tokenization_arlow import DEFAULT_SPECIAL_TOKENS, ArlowTokenizerFast
+from arlm.hf.native_export import native_blocker, to_native
 from arlm.model_arlm import RotaryTransformerARLMModel
 
 PathLike = Union[str, Path]
 XLM_MODEL_TARGET = "arlm.model_arlm.RotaryTransformerARLMModel"
 LIGHTNING_MODEL_PREFIX = "model."
 TOKENIZER_INTERPOLATION = re.compile(r"\$\{tokenizer:(\w+)\}")
+ARCHITECTURES = ("auto", "native", "arlow")
+SPECIAL_TOKEN_NAMES = ("pad_token", "bos_token", "eos_token", "unk_token", "mask_token", "cls_token", "sep_token")
 
 
 def export_checkpoint_to_hf(
@@ -39,26 +54,37 @@ def export_checkpoint_to_hf(
     tokenizer: Optional[PreTrainedTokenizerBase] = None,
     model_config: Optional[Mapping[str, Any]] = None,
     apply_ema: Optional[bool] = None,
-) -> ArlowForCausalLM:
-    """Write ``output_dir`` and return the exported model.
+    architecture: str = "auto",
+    overwrite: bool = False,
+) -> PreTrainedModel:
+    """Write ``output_dir`` and return the exported model (its class says which architecture).
 
     Args:
         checkpoint_path: a Lightning checkpoint written by ``xlm job_type=train`` (``.ckpt``: the
             model under ``state_dict["model.*"]``, its constructor arguments under
             ``hyper_parameters["model"]``, EMA weights under ``ema``), or model-only weights
-            (``.safetensors`` / torch pickle, keys ``model.embed_tokens.weight`` ... ``lm_head.weight``).
-        tokenizer: the xLM tokenizer, saved as an :class:`ArlowTokenizerFast`; its special token
-            ids go into the config (``bos/eos/pad_token_id``). ``None``: no tokenizer files.
+            (``.safetensors`` / torch file, keys ``model.embed_tokens.weight`` ... ``lm_head.weight``).
+        tokenizer: the xLM tokenizer, saved as a ``PreTrainedTokenizerFast``; its special token
+            ids go into the config (``bos/eos_token_id``). ``None``: no tokenizer files.
         model_config: ``RotaryTransformerARLMModel`` arguments (the ``model:`` node); needed only
             when the checkpoint does not record them (model-only weights).
         apply_ema: use the EMA weights; default: when the checkpoint has them (as xLM's
             ``extract_checkpoint`` does).
+        architecture: ``"auto"`` (native when exact, else Arlow), ``"native"`` or ``"arlow"``.
+        overwrite: replace an existing ``output_dir`` (file or non-empty directory).
 
     Raises:
-        ValueError: the file is not an ``arlm`` checkpoint (another model, unexpected keys), or
-            EMA weights were asked for and are missing or do not fit.
+        ValueError: bad ``architecture``; ``output_dir`` exists and ``overwrite`` is False; the
+            file is not a weights-only ``arlm`` checkpoint (another model, unexpected keys, a
+            pickle that needs code); EMA weights were asked for and are missing or do not fit;
+            ``architecture="native"`` for a network with no exact native twin; a tokenizer that
+            cannot be converted. Nothing is written in any of these cases.
     """
-    checkpoint_path = Path(checkpoint_path)
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+    checkpoint_path, output_dir = Path(checkpoint_path), Path(output_dir)
+    _check_output_dir(output_dir, overwrite)
+    hf_tokenizer = None if tokenizer is None else hf_tokenizer_from(tokenizer)
     state_dict, recorded_config, ema = _read_checkpoint(checkpoint_path)
     kwargs = _xlm_model_kwargs(recorded_config or model_config, checkpoint_path)
     if recorded_config is not None:
@@ -69,12 +95,34 @@ def export_checkpoint_to_hf(
         apply_ema = ema is not None
     if apply_ema:
         _copy_ema_weights(xlm_model, ema, checkpoint_path)
-    hf_model = xlm_to_hf(xlm_model, tokenizer)
-    output_dir = Path(output_dir)
-    hf_model.save_pretrained(output_dir)
-    if tokenizer is not None:
-        arlow_tokenizer_from(tokenizer).save_pretrained(output_dir)
+    hf_model = choose_architecture(xlm_to_hf(xlm_model, tokenizer), architecture)
+    _write_into_place(output_dir, hf_model, hf_tokenizer)
     return hf_model
+
+
+def choose_architecture(arlow: ArlowForCausalLM, architecture: str) -> PreTrainedModel:
+    """``arlow`` itself or its native twin, per ``architecture`` (see :data:`ARCHITECTURES`)."""
+    if architecture == "arlow":
+        return arlow
+    blocker = native_blocker(arlow.config)
+    if blocker is None:
+        return to_native(arlow)
+    if architecture == "native":
+        raise ValueError(
+            f"architecture='native': this network has no exact native transformers twin because "
+            f"{blocker}; export it with architecture='arlow' or 'auto'"
+        )
+    return arlow
+
+
+def describe_architecture(model: PreTrainedModel) -> str:
+    """``"GPTNeoXForCausalLM (native: loads without arlm)"`` or Arlow's reason it is not native."""
+    name = type(model).__name__
+    if isinstance(model, ArlowForCausalLM):
+        blocker = native_blocker(model.config)
+        why = "chosen" if blocker is None else f"no native twin: {blocker}"
+        return f"{name} (Arlow, loads after `import arlm`; {why})"
+    return f"{name} (native: loads without arlm)"
 
 
 def xlm_to_hf(
@@ -91,15 +139,17 @@ def xlm_to_hf(
     return hf_model.eval()
 
 
-def arlow_tokenizer_from(tokenizer: PreTrainedTokenizerBase) -> ArlowTokenizerFast:
-    """The xLM tokenizer as an :class:`ArlowTokenizerFast` with the same ids and special tokens.
+def hf_tokenizer_from(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerFast:
+    """The xLM tokenizer as a plain ``PreTrainedTokenizerFast``: same ids, same special tokens,
+    left padding; ``AutoTokenizer`` loads what it saves without arlm.
 
-    Fast tokenizers (e.g. ``load_auto_tokenizer``'s) keep their ``tokenizers`` backend; xlm-core's
-    ``SimpleSpaceTokenizer`` (space-separated words, no ``save_pretrained``) becomes a word-level
-    ``tokenizers`` model over its vocabulary.
+    Fast tokenizers (e.g. ``load_auto_tokenizer``'s, ``ArlowTokenizerFast``) keep their
+    ``tokenizers`` backend; xlm-core's ``SimpleSpaceTokenizer`` (space-separated words, no
+    ``save_pretrained``) becomes a word-level ``tokenizers`` model over its vocabulary.
+
+    Raises:
+        ValueError: another kind of tokenizer, or a special token that is not in its vocabulary.
     """
-    specials = {name: None for name in DEFAULT_SPECIAL_TOKENS}
-    specials.update(tokenizer.special_tokens_map)
     if isinstance(tokenizer, PreTrainedTokenizerFast):
         backend = copy.deepcopy(tokenizer.backend_tokenizer)
     elif _is_space_separated_word_tokenizer(tokenizer):
@@ -107,18 +157,40 @@ def arlow_tokenizer_from(tokenizer: PreTrainedTokenizerBase) -> ArlowTokenizerFa
         backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     else:
         raise ValueError(
-            f"cannot convert a {type(tokenizer).__name__} to ArlowTokenizerFast: expected a "
+            f"cannot convert a {type(tokenizer).__name__} to a PreTrainedTokenizerFast: expected a "
             "PreTrainedTokenizerFast or xlm-core's SimpleSpaceTokenizer"
         )
-    return ArlowTokenizerFast(
-        tokenizer_object=backend, clean_up_tokenization_spaces=False, **specials
+    vocab = tokenizer.get_vocab()
+    specials = {}
+    for name in SPECIAL_TOKEN_NAMES:
+        token = getattr(tokenizer, name, None)
+        if token is None:
+            continue
+        if str(token) not in vocab:
+            raise ValueError(
+                f"the tokenizer's {name} {str(token)!r} is not in its vocabulary; it would get a "
+                "new id past the model's embeddings"
+            )
+        specials[name] = str(token)
+    converted = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        clean_up_tokenization_spaces=False,
+        padding_side="left",
+        model_input_names=["input_ids", "attention_mask"],
+        **specials,
     )
+    if len(converted) != len(tokenizer):
+        raise ValueError(
+            f"converting the {type(tokenizer).__name__} changed its size from {len(tokenizer)} to "
+            f"{len(converted)} tokens"
+        )
+    return converted
 
 
 def export_hf_job(cfg: Any) -> None:
-    """xLM custom job ``export_hf``: ``cfg.export_hf.{checkpoint_path, output_dir[, apply_ema]}``;
-    the tokenizer is ``cfg.global_components.tokenizer`` and, for model-only weights, the network
-    is ``cfg.model``."""
+    """xLM custom job ``export_hf``: ``cfg.export_hf.{checkpoint_path, output_dir[, apply_ema,
+    architecture, overwrite]}``; the tokenizer is ``cfg.global_components.tokenizer`` and, for
+    model-only weights, the network is ``cfg.model``."""
     import hydra
     from omegaconf import OmegaConf
 
@@ -126,19 +198,60 @@ def export_hf_job(cfg: Any) -> None:
     if options is None or options.get("checkpoint_path") is None or options.get("output_dir") is None:
         raise ValueError(
             "export_hf needs +export_hf.checkpoint_path=<.ckpt or weights> and "
-            "+export_hf.output_dir=<directory>"
+            "+export_hf.output_dir=<directory> (optional: +export_hf.architecture=auto|native|arlow, "
+            "+export_hf.overwrite=true, +export_hf.apply_ema=true|false)"
         )
     tokenizer = hydra.utils.instantiate(cfg.global_components)["tokenizer"]
     OmegaConf.clear_resolver("tokenizer")
     OmegaConf.register_new_resolver("tokenizer", lambda name: getattr(tokenizer, name))
-    export_checkpoint_to_hf(
+    model = export_checkpoint_to_hf(
         options.checkpoint_path,
         options.output_dir,
         tokenizer=tokenizer,
         model_config=OmegaConf.to_container(cfg.model, resolve=True),
         apply_ema=options.get("apply_ema"),
+        architecture=options.get("architecture", "auto"),
+        overwrite=bool(options.get("overwrite", False)),
     )
-    print(f"Exported {options.checkpoint_path} to {options.output_dir}")
+    print(f"Exported {options.checkpoint_path} to {options.output_dir} as {describe_architecture(model)}")
+
+
+def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
+    if overwrite or not output_dir.exists():
+        return
+    if output_dir.is_dir() and not any(output_dir.iterdir()):
+        return
+    kind = "directory is not empty" if output_dir.is_dir() else "is an existing file"
+    raise ValueError(
+        f"output_dir {output_dir} {kind}; choose a new directory or pass overwrite=True "
+        "(+export_hf.overwrite=true) to replace it"
+    )
+
+
+def _write_into_place(
+    output_dir: Path, model: PreTrainedModel, tokenizer: Optional[PreTrainedTokenizerFast]
+) -> None:
+    """Save into a temporary directory beside ``output_dir``, then rename it into place (the old
+    ``output_dir``, if any, is moved aside first and removed last)."""
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.export-", dir=output_dir.parent))
+    try:
+        model.save_pretrained(staging)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
+        old = None
+        if output_dir.exists() or output_dir.is_symlink():
+            old = staging.with_name(staging.name + ".old")
+            output_dir.rename(old)
+        staging.rename(output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
 
 
 def _read_checkpoint(path: Path) -> Tuple[dict, Optional[Mapping[str, Any]], Optional[dict]]:
@@ -147,7 +260,13 @@ def _read_checkpoint(path: Path) -> Tuple[dict, Optional[Mapping[str, Any]], Opt
         raise ValueError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
         return load_file(str(path)), None, None
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"{path} is not a weights-only checkpoint: torch.load(weights_only=True) refused it "
+            f"({str(error).splitlines()[0]}); arlm never unpickles arbitrary objects"
+        ) from error
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f"{path} is not an arlm checkpoint: it holds a {type(checkpoint).__name__}")
     if "state_dict" not in checkpoint:
@@ -239,6 +358,8 @@ def _copy_ema_weights(model: RotaryTransformerARLMModel, ema: Optional[dict], pa
 
 
 def _is_space_separated_word_tokenizer(tokenizer: PreTrainedTokenizerBase) -> bool:
-    from xlm.datamodule import SimpleSpaceTokenizer
-
+    try:
+        from xlm.datamodule import SimpleSpaceTokenizer
+    except ImportError:  # the Hugging Face face installed without xlm-core
+        return False
     return isinstance(tokenizer, SimpleSpaceTokenizer)

@@ -9,10 +9,11 @@ rotary) loads into ``LlamaForCausalLM`` as it is.
 """
 
 import warnings
-from typing import Any, Optional, Union
+from typing import Any, Optional, Tuple, Union
 
 import torch
-from jaxtyping import Float, Integer
+import transformers
+from jaxtyping import Bool, Float, Integer
 from torch import Tensor, nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
@@ -20,9 +21,13 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.utils import is_flash_attn_2_available
 from transformers.utils.generic import can_return_tuple
 
-from arlm.decoder import DecoderStack
+from arlm.attention import cache_slot_mask
+from arlm.decoder import CrossAttention, DecoderStack, SelfAttention
 from arlm.hf.configuration_arlow import ArlowConfig
+from arlm.hf.hf_cache import HFCacheView
 from arlm.rope import RotaryEmbedding, apply_rotary_pos_emb
+
+TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 
 ArlowRMSNorm = nn.RMSNorm
 """The norm of a ``norm_type="rmsnorm"`` Arlow: torch's ``RMSNorm`` (LlamaRMSNorm's formula)."""
@@ -48,6 +53,11 @@ class ArlowPreTrainedModel(PreTrainedModel):
     ``gradient_checkpointing_enable()`` sets the decoder's ``gradient_checkpointing`` flag; the
     decoder then checkpoints each layer with ``torch.utils.checkpoint`` (non-reentrant; HF's
     ``gradient_checkpointing_kwargs`` are not used) while training, and no cache is kept.
+
+    ``attn_implementation`` picks the decoder's attention: ``"sdpa"`` (default), ``"eager"``
+    (explicit softmax) or ``"flash_attention_2"`` (SDPA with a warning when ``flash_attn`` is
+    missing); :meth:`set_attn_implementation` switches a built model. The RoPE tables are
+    recomputed by ``_init_weights``, so meta-device construction never leaves them uninitialised.
     """
 
     config_class = ArlowConfig
@@ -58,6 +68,22 @@ class ArlowPreTrainedModel(PreTrainedModel):
     _skip_keys_device_placement = ["past_key_values"]
     _supports_sdpa = True
     _supports_flash_attn = True
+    _supports_static_cache = True
+    _can_compile_fullgraph = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, RotaryEmbedding):
+            module.reset_tables()
+        else:
+            super()._init_weights(module)
+
+    def set_attn_implementation(self, attn_implementation: Any, **kwargs: Any) -> None:
+        """Switch the attention of every decoder layer, not just the config."""
+        super().set_attn_implementation(attn_implementation, **kwargs)
+        backend = _attention_backend(self.config)
+        for module in self.modules():
+            if isinstance(module, (SelfAttention, CrossAttention)):
+                module.backend = backend
 
     def get_correct_attn_implementation(
         self, requested_attention: Optional[str], is_init_check: bool = False
@@ -79,9 +105,11 @@ class ArlowPreTrainedModel(PreTrainedModel):
 
 
 def _attention_backend(config: ArlowConfig) -> str:
-    """The decoder backend for the requested ``attn_implementation`` (eager runs on SDPA too)."""
-    requested = config._attn_implementation_internal or "sdpa"
-    return "flash_attn" if requested.startswith("flash_attention") else "sdpa"
+    """The decoder backend for the config's ``attn_implementation``."""
+    requested = getattr(config, "_attn_implementation_internal", None) or "sdpa"
+    if requested.startswith("flash_attention"):
+        return "flash_attn" if is_flash_attn_2_available() else "sdpa"
+    return "eager" if requested == "eager" else "sdpa"
 
 
 class ArlowModel(DecoderStack, ArlowPreTrainedModel):
@@ -110,40 +138,44 @@ class ArlowModel(DecoderStack, ArlowPreTrainedModel):
 
         ``attention_mask``: ``(B, past + L)`` with 1 for real tokens (left padding in generation)
         or ``(B, L, past + L)`` used as given; ``position_ids`` index RoPE (default
-        ``past .. past + L - 1``); ``past_key_values``: a dynamic ``Cache``, extended in place (a
-        ``DynamicCache`` is created when ``use_cache`` and none is given; ``use_cache`` defaults to
-        ``config.use_cache`` in eval mode and to False in training). ``encoder_hidden_states`` feed the
-        cross-attention blocks (``config.cross_attention`` and ``config.use_cross_attention``);
-        without them the blocks are skipped.
+        ``past .. past + L - 1``); ``past_key_values``: a ``transformers`` ``Cache``, extended in
+        place (a ``DynamicCache`` is created when ``use_cache`` and none is given; ``use_cache``
+        defaults to ``config.use_cache`` in eval mode and to False in training). A static
+        (preallocated) cache takes ``cache_position`` (default ``past .. past + L - 1``) and a
+        ``(B, past + L)`` mask. ``encoder_hidden_states`` feed the cross-attention blocks
+        (``config.cross_attention`` and ``config.use_cross_attention``); without them the blocks
+        are skipped. ``output_hidden_states`` / ``output_attentions`` (default: the config's)
+        return every layer's input plus the final output, and every layer's attention weights.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
-        if output_attentions or output_hidden_states:
-            raise ValueError(
-                "Arlow runs attention in fused SDPA/flash kernels and returns neither attention "
-                "weights nor per-layer hidden states; call it with output_attentions=False and "
-                "output_hidden_states=False"
-            )
         if encoder_hidden_states is not None and not self.config.use_cross_attention:
             raise ValueError(
                 "encoder_hidden_states were given but config.use_cross_attention is False; "
                 "set it to True (with cross_attention=True) to feed them to the model"
             )
-        if past_key_values is not None and (
-            not isinstance(past_key_values, Cache) or past_key_values.is_compileable
-        ):
+        if past_key_values is not None and not isinstance(past_key_values, Cache):
             raise ValueError(
-                "past_key_values must be a dynamic transformers Cache (e.g. DynamicCache), got "
-                f"{type(past_key_values).__name__}; static/compileable caches are not supported"
+                "past_key_values must be a transformers Cache (e.g. DynamicCache or StaticCache), "
+                f"got {type(past_key_values).__name__}"
             )
+        if output_attentions is None:
+            output_attentions = bool(getattr(self.config, "output_attentions", False))
+        if output_hidden_states is None:
+            output_hidden_states = bool(getattr(self.config, "output_hidden_states", False))
         if use_cache is None:
             use_cache = self.config.use_cache and not self.training
         if use_cache and self.gradient_checkpointing and self.training:
             use_cache = False  # recomputing a layer in backward would append to the cache twice
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
-        cache = past_key_values
-        hidden = super().forward(
+        cache = None if past_key_values is None else HFCacheView(past_key_values)
+        if cache is not None and cache.get_max_cache_shape() > 0:
+            attention_mask, position_ids, cache_position = self._static_cache_inputs(
+                cache, input_ids if input_ids is not None else inputs_embeds,
+                attention_mask, position_ids, cache_position,
+            )
+        out = self.run(
             input_ids,
             attention_mask=attention_mask,
             positions=position_ids,
@@ -152,15 +184,47 @@ class ArlowModel(DecoderStack, ArlowPreTrainedModel):
             encoder_hidden_states=encoder_hidden_states,
             encoder_attention_mask=encoder_attention_mask,
             inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
         )
-        return BaseModelOutputWithPast(last_hidden_state=hidden, past_key_values=cache)
+        return BaseModelOutputWithPast(
+            last_hidden_state=out.last_hidden_state,
+            past_key_values=past_key_values if use_cache or past_key_values is not None else None,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+        )
+
+    @staticmethod
+    def _static_cache_inputs(
+        cache: HFCacheView,
+        inputs: Tensor,
+        attention_mask: Optional[Tensor],
+        position_ids: Optional[Tensor],
+        cache_position: Optional[Tensor],
+    ) -> Tuple[Bool[Tensor, "batch seq slots"], Integer[Tensor, "batch seq"], Integer[Tensor, "seq"]]:
+        """A preallocated cache returns all its slots as keys: explicit slot indices, RoPE
+        positions and a ``(B, L, slots)`` mask (:func:`arlm.attention.cache_slot_mask`)."""
+        B, L = inputs.shape[:2]
+        if cache_position is None:
+            past = cache.get_seq_length()
+            cache_position = torch.arange(L, device=inputs.device) + past
+        if position_ids is None:
+            position_ids = cache_position[None].expand(B, L)
+        slots = cache.get_max_cache_shape()
+        if attention_mask is None:
+            attention_mask = torch.ones((B, slots), dtype=torch.bool, device=inputs.device)
+        if attention_mask.dim() == 2:
+            attention_mask = cache_slot_mask(attention_mask, cache_position, slots)
+        return attention_mask, position_ids, cache_position
 
 
 class ArlowForCausalLM(ArlowPreTrainedModel, GenerationMixin):
     """``ArlowModel`` plus the LM head (tied to the embeddings when ``config.tie_word_embeddings``);
     ``labels`` give the mean next-token cross-entropy, positions labelled -100 ignored."""
 
-    _tied_weights_keys = ["lm_head.weight"]
+    _tied_weights_keys = (
+        {"lm_head.weight": "model.embed_tokens.weight"} if TRANSFORMERS_MAJOR >= 5 else ["lm_head.weight"]
+    )
 
     def __init__(self, config: ArlowConfig):
         super().__init__(config)
@@ -218,7 +282,31 @@ class ArlowForCausalLM(ArlowPreTrainedModel, GenerationMixin):
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.vocab_size, **loss_kwargs
             )
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values)
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    def create_masks_for_generate(
+        self,
+        config: ArlowConfig,
+        attention_mask: Optional[Tensor],
+        past_key_values: Cache,
+        cache_position: Optional[Tensor] = None,
+        **kwargs: Any,
+    ) -> Tensor:
+        """``generate``'s hook for a preallocated cache: the fixed-shape ``(B, L, slots)`` mask of
+        :meth:`ArlowModel._static_cache_inputs`, so every decode step has the same shapes and a
+        compiled forward is reused. ``kwargs`` carry ``input_embeds`` (transformers 4) or
+        ``inputs_embeds`` (transformers 5), of which only the shape is used."""
+        embeds = kwargs.get("inputs_embeds", kwargs.get("input_embeds"))
+        mask, _, _ = ArlowModel._static_cache_inputs(
+            HFCacheView(past_key_values), embeds, attention_mask, None, cache_position
+        )
+        return mask
 
 
 def _check_labels(labels: Tensor, batch_shape: tuple) -> None:

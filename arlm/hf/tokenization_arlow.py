@@ -1,5 +1,6 @@
 """``ArlowTokenizerFast`` and a byte-level BPE trainer over local text files."""
 
+from pathlib import Path
 from typing import Optional, Sequence
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -23,6 +24,11 @@ class ArlowTokenizerFast(PreTrainedTokenizerFast):
     from a ``tokenizers.Tokenizer`` (``tokenizer_object``). Padding is on the left, as decoding a
     batch with a causal model needs. No special token is added by ``encode``: pretraining appends
     ``eos_token`` between documents itself.
+
+    Special tokens are never invented: one given explicitly must be in the vocabulary (else a
+    ``ValueError``); one not given is the default of :data:`DEFAULT_SPECIAL_TOKENS` when the
+    vocabulary (``tokenizer.json``) has it, and unset otherwise. So a directory with only a
+    ``tokenizer.json`` loads with the special tokens it really has.
     """
 
     vocab_files_names = {"tokenizer_file": "tokenizer.json"}
@@ -33,28 +39,32 @@ class ArlowTokenizerFast(PreTrainedTokenizerFast):
         self,
         tokenizer_file: Optional[str] = None,
         tokenizer_object: Optional[Tokenizer] = None,
-        pad_token: Optional[str] = DEFAULT_SPECIAL_TOKENS["pad_token"],
-        bos_token: Optional[str] = DEFAULT_SPECIAL_TOKENS["bos_token"],
-        eos_token: Optional[str] = DEFAULT_SPECIAL_TOKENS["eos_token"],
-        unk_token: Optional[str] = DEFAULT_SPECIAL_TOKENS["unk_token"],
-        mask_token: Optional[str] = DEFAULT_SPECIAL_TOKENS["mask_token"],
         **kwargs,
     ):
-        if tokenizer_file is None and tokenizer_object is None:
+        if tokenizer_object is None and (tokenizer_file is None or not Path(tokenizer_file).is_file()):
             raise ValueError(
-                "ArlowTokenizerFast needs tokenizer_file (a tokenizer.json) or tokenizer_object; "
-                "train one with arlm.hf.train_arlow_tokenizer"
+                "ArlowTokenizerFast needs tokenizer_file (an existing tokenizer.json) or "
+                f"tokenizer_object, got tokenizer_file={tokenizer_file!r}; train one with "
+                "arlm.hf.train_arlow_tokenizer"
             )
-        super().__init__(
-            tokenizer_file=tokenizer_file,
-            tokenizer_object=tokenizer_object,
-            pad_token=pad_token,
-            bos_token=bos_token,
-            eos_token=eos_token,
-            unk_token=unk_token,
-            mask_token=mask_token,
-            **kwargs,
-        )
+        backend = tokenizer_object if tokenizer_object is not None else Tokenizer.from_file(tokenizer_file)
+        vocab = backend.get_vocab(with_added_tokens=True)
+        for name, default in DEFAULT_SPECIAL_TOKENS.items():
+            if kwargs.get(name) is None:
+                kwargs[name] = default if default in vocab else None
+            elif str(kwargs[name]) not in vocab:
+                raise ValueError(
+                    f"ArlowTokenizerFast: {name} {str(kwargs[name])!r} is not in the vocabulary; "
+                    "special tokens must be tokens of tokenizer.json (none are invented)"
+                )
+        kwargs.setdefault("padding_side", "left")
+        super().__init__(tokenizer_file=tokenizer_file, tokenizer_object=tokenizer_object, **kwargs)
+
+    @classmethod
+    def convert_to_native_format(cls, trust_remote_code: bool = False, **kwargs) -> dict:
+        """transformers 5 hook: keep ``tokenizer_file`` so that ``__init__`` loads the whole
+        ``tokenizer.json`` (pre-tokenizer, decoder, added tokens), as transformers 4 does."""
+        return kwargs
 
 
 def train_arlow_tokenizer(

@@ -1,16 +1,19 @@
 """A real ``xlm job_type=train`` checkpoint through ``xlm job_type=export_hf``: the Hugging Face
-directory loads with the Auto classes and gives the trained network's logits exactly."""
+directory loads with the Auto classes and gives the trained network's logits; the default
+(native GPT-NeoX) export does so in a process where arlm cannot be imported, with the xLM face's
+greedy continuations of a left-padded batch, through ``pipeline`` too."""
 
 import pytest
 import torch
 from torch_ema import ExponentialMovingAverage
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 from xlm.datamodule import SimpleSpaceTokenizer
 
-from arlm import ArlowForCausalLM, ArlowTokenizerFast, RotaryTransformerARLMModel
+from arlm import ArlowForCausalLM, RotaryTransformerARLMModel
 from tests.e2e.xlm_cli import (
     REPO_ROOT, STAR_SIZES, TINY_MODEL, TINY_TRAIN, checkpoint_dir, offline_env, run_xlm,
 )
+from tests.hf_without_arlm import greedy_reference, load_without_arlm
 
 pytestmark = pytest.mark.slow
 STAR = ["experiment=star_easy_arlm", *STAR_SIZES, *TINY_MODEL]
@@ -41,21 +44,25 @@ def xlm_model_from(checkpoint: dict, use_ema: bool) -> RotaryTransformerARLMMode
     return model.eval()
 
 
+def export(ckpt_path, out, env, *flags, check=True):
+    return run_xlm(
+        ["job_type=export_hf", *STAR, f"+export_hf.checkpoint_path={ckpt_path}",
+         f"+export_hf.output_dir={out}", *flags],
+        cwd=REPO_ROOT, env=env, check=check,
+    )
+
+
 @pytest.mark.parametrize("apply_ema", [None, False])
-def test_export_hf_job_reproduces_the_trained_network(last_checkpoint, tmp_path, apply_ema):
+def test_arlow_export_reproduces_the_trained_network(last_checkpoint, tmp_path, apply_ema):
     env, ckpt_path = last_checkpoint
     out = tmp_path / "hf"
     ema_flag = [] if apply_ema is None else [f"+export_hf.apply_ema={str(apply_ema).lower()}"]
-    proc = run_xlm(
-        ["job_type=export_hf", *STAR, f"+export_hf.checkpoint_path={ckpt_path}",
-         f"+export_hf.output_dir={out}", *ema_flag],
-        cwd=REPO_ROOT, env=env,
-    )
-    assert f"Exported {ckpt_path} to {out}" in proc.stdout
+    proc = export(ckpt_path, out, env, "+export_hf.architecture=arlow", *ema_flag)
+    assert f"Exported {ckpt_path} to {out} as ArlowForCausalLM" in proc.stdout
     hf = AutoModelForCausalLM.from_pretrained(out).eval()
     tokenizer = AutoTokenizer.from_pretrained(out)
-    assert isinstance(hf, ArlowForCausalLM) and isinstance(tokenizer, ArlowTokenizerFast)
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    assert isinstance(hf, ArlowForCausalLM) and isinstance(tokenizer, PreTrainedTokenizerFast)
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     reference = xlm_model_from(checkpoint, use_ema=apply_ema is None)
     ids = torch.randint(7, hf.config.vocab_size, (2, 20), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -63,6 +70,46 @@ def test_export_hf_job_reproduces_the_trained_network(last_checkpoint, tmp_path,
     star_tokenizer = SimpleSpaceTokenizer.for_numbers(20)
     assert tokenizer.encode("3 4 5 [EOS]") == star_tokenizer.encode("3 4 5 [EOS]")
     assert len(tokenizer) == hf.config.vocab_size == star_tokenizer.full_vocab_size
+
+
+def test_default_export_is_native_and_runs_without_arlm(last_checkpoint, tmp_path):
+    env, ckpt_path = last_checkpoint
+    out = tmp_path / "hf"
+    proc = export(ckpt_path, out, env)
+    assert f"Exported {ckpt_path} to {out} as GPTNeoXForCausalLM (native" in proc.stdout
+    reference = xlm_model_from(torch.load(ckpt_path, map_location="cpu", weights_only=True), use_ema=True)
+    star_tokenizer = SimpleSpaceTokenizer.for_numbers(20)
+    prompts = ["1 2 3 4 5 6", "7", "8 9 10"]
+    ids = torch.randint(7, star_tokenizer.full_vocab_size, (2, 20), generator=torch.Generator().manual_seed(0))
+    result = load_without_arlm(out, tmp_path / "child", ids, prompts, new_tokens=6)
+
+    assert result["model_class"] == "GPTNeoXForCausalLM" and result["padding_side"] == "left"
+    assert result["specials"] == {"pad_token": "[PAD]", "bos_token": "[BOS]", "eos_token": "[EOS]"}
+    assert result["vocab_size"] == star_tokenizer.full_vocab_size
+    with torch.no_grad():
+        torch.testing.assert_close(result["logits"], reference(ids), atol=1e-5, rtol=0)
+    mask = result["attention_mask"]
+    assert (mask == 0).any()  # the prompts were left-padded
+    prompt_ids = [star_tokenizer.encode(p, add_special_tokens=False) for p in prompts]
+    assert [row[m.bool()].tolist() for row, m in zip(result["input_ids"], mask)] == prompt_ids
+    expected = greedy_reference(
+        reference, prompt_ids, 6, star_tokenizer.eos_token_id, star_tokenizer.pad_token_id
+    )
+    assert result["generated"][:, mask.shape[1]:].tolist() == expected
+    exported = AutoTokenizer.from_pretrained(out)  # SimpleSpaceTokenizer never skips specials
+    expected_texts = [exported.decode(c, skip_special_tokens=True) for c in expected]
+    assert [t.strip() for t in result["pipeline_texts"]] == expected_texts
+
+
+def test_export_refuses_to_overwrite_unless_asked(last_checkpoint, tmp_path):
+    env, ckpt_path = last_checkpoint
+    out = tmp_path / "hf"
+    export(ckpt_path, out, env, "+export_hf.architecture=arlow")
+    proc = export(ckpt_path, out, env, check=False)
+    assert proc.returncode != 0 and "directory is not empty" in proc.stdout
+    assert "ArlowForCausalLM" in (out / "config.json").read_text()
+    export(ckpt_path, out, env, "+export_hf.overwrite=true")
+    assert "GPTNeoXForCausalLM" in (out / "config.json").read_text()
 
 
 def test_export_hf_job_without_paths_says_what_it_needs(last_checkpoint):

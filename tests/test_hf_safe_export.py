@@ -1,0 +1,96 @@
+"""The export directory is written safely: weights-only checkpoint loading, no overwrite without
+``overwrite=True``, nothing written on failure, no stale files. No xlm-core needed."""
+
+import os
+
+import pytest
+import torch
+
+from arlm import RotaryTransformerARLMModel
+from arlm.hf.export import XLM_MODEL_TARGET, export_checkpoint_to_hf
+
+from .test_hf_native_export import BASE, word_tokenizer
+
+VOCAB = 54
+
+
+def write_checkpoint(path, extra=None) -> RotaryTransformerARLMModel:
+    torch.manual_seed(0)
+    model = RotaryTransformerARLMModel(num_embeddings=VOCAB, **BASE)
+    checkpoint = {
+        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        "hyper_parameters": {"model": {"_target_": XLM_MODEL_TARGET, "num_embeddings": VOCAB, **BASE}},
+        **(extra or {}),
+    }
+    torch.save(checkpoint, path)
+    return model
+
+
+class RunsCode:
+    """Unpickling this runs ``os.system`` (a crafted checkpoint payload)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_crafted_pickle_in_a_checkpoint_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    write_checkpoint(tmp_path / "evil.ckpt", extra={"callbacks": RunsCode(marker)})
+    with pytest.raises(ValueError, match="is not a weights-only checkpoint"):
+        export_checkpoint_to_hf(tmp_path / "evil.ckpt", tmp_path / "out")
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_existing_file_or_non_empty_directory_is_refused_without_overwrite(tmp_path):
+    write_checkpoint(tmp_path / "last.ckpt")
+    target_file = tmp_path / "file"
+    target_file.write_text("keep me")
+    with pytest.raises(ValueError, match="is an existing file; .*overwrite=True"):
+        export_checkpoint_to_hf(tmp_path / "last.ckpt", target_file)
+    assert target_file.read_text() == "keep me"
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="directory is not empty"):
+        export_checkpoint_to_hf(tmp_path / "last.ckpt", full)
+    assert [p.name for p in full.iterdir()] == ["notes.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    export_checkpoint_to_hf(tmp_path / "last.ckpt", empty)
+    assert (empty / "model.safetensors").is_file()
+
+
+def test_overwrite_replaces_the_directory_without_stale_files(tmp_path):
+    write_checkpoint(tmp_path / "last.ckpt")
+    out = tmp_path / "out"
+    export_checkpoint_to_hf(tmp_path / "last.ckpt", out, tokenizer=word_tokenizer())
+    assert (out / "tokenizer.json").is_file()
+    export_checkpoint_to_hf(tmp_path / "last.ckpt", out, overwrite=True, architecture="arlow")
+    names = {p.name for p in out.iterdir()}
+    assert "tokenizer.json" not in names and "config.json" in names  # no stale tokenizer
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []  # no temp dirs left
+    file_target = tmp_path / "was_a_file"
+    file_target.write_text("old")
+    export_checkpoint_to_hf(tmp_path / "last.ckpt", file_target, overwrite=True)
+    assert (file_target / "config.json").is_file()
+
+
+def test_unconvertible_tokenizer_writes_nothing(tmp_path):
+    write_checkpoint(tmp_path / "last.ckpt")
+
+    class NotAFastTokenizer:
+        pass
+
+    with pytest.raises(ValueError, match="cannot convert a NotAFastTokenizer"):
+        export_checkpoint_to_hf(tmp_path / "last.ckpt", tmp_path / "out", tokenizer=NotAFastTokenizer())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_bad_architecture_is_refused_before_anything(tmp_path):
+    write_checkpoint(tmp_path / "last.ckpt")
+    with pytest.raises(ValueError, match=r"architecture must be one of \('auto', 'native', 'arlow'\), got 'gpt2'"):
+        export_checkpoint_to_hf(tmp_path / "last.ckpt", tmp_path / "out", architecture="gpt2")
+    assert not (tmp_path / "out").exists()
