@@ -3,17 +3,18 @@
 from typing import Iterator, Optional, Tuple
 
 import torch
+from huggingface_hub import PyTorchModelHubMixin
 from jaxtyping import Float, Integer
 from torch import Tensor, nn
-from xlm.model import Model
 
 from arlm.decoder import DecoderConfig, DecoderStack, KVCache
 
 
-class RotaryTransformerARLMModel(nn.Module, Model):
+class RotaryTransformerARLMModel(nn.Module, PyTorchModelHubMixin):
     """Left-to-right causal Transformer with rotary position embeddings.
 
-    An ``xlm.model.Model``, i.e. huggingface_hub's ``PyTorchModelHubMixin``:
+    A huggingface_hub ``PyTorchModelHubMixin`` with the weight-decay split (what
+    ``xlm.model.Model`` declares; that base is not used so that the model imports without xlm-core):
     ``save_pretrained(dir)`` writes ``model.safetensors`` (the state dict, keys as in
     ``state_dict()``) and ``config.json`` (the constructor arguments), ``from_pretrained(dir or
     repo id)`` rebuilds the model from them, and ``push_to_hub(repo_id)`` uploads the same files
