@@ -6,8 +6,13 @@ trained with another tokenizer). Both now fail early with the numbers and the fi
 """
 
 from typing import Any, Dict
+from unittest import mock
 
+import lightning.pytorch.core.saving as lightning_saving
 from xlm.harness import Harness
+
+from arlm.checkpoints import check_state_dict_shapes, load_newest_valid
+from arlm.resume import NonFiniteLossError, is_non_finite_loss_error, reconcile_learning_rate
 
 LM_HEAD_KEY = "model.lm_head.weight"
 
@@ -47,8 +52,28 @@ def check_checkpoint_vocabulary(state_dict: Dict[str, Any], model: Any, tokenize
 
 
 class ARLMHarness(Harness):
-    """``xlm.harness.Harness`` plus :func:`check_model_covers_tokenizer` when the model is built and
-    :func:`check_checkpoint_vocabulary` whenever a checkpoint is loaded (resume, eval, generate)."""
+    """``xlm.harness.Harness`` plus :func:`check_model_covers_tokenizer` when the model is built;
+    whenever a checkpoint is loaded (resume, eval, generate) :func:`check_checkpoint_vocabulary`
+    and :func:`arlm.checkpoints.check_state_dict_shapes`, and on resume
+    :func:`arlm.resume.reconcile_learning_rate`. ``load_from_checkpoint`` reads with
+    ``weights_only=True`` (:func:`arlm.checkpoints.load_newest_valid`), never with pickle; a NaN/Inf
+    loss stops training with :class:`arlm.resume.NonFiniteLossError` naming what to change."""
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, *args: Any, **kwargs: Any) -> "ARLMHarness":
+        def safe_load(path: Any, map_location: Any = None) -> Dict[str, Any]:
+            return load_newest_valid(path, map_location or "cpu")[1]
+
+        with mock.patch.object(lightning_saving, "pl_load", safe_load):
+            return super().load_from_checkpoint(checkpoint_path, map_location, *args, **kwargs)
+
+    def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().training_step(*args, **kwargs)
+        except RuntimeError as error:
+            if is_non_finite_loss_error(error):
+                raise NonFiniteLossError.from_harness(self, error) from error
+            raise
 
     def instantiate_model(self) -> None:
         super().instantiate_model()
@@ -56,4 +81,7 @@ class ARLMHarness(Harness):
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         check_checkpoint_vocabulary(checkpoint.get("state_dict", {}), self.model, self.tokenizer)
+        check_state_dict_shapes(checkpoint, self)
+        if self._trainer is not None and self.trainer.state.fn == "fit":
+            reconcile_learning_rate(checkpoint, self.config)
         super().on_load_checkpoint(checkpoint)

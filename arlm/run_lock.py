@@ -1,0 +1,81 @@
+"""One training run per ``job_name`` at a time.
+
+Two ``train`` commands with one ``job_name`` share ``logs/<job_name>/``: their checkpoints,
+``config_tree.txt``, predictions and the next resume would mix. :class:`RunLockCallback` (a Hydra
+callback, so it runs before the job writes anything) takes an exclusive ``fcntl.flock`` on
+``<paths.output_dir>/run.lock`` and keeps it until the process ends. The kernel drops the lock
+when its holder dies, however it dies, so a lock left by a killed run never blocks; the file
+itself only records who holds it (pid, start time, command) for the message of the run refused.
+"""
+
+import fcntl
+import os
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any, Optional
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+LOCK_NAME = "run.lock"
+LOCKED_JOB_TYPES = ("train",)
+
+
+class RunInProgressError(RuntimeError):
+    """Another live process holds the lock of this ``job_name``."""
+
+
+class RunLock:
+    """Exclusive, non-blocking ``flock`` on ``<directory>/run.lock``; :meth:`acquire` raises if taken."""
+
+    def __init__(self, directory: Path, job_name: str = ""):
+        self.path = Path(directory) / LOCK_NAME
+        self.job_name = job_name
+        self._file: Optional[IO[str]] = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown process"
+            handle.close()
+            raise RunInProgressError(
+                f"Another run with job_name={self.job_name} is running ({holder}); it holds {self.path}. "
+                f"Fix: wait for it to finish or stop it, or give this run another job_name=..."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}, command: {' '.join(sys.argv)}\n")
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+class RunLockCallback(Callback):
+    """Hydra callback: hold :class:`RunLock` on ``paths.output_dir`` for ``job_type=train`` jobs."""
+
+    def __init__(self) -> None:
+        self.lock: Optional[RunLock] = None
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if OmegaConf.select(config, "job_type", default=None) not in LOCKED_JOB_TYPES:
+            return
+        output_dir = OmegaConf.select(config, "paths.output_dir", default=None)
+        if output_dir is None:
+            return
+        self.lock = RunLock(Path(output_dir), str(OmegaConf.select(config, "job_name", default="")))
+        self.lock.acquire()
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
