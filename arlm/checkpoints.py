@@ -121,6 +121,7 @@ def save_atomically(checkpoint: Dict[str, Any], path: _PATH) -> None:
     """``torch.save`` to ``.<name>.tmp-<pid>`` beside ``path``, fsync, rename; never a partial ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_orphaned_temporaries(path.parent)
     tmp = path.with_name(f".{path.name}{TMP_MARKER}{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
