@@ -18,6 +18,7 @@
 import logging
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -46,12 +47,13 @@ def _describe_unreadable(path: Path, error: BaseException) -> str:
     text = str(error)
     if size == 0:
         return f"{path} is empty (0 bytes): it was never written completely"
-    if "Weights only load failed" in text or isinstance(error, pickle.UnpicklingError) and "GLOBAL" in text:
-        reason = text.split("\n\n")[1] if "\n\n" in text else text.splitlines()[0]
+    if "Weights only load failed" in text or isinstance(error, pickle.UnpicklingError):
+        match = re.search(r"Unsupported global: GLOBAL (\S+)", text) or re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+        reason = match.group(1) if match else text.splitlines()[0]
         return (
             f"{path} asks to run or build Python objects that arlm does not load from checkpoints "
-            f"({reason.strip()[:300]}); it was not loaded. Use checkpoints written by arlm/Lightning "
-            f"training, or convert it with a trusted tool"
+            f"({reason}); it was not loaded. Use checkpoints written by arlm/Lightning training, or "
+            f"re-save its tensors with a tool you trust"
         )
     if not zipfile.is_zipfile(path):
         with open(path, "rb") as f:
