@@ -10,7 +10,7 @@
   empty, text, truncated and code-carrying files into :class:`CheckpointError` naming the file.
 * :func:`load_newest_valid` loads the checkpoint Lightning or xlm-core picked automatically
   (``last.ckpt``, ``on_exception.ckpt``, ``best.ckpt``) and, if it is unreadable or holds
-  non-finite weights, the newest valid ``*.ckpt`` beside it instead, logging the one skipped.
+  non-finite weights or was written at a NaN/Inf stop, the newest valid ``*.ckpt`` beside it instead, logging the one skipped.
 * :class:`SafeAtomicCheckpointIO` is the Lightning ``CheckpointIO`` plugin doing all of this for
   every checkpoint the Trainer writes or reads (periodic, best, last, on-exception, resume, eval).
 """
@@ -30,6 +30,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 log = logging.getLogger(__name__)
 
 TMP_MARKER = ".tmp-"
+NON_FINITE_STOP_KEY = "arlm_non_finite_stop"
 AUTOMATIC_NAMES = ("last.ckpt", "on_exception.ckpt", "best.ckpt")
 
 
@@ -88,7 +89,13 @@ def non_finite_tensor(checkpoint: Dict[str, Any]) -> Optional[str]:
 
 
 def check_usable(path: Path, checkpoint: Dict[str, Any]) -> None:
-    """Raise :class:`CheckpointError` if ``checkpoint`` lacks weights or holds non-finite ones."""
+    """Raise :class:`CheckpointError` if ``checkpoint`` lacks weights, holds non-finite ones, or was
+    written when training stopped on a NaN/Inf loss (:data:`NON_FINITE_STOP_KEY`)."""
+    if NON_FINITE_STOP_KEY in checkpoint:
+        raise CheckpointError(
+            f"{path} was written when training stopped on a non-finite loss "
+            f"({str(checkpoint[NON_FINITE_STOP_KEY]).split('. ')[0]}); resuming from it would diverge again"
+        )
     if "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} has no 'state_dict' (keys: {sorted(checkpoint)[:8]}); it is not a Lightning checkpoint")
     bad = non_finite_tensor(checkpoint)

@@ -11,7 +11,7 @@ from unittest import mock
 import lightning.pytorch.core.saving as lightning_saving
 from xlm.harness import Harness
 
-from arlm.checkpoints import check_state_dict_shapes, load_newest_valid
+from arlm.checkpoints import NON_FINITE_STOP_KEY, check_state_dict_shapes, load_newest_valid
 from arlm.resume import NonFiniteLossError, is_non_finite_loss_error, reconcile_learning_rate
 
 LM_HEAD_KEY = "model.lm_head.weight"
@@ -57,7 +57,8 @@ class ARLMHarness(Harness):
     and :func:`arlm.checkpoints.check_state_dict_shapes`, and on resume
     :func:`arlm.resume.reconcile_learning_rate`. ``load_from_checkpoint`` reads with
     ``weights_only=True`` (:func:`arlm.checkpoints.load_newest_valid`), never with pickle; a NaN/Inf
-    loss stops training with :class:`arlm.resume.NonFiniteLossError` naming what to change."""
+    loss stops training with :class:`arlm.resume.NonFiniteLossError` naming what to change, and
+    a checkpoint saved after it (``on_exception.ckpt``) is marked so that resuming skips it."""
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, *args: Any, **kwargs: Any) -> "ARLMHarness":
@@ -72,8 +73,14 @@ class ARLMHarness(Harness):
             return super().training_step(*args, **kwargs)
         except RuntimeError as error:
             if is_non_finite_loss_error(error):
-                raise NonFiniteLossError.from_harness(self, error) from error
+                self.non_finite_stop = NonFiniteLossError.from_harness(self, error)
+                raise self.non_finite_stop from error
             raise
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if getattr(self, "non_finite_stop", None) is not None:
+            checkpoint[NON_FINITE_STOP_KEY] = str(self.non_finite_stop)
 
     def instantiate_model(self) -> None:
         super().instantiate_model()

@@ -6,8 +6,9 @@ command diverges again. Here:
 
 * :class:`NonFiniteLossError` replaces the harness's bare "NaN loss encountered" with the step,
   the learning rate in use and the settings to change;
-* :class:`ARLMOnExceptionCheckpoint` writes no ``on_exception.ckpt`` for it, so the next run
-  resumes from the last periodic checkpoint (``last.ckpt``);
+* the ``on_exception.ckpt`` written for it is marked (:data:`arlm.checkpoints.NON_FINITE_STOP_KEY`,
+  set by ``ARLMHarness.on_save_checkpoint``), and resuming skips marked checkpoints, so the next
+  run resumes from the last periodic checkpoint (``last.ckpt``);
 * :func:`reconcile_learning_rate` makes a resumed run use the learning rate of the command, not
   the one stored in the checkpoint's optimizer and scheduler, and reports the change.
 """
@@ -16,7 +17,6 @@ import math
 from typing import Any, Dict, Optional
 
 from omegaconf import OmegaConf
-from xlm.utils.on_exception_checkpoint import OnExceptionCheckpoint
 from xlm.utils.rank_zero import RankedLogger
 
 logger = RankedLogger(__name__, rank_zero_only=True)
@@ -43,22 +43,12 @@ class NonFiniteLossError(RuntimeError):
         except (AttributeError, IndexError, RuntimeError):
             current = "?"
         return cls(
-            f"{error}. Training stopped; no on_exception.ckpt was written, so re-running the command "
-            f"resumes from the last periodic checkpoint ({harness.config.checkpointing_dir}/last.ckpt) "
+            f"{error}. Training stopped; on_exception.ckpt is marked as diverged and resuming skips "
+            f"it, so re-running the command resumes from the last periodic checkpoint ({harness.config.checkpointing_dir}/last.ckpt) "
             f"with the settings of the new command. Learning rate at the failure: {current}. Fix: "
             f"lower optimizer.lr (now {lr}), raise lr_scheduler.num_warmup_steps (now {warmup}), "
             f"set trainer.gradient_clip_val (now {clip}); check the data of this step if it persists."
         )
-
-
-class ARLMOnExceptionCheckpoint(OnExceptionCheckpoint):
-    """xlm-core's ``OnExceptionCheckpoint`` that saves nothing when the loss became NaN/Inf."""
-
-    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        if is_non_finite_loss_error(exception):
-            logger.error(f"Not writing {self.ckpt_path}: the loss is not finite, resuming from it would diverge again")
-            return
-        return super().on_exception(trainer, pl_module, exception)
 
 
 def _configured_lr(cfg: Any) -> Optional[float]:

@@ -26,6 +26,11 @@ class RunInProgressError(RuntimeError):
     """Another live process holds the lock of this ``job_name``."""
 
 
+class RunRefused(SystemExit):
+    """Exit status 1 with :class:`RunInProgressError`'s message. Hydra turns an ``Exception`` raised
+    by a callback into a warning and goes on, so the refusal must be a ``SystemExit``."""
+
+
 class RunLock:
     """Exclusive, non-blocking ``flock`` on ``<directory>/run.lock``; :meth:`acquire` raises if taken."""
 
@@ -73,7 +78,11 @@ class RunLockCallback(Callback):
         if output_dir is None:
             return
         self.lock = RunLock(Path(output_dir), str(OmegaConf.select(config, "job_name", default="")))
-        self.lock.acquire()
+        try:
+            self.lock.acquire()
+        except RunInProgressError as error:
+            self.lock = None
+            raise RunRefused(f"{type(error).__name__}: {error}") from None
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
         if self.lock is not None:
