@@ -1,0 +1,111 @@
+"""Checks of the composed config that run before a job starts, each naming the key and the value.
+
+Without them ``global_batch_size=-16`` trains as if it were 16, ``per_device_batch_size=0`` ends
+in a ``ZeroDivisionError`` inside a resolver, ``trainer.max_steps=abc`` in a ``TypeError`` inside
+Lightning, and ``+generation.max_batches=-1`` writes an empty file. :class:`ConfigCheckCallback`
+(a Hydra callback, registered by ``model_type/arlm``) runs :func:`check_config` before the job.
+"""
+
+import math
+import os
+from typing import Any, List, Optional
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+POSITIVE_INT_KEYS = (
+    "global_batch_size", "per_device_batch_size", "per_device_val_batch_size", "block_size",
+    "trainer.max_steps", "trainer.num_nodes", "trainer.log_every_n_steps", "generation.max_batches",
+    "callbacks.checkpoint_every_n_steps.every_n_train_steps",
+)
+NON_NEGATIVE_INT_KEYS = ("num_dataloader_workers", "trainer.num_sanity_val_steps")
+MISSING = object()
+
+
+class ConfigValueError(ValueError):
+    """A config key holds a value of the wrong kind or range."""
+
+
+def _select(cfg: DictConfig, key: str) -> Any:
+    try:
+        return OmegaConf.select(cfg, key, default=MISSING, throw_on_missing=False)
+    except Exception:
+        return MISSING
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_positive_int(value: Any, key: str, minimum: int = 1) -> int:
+    """Return ``value`` if it is an integer >= ``minimum``; else raise :class:`ConfigValueError`."""
+    if not _is_int(value) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigValueError(f"{key}={value!r} ({type(value).__name__}) must be {kind}, e.g. {key}=16")
+    return value
+
+
+def _check_val_check_interval(value: Any) -> Optional[str]:
+    if _is_int(value) and value > 0:
+        return None
+    if isinstance(value, float) and 0.0 < value <= 1.0:
+        return None
+    return (
+        f"trainer.val_check_interval={value!r} must be a positive integer (validate every that many "
+        f"training steps) or a fraction in (0, 1] of an epoch"
+    )
+
+
+def config_problems(cfg: DictConfig) -> List[str]:
+    """Every problem :func:`check_config` would raise for, in key order."""
+    problems = []
+    for key in POSITIVE_INT_KEYS:
+        value = _select(cfg, key)
+        if value is MISSING or value is None:
+            continue
+        try:
+            check_positive_int(value, key)
+        except ConfigValueError as error:
+            problems.append(str(error))
+    for key in NON_NEGATIVE_INT_KEYS:
+        value = _select(cfg, key)
+        if value is not MISSING and value is not None:
+            try:
+                check_positive_int(value, key, minimum=0)
+            except ConfigValueError as error:
+                problems.append(str(error))
+    interval = _select(cfg, "trainer.val_check_interval")
+    if interval is not MISSING and interval is not None and _check_val_check_interval(interval):
+        problems.append(_check_val_check_interval(interval))
+    lr = _select(cfg, "optimizer.lr")
+    if lr is not MISSING and lr is not None and (not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr <= 0):
+        problems.append(f"optimizer.lr={lr!r} must be a positive finite number, e.g. optimizer.lr=0.001")
+    return problems
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigValueError` listing every bad value of :data:`POSITIVE_INT_KEYS` and co."""
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigValueError("Invalid configuration: " + "; ".join(problems))
+
+
+def check_output_dir(path: Any, key: str = "generation.output_dir") -> None:
+    """Raise :class:`ConfigValueError` if ``path`` exists and is not a directory (checked before work)."""
+    if path is not None and os.path.exists(str(path)) and not os.path.isdir(str(path)):
+        raise ConfigValueError(f"{key}={path} is an existing file, not a directory. Fix: pass a directory path (new or existing)")
+
+
+class ConfigRefused(SystemExit):
+    """Exit status 1 with the problems. Hydra turns an ``Exception`` raised by a callback into a
+    warning and goes on, so the refusal must be a ``SystemExit``."""
+
+
+class ConfigCheckCallback(Callback):
+    """Hydra callback: :func:`check_config` before every job."""
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check_config(config)
+        except ConfigValueError as error:
+            raise ConfigRefused(f"{type(error).__name__}: {error}") from None
