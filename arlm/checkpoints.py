@@ -48,6 +48,12 @@ def _describe_unreadable(path: Path, error: BaseException) -> str:
     text = str(error)
     if size == 0:
         return f"{path} is empty (0 bytes): it was never written completely"
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head.startswith(b"PK"):
+            return f"{path} is truncated or corrupt ({size} bytes, the zip archive is incomplete)"
+        return f"{path} is not a PyTorch checkpoint ({size} bytes, no zip archive; a text file or another format?)"
     if "Weights only load failed" in text or isinstance(error, pickle.UnpicklingError):
         match = re.search(r"Unsupported global: GLOBAL (\S+)", text) or re.search(r"WeightsUnpickler error: ([^\n]+)", text)
         reason = match.group(1) if match else text.splitlines()[0]
@@ -56,12 +62,6 @@ def _describe_unreadable(path: Path, error: BaseException) -> str:
             f"({reason}); it was not loaded. Use checkpoints written by arlm/Lightning training, or "
             f"re-save its tensors with a tool you trust"
         )
-    if not zipfile.is_zipfile(path):
-        with open(path, "rb") as f:
-            head = f.read(4)
-        if head.startswith(b"PK"):
-            return f"{path} is truncated or corrupt ({size} bytes, the zip archive is incomplete)"
-        return f"{path} is not a PyTorch checkpoint ({size} bytes, no zip archive; a text file or another format?)"
     return f"{path} is truncated or corrupt ({size} bytes): {type(error).__name__}: {text.splitlines()[0] if text else ''}"
 
 

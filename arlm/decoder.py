@@ -6,6 +6,7 @@ so a Llama-shaped decoder (RMSNorm, SwiGLU, no bias, full rotary) is weight-comp
 ``LlamaModel``. The LM head lives with each face, next to this stack.
 """
 
+import math
 from dataclasses import dataclass
 from typing import Any, Optional, Protocol, Tuple
 
@@ -17,6 +18,19 @@ from torch.utils.checkpoint import checkpoint
 
 from arlm.attention import attend, build_attention_mask, resolve_attention_backend
 from arlm.rope import RotaryEmbedding, apply_rotary_pos_emb
+
+def check_positive(name: str, value: Any, integer: bool = False, optional: bool = False) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is a positive (finite) int/number."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        ok = False
+    else:
+        ok = math.isfinite(value) and value > 0
+    if not ok:
+        kind = "a positive integer" if integer else "a positive finite number"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+
 
 NORMS = ("layernorm", "rmsnorm")
 ACTIVATIONS = ("relu", "gelu", "silu", "swiglu")
@@ -53,10 +67,10 @@ class DecoderConfig:
     attention_backend: str = "sdpa"
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_positions"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_positions", "d_ff", "cross_attention_dim"):
+            check_positive(name, getattr(self, name), integer=True, optional=name in ("d_ff", "cross_attention_dim"))
+        for name in ("rope_theta", "norm_eps"):
+            check_positive(name, getattr(self, name))
         if self.d_model % self.n_heads:
             raise ValueError(
                 f"d_model ({self.d_model}) must be divisible by the number of heads "
@@ -282,6 +296,7 @@ class DecoderStack(nn.Module):
         encoder_attention_mask: Optional[Tensor] = None,
         inputs_embeds: Optional[Float[Tensor, "batch seq d_model"]] = None,
     ) -> Float[Tensor, "batch seq d_model"]:
+        check_input_ranks(input_ids, inputs_embeds, positions)
         B, L = (input_ids if inputs_embeds is None else inputs_embeds).shape[:2]
         past_len = 0 if cache is None else cache.get_seq_length()
         if not torch.compiler.is_compiling():
@@ -306,6 +321,20 @@ class DecoderStack(nn.Module):
             else:
                 x = layer(*args)
         return self.norm(x)
+
+
+def check_input_ranks(input_ids: Optional[Tensor], inputs_embeds: Optional[Tensor], positions: Optional[Tensor]) -> None:
+    """Raise a ``ValueError`` unless ids are ``(batch, seq)``, embeddings ``(batch, seq, d)`` and
+    positions integer; exactly one of ``input_ids`` and ``inputs_embeds`` must be given."""
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("pass exactly one of input_ids and inputs_embeds")
+    if input_ids is not None and (not isinstance(input_ids, Tensor) or input_ids.dim() != 2):
+        shape = tuple(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids).__name__
+        raise ValueError(f"token ids must be a 2-D (batch, seq) tensor, got shape {shape}; for one sequence use ids[None]")
+    if inputs_embeds is not None and inputs_embeds.dim() != 3:
+        raise ValueError(f"inputs_embeds must be (batch, seq, d_model), got shape {tuple(inputs_embeds.shape)}")
+    if positions is not None and (positions.dtype.is_floating_point or positions.dtype == torch.bool):
+        raise ValueError(f"positions must be an integer tensor, got dtype {positions.dtype}")
 
 
 def validate_decoder_inputs(

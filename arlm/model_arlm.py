@@ -6,7 +6,7 @@ import torch
 from jaxtyping import Float, Integer
 from torch import Tensor, nn
 
-from arlm.decoder import DecoderConfig, DecoderStack, KVCache
+from arlm.decoder import DecoderConfig, DecoderStack, KVCache, check_positive
 
 
 class RotaryTransformerARLMModel(nn.Module):
@@ -54,6 +54,9 @@ class RotaryTransformerARLMModel(nn.Module):
         tie_word_embeddings: bool = False,
     ):
         super().__init__()
+        check_positive("dim_feedforward", dim_feedforward, integer=True, optional=True)
+        check_positive("rope_theta", rope_theta)
+        check_positive("layer_norm_eps", layer_norm_eps)
         self.config = DecoderConfig(
             vocab_size=num_embeddings,
             d_model=d_model,

@@ -50,3 +50,16 @@ def test_block_size_too_small_for_star_fails_before_training(star_data_dir, tmp_
     assert f"block_size={block_size} is too small: an example needs 36 tokens (prompt 26 + separator 1 + target 8 + EOS 1)" in proc.stdout
     assert "Fix: set block_size to at least 36" in proc.stdout
     assert not list((tmp_path / "logs").glob("*/checkpoints/*.ckpt"))
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"", "is empty (0 bytes)"),
+    (b"not a checkpoint\n", "is not a PyTorch checkpoint (17 bytes, no zip archive; a text file or another format?)"),
+])
+def test_empty_or_text_file_given_to_eval_as_checkpoint_is_named(star_data_dir, tmp_path, content, expected):
+    bad = tmp_path / "model.ckpt"
+    bad.write_bytes(content)
+    proc = run_xlm(["job_type=eval", "experiment=star_easy_arlm", *STAR_SIZES, f"+eval.ckpt_path={bad}"],
+                   cwd=REPO_ROOT, env=offline_env(star_data_dir, tmp_path / "logs"), check=False)
+    assert proc.returncode != 0
+    assert f"CheckpointError: {bad} {expected}" in proc.stdout
