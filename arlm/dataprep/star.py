@@ -123,7 +123,7 @@ class StarDatasetManager(AtomicCacheDatasetManager):
 
     def _check_cache(self, manual_cache_dir: str) -> bool:
         cache_dir = self._get_cache_dir(manual_cache_dir)
-        if not cache_dir.exists():
+        if not super()._check_cache(manual_cache_dir):
             return False
         meta_file = cache_dir / METADATA_FILE
         if meta_file.is_file():
