@@ -15,6 +15,7 @@
   every checkpoint the Trainer writes or reads (periodic, best, last, on-exception, resume, eval).
 """
 
+import errno
 import logging
 import os
 import pickle
@@ -97,7 +98,11 @@ def check_usable(path: Path, checkpoint: Dict[str, Any]) -> None:
             f"({str(checkpoint[NON_FINITE_STOP_KEY]).split('. ')[0]}); resuming from it would diverge again"
         )
     if "state_dict" not in checkpoint:
-        raise CheckpointError(f"{path} has no 'state_dict' (keys: {sorted(checkpoint)[:8]}); it is not a Lightning checkpoint")
+        raise CheckpointError(
+            f"{path} has no 'state_dict' (keys: {sorted(checkpoint)[:4]}...); it is not a Lightning "
+            f"checkpoint. A bare model state dict goes to +eval.model_only_checkpoint_path / "
+            f"+generation.model_only_checkpoint_path instead"
+        )
     bad = non_finite_tensor(checkpoint)
     if bad is not None:
         raise CheckpointError(f"{path} holds NaN/Inf weights ({bad}); a run that diverged wrote it")
@@ -126,26 +131,36 @@ def remove_orphaned_temporaries(directory: Path) -> List[Path]:
     return removed
 
 
+def _write_fix(error: BaseException, path: Path) -> str:
+    no_space = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(error)
+    if no_space:
+        return (
+            f"The partial file was removed and the checkpoints already in {path.parent} are intact. Fix: "
+            f"free space in (or point LOG_DIR / paths.log_dir to) a filesystem with room, then re-run "
+            f"the same command to resume"
+        )
+    return f"Fix: make {path.parent} a writable directory (LOG_DIR / paths.log_dir / checkpointing_dir)"
+
+
 def save_atomically(checkpoint: Dict[str, Any], path: _PATH) -> None:
     """``torch.save`` to ``.<name>.tmp-<pid>`` beside ``path``, fsync, rename; never a partial ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_orphaned_temporaries(path.parent)
     tmp = path.with_name(f".{path.name}{TMP_MARKER}{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_orphaned_temporaries(path.parent)
         with open(tmp, "wb") as f:
             torch.save(checkpoint, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as error:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
         if isinstance(error, (OSError, RuntimeError)) and not isinstance(error, CheckpointError):
-            raise CheckpointError(
-                f"Could not write checkpoint {path}: {error}. The partial file was removed and the "
-                f"checkpoints already in {path.parent} are intact. Fix: free space in (or point "
-                f"LOG_DIR / paths.log_dir to) a filesystem with room, then re-run the same command to resume"
-            ) from error
+            raise CheckpointError(f"Could not write checkpoint {path}: {error}. {_write_fix(error, path)}") from error
         raise
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY)

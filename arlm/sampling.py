@@ -5,6 +5,7 @@ Filtering reuses Hugging Face's logits warpers (``TemperatureLogitsWarper``,
 probability reaches ``p`` exactly as ``generate()`` does; greedy is an argmax.
 """
 
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -50,8 +51,10 @@ class Sampler:
                 raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__}); e.g. p=0.9, not p='0.9'")
         if not 0.0 < top_p <= 1.0:
             raise ValueError(f"p (top-p) must be in (0, 1], got {top_p!r}")
-        if not 0.0 < temperature < float("inf"):
-            raise ValueError(f"temperature must be > 0, got {temperature!r} (and finite)")
+        if not temperature > 0.0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if not math.isfinite(temperature):
+            raise ValueError(f"temperature must be finite, got {temperature!r}")
         self.method, self.top_k, self.top_p, self.temperature = method, top_k, top_p, temperature
         self.greedy = method == "greedy" or (method == "sample_top_k" and top_k == 1)
         warpers = []

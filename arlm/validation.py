@@ -2,7 +2,8 @@
 
 Without them ``global_batch_size=-16`` trains as if it were 16, ``per_device_batch_size=0`` ends
 in a ``ZeroDivisionError`` inside a resolver, ``trainer.max_steps=abc`` in a ``TypeError`` inside
-Lightning, and ``+generation.max_batches=-1`` writes an empty file. :class:`ConfigCheckCallback`
+Lightning, ``+generation.max_batches=-1`` writes an empty file, and a checkpoint path that is a
+directory is reported by xlm-core as not existing. :class:`ConfigCheckCallback`
 (a Hydra callback, registered by ``model_type/arlm``) runs :func:`check_config` before the job.
 """
 
@@ -19,6 +20,13 @@ POSITIVE_INT_KEYS = (
     "callbacks.checkpoint_every_n_steps.every_n_train_steps",
 )
 NON_NEGATIVE_INT_KEYS = ("num_dataloader_workers", "trainer.num_sanity_val_steps")
+BOOL_KEYS = ("generation.use_ema", "resume_from_checkpoint", "compile")
+EVAL_SPLITS = ("validation", "test")
+CHECKPOINT_KEYS = (
+    "eval.ckpt_path", "eval.checkpoint_path", "eval.model_only_checkpoint_path",
+    "generation.ckpt_path", "generation.checkpoint_path", "generation.model_only_checkpoint_path",
+    "resume_checkpoint_path", "model_only_checkpoint_path",
+)
 MISSING = object()
 
 
@@ -56,6 +64,17 @@ def _check_val_check_interval(value: Any) -> Optional[str]:
     )
 
 
+def _checkpoint_path_problem(path: str) -> Optional[str]:
+    if not os.path.exists(path):
+        return "does not exist"
+    if os.path.isdir(path) and not any(name.endswith(".distcp") for name in os.listdir(path)):
+        ckpts = sorted(name for name in os.listdir(path) if name.endswith(".ckpt"))
+        pick = "last.ckpt" if "last.ckpt" in ckpts else (ckpts[0] if ckpts else "")
+        hint = f"; it holds {ckpts[:4]}, e.g. pass {os.path.join(path, pick)}" if ckpts else ""
+        return f"is a directory, not a checkpoint file{hint}"
+    return None
+
+
 def config_problems(cfg: DictConfig) -> List[str]:
     """Every problem :func:`check_config` would raise for, in key order."""
     problems = []
@@ -77,6 +96,23 @@ def config_problems(cfg: DictConfig) -> List[str]:
     interval = _select(cfg, "trainer.val_check_interval")
     if interval is not MISSING and interval is not None and _check_val_check_interval(interval):
         problems.append(_check_val_check_interval(interval))
+    for key in CHECKPOINT_KEYS:
+        value = _select(cfg, key)
+        if value is MISSING or value is None or str(value).lower() in ("", "none", "null"):
+            continue
+        problem = _checkpoint_path_problem(str(value))
+        if problem:
+            problems.append(f"{key}={value} {problem}")
+    for key in BOOL_KEYS:
+        value = _select(cfg, key)
+        if value is not MISSING and value is not None and not isinstance(value, bool):
+            problems.append(f"{key}={value!r} must be true or false")
+    job_name = _select(cfg, "job_name")
+    if job_name is not MISSING and (not isinstance(job_name, str) or not job_name.strip() or "/" in job_name or job_name in (".", "..")):
+        problems.append(f"job_name={job_name!r} must be a non-empty name without '/' (it names logs/<job_name>/)")
+    split = _select(cfg, "eval.split")
+    if split is not MISSING and split is not None and split not in EVAL_SPLITS:
+        problems.append(f"eval.split={split!r} must be one of {list(EVAL_SPLITS)}")
     lr = _select(cfg, "optimizer.lr")
     if lr is not MISSING and lr is not None and (not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr <= 0):
         problems.append(f"optimizer.lr={lr!r} must be a positive finite number, e.g. optimizer.lr=0.001")

@@ -136,3 +136,8 @@ def test_corrupt_cache_is_detected_named_and_rebuilt(simple_tokenizer, tmp_path,
     assert cache_problem(cache_dir) is None
     assert len(datasets.load_from_disk(str(cache_dir))) == SIZES["train"]
     assert not list(cache_dir.parent.glob(".*.partial-*"))
+
+
+def test_star_split_sizes_must_be_positive():
+    with pytest.raises(ValueError, match=r"star_split_sizes must be positive integers, got \{'train': 0\}"):
+        _star_manager(sizes=dict(SIZES, train=0))

@@ -1,0 +1,49 @@
+"""``arlm.validation``: bad config values are listed with the key, the value and what is expected."""
+
+import math
+
+import pytest
+from omegaconf import OmegaConf
+
+from arlm.validation import ConfigValueError, check_config, check_output_dir, config_problems
+
+
+@pytest.mark.parametrize("cfg, expected", [
+    ({"global_batch_size": -16}, "global_batch_size=-16 (int) must be a positive integer"),
+    ({"per_device_batch_size": 0}, "per_device_batch_size=0 (int) must be a positive integer"),
+    ({"block_size": "abc"}, "block_size='abc' (str) must be a positive integer"),
+    ({"trainer": {"max_steps": 2.5}}, "trainer.max_steps=2.5 (float) must be a positive integer"),
+    ({"trainer": {"val_check_interval": 1.5}}, "trainer.val_check_interval=1.5 must be a positive integer"),
+    ({"generation": {"max_batches": True}}, "generation.max_batches=True (bool) must be a positive integer"),
+    ({"num_dataloader_workers": -1}, "num_dataloader_workers=-1 (int) must be an integer >= 0"),
+    ({"optimizer": {"lr": math.nan}}, "optimizer.lr=nan must be a positive finite number"),
+    ({"eval": {"split": "train"}}, "eval.split='train' must be one of ['validation', 'test']"),
+    ({"resume_checkpoint_path": "/no/such.ckpt"}, "resume_checkpoint_path=/no/such.ckpt does not exist"),
+    ({"generation": {"use_ema": "maybe"}}, "generation.use_ema='maybe' must be true or false"),
+    ({"job_name": ""}, "job_name='' must be a non-empty name without '/'"),
+])
+def test_bad_values_are_named(cfg, expected):
+    assert any(expected in problem for problem in config_problems(OmegaConf.create(cfg)))
+    with pytest.raises(ConfigValueError, match="Invalid configuration"):
+        check_config(OmegaConf.create(cfg))
+
+
+def test_good_values_pass(tmp_path):
+    check_config(OmegaConf.create({
+        "global_batch_size": 16, "per_device_batch_size": 16, "block_size": 36, "num_dataloader_workers": 0,
+        "trainer": {"max_steps": 10, "val_check_interval": 0.5}, "optimizer": {"lr": 1e-3}, "eval": {"split": "test"},
+    }))
+
+
+def test_checkpoint_directory_names_a_file_in_it(tmp_path):
+    (tmp_path / "last.ckpt").write_bytes(b"x")
+    (problem,) = config_problems(OmegaConf.create({"eval": {"ckpt_path": str(tmp_path)}}))
+    assert problem == f"eval.ckpt_path={tmp_path} is a directory, not a checkpoint file; it holds ['last.ckpt'], e.g. pass {tmp_path / 'last.ckpt'}"
+
+
+def test_output_dir_that_is_a_file(tmp_path):
+    existing = tmp_path / "f"
+    existing.write_text("")
+    with pytest.raises(ConfigValueError, match="is an existing file, not a directory"):
+        check_output_dir(existing)
+    check_output_dir(tmp_path)
