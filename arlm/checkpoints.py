@@ -232,7 +232,7 @@ def _model_config_differences(checkpoint: Dict[str, Any], module: Any) -> str:
         return ""
     diffs = []
     for key, value in saved.items():
-        if key.startswith("_") or key not in current:
+        if key.startswith("_") or key not in current or (isinstance(value, str) and "${" in value):
             continue
         try:
             now = current[key]
@@ -243,20 +243,35 @@ def _model_config_differences(checkpoint: Dict[str, Any], module: Any) -> str:
     return "; ".join(diffs)
 
 
-def check_state_dict_shapes(checkpoint: Dict[str, Any], module: Any) -> None:
-    """Raise ``ValueError`` naming the first weight whose shape differs between checkpoint and module."""
-    own = module.state_dict()
-    for key, value in checkpoint.get("state_dict", {}).items():
+def _first_structural_mismatch(saved: Dict[str, Any], own: Dict[str, Any]) -> Optional[str]:
+    """The first weight of the model (``model.*``) whose shape differs or that only one side has."""
+    for key, value in saved.items():
         if key in own and isinstance(value, torch.Tensor) and tuple(value.shape) != tuple(own[key].shape):
-            diffs = _model_config_differences(checkpoint, module)
-            hint = (
-                f"The model settings differ: {diffs}. Fix: pass the checkpoint's values (e.g. "
-                + " ".join(d.split(":")[0] + "=" + d.split("checkpoint ")[1].split(",")[0] for d in diffs.split("; "))
-                + ") or use the model config it was trained with"
-                if diffs else
-                "Fix: use the model config (model=..., model.d_model, model.num_layers, model.nhead, ...) the checkpoint was trained with"
-            )
-            raise ValueError(
-                f"The checkpoint is for another model size: {key} has shape {tuple(value.shape)} in the "
-                f"checkpoint but {tuple(own[key].shape)} in the configured model. {hint}."
-            )
+            return f"{key} has shape {tuple(value.shape)} in the checkpoint but {tuple(own[key].shape)} in the configured model"
+    for key in own:
+        if key.startswith("model.") and key not in saved:
+            return f"the configured model has {key}, which the checkpoint lacks"
+    for key in saved:
+        if key.startswith("model.") and key not in own:
+            return f"the checkpoint has {key}, which the configured model lacks"
+    return None
+
+
+def _fix_hint(checkpoint: Dict[str, Any], module: Any) -> str:
+    diffs = _model_config_differences(checkpoint, module)
+    if not diffs:
+        return (
+            "Fix: use the model config (model=..., model.d_model, model.num_layers, model.nhead, ...) "
+            "the checkpoint was trained with"
+        )
+    overrides = " ".join(f"{d.split(':')[0]}={d.split('checkpoint ')[1].split(',')[0]}" for d in diffs.split("; "))
+    return f"The model settings differ: {diffs}. Fix: pass the checkpoint's values ({overrides}) or use the model config it was trained with"
+
+
+def check_state_dict_shapes(checkpoint: Dict[str, Any], module: Any) -> None:
+    """Raise ``ValueError`` naming the first weight whose shape differs between checkpoint and
+    module, or that only one of them has (another depth, width, MLP or norm), and the fix."""
+    saved = checkpoint.get("state_dict", {})
+    mismatch = _first_structural_mismatch(saved, module.state_dict()) if saved else None
+    if mismatch is not None:
+        raise ValueError(f"The checkpoint is for another model size: {mismatch}. {_fix_hint(checkpoint, module)}.")

@@ -19,7 +19,11 @@ POSITIVE_INT_KEYS = (
     "trainer.max_steps", "trainer.num_nodes", "trainer.log_every_n_steps", "generation.max_batches",
     "callbacks.checkpoint_every_n_steps.every_n_train_steps",
 )
-NON_NEGATIVE_INT_KEYS = ("num_dataloader_workers", "trainer.num_sanity_val_steps")
+NON_NEGATIVE_INT_KEYS = (
+    "num_dataloader_workers", "trainer.num_sanity_val_steps", "lr_scheduler.num_warmup_steps",
+    "input_block_size", "seed",
+)
+NON_NEGATIVE_NUMBER_KEYS = ("trainer.gradient_clip_val", "optimizer.weight_decay")
 BOOL_KEYS = ("generation.use_ema", "resume_from_checkpoint", "compile")
 EVAL_SPLITS = ("validation", "test")
 CHECKPOINT_KEYS = (
@@ -93,6 +97,15 @@ def config_problems(cfg: DictConfig) -> List[str]:
                 check_positive_int(value, key, minimum=0)
             except ConfigValueError as error:
                 problems.append(str(error))
+    for key in NON_NEGATIVE_NUMBER_KEYS:
+        value = _select(cfg, key)
+        if value is MISSING or value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            problems.append(f"{key}={value!r} must be a finite number >= 0 (or null)")
+    data_dir = _select(cfg, "datamodule.manual_cache_dir")
+    if isinstance(data_dir, str) and os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        problems.append(f"the prepared-data directory (DATA_DIR / datamodule.manual_cache_dir) {data_dir} is a file, not a directory")
     interval = _select(cfg, "trainer.val_check_interval")
     if interval is not MISSING and interval is not None and _check_val_check_interval(interval):
         problems.append(_check_val_check_interval(interval))

@@ -86,3 +86,24 @@ def test_empty_or_text_file_as_checkpoint_is_named(tmp_path, content, message):
     path.write_bytes(content)
     with pytest.raises(CheckpointError, match=f"{path} {message}"):
         load_safely(path)
+
+
+def test_checkpoint_of_another_depth_names_the_missing_weight_and_the_setting():
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from arlm.checkpoints import check_state_dict_shapes
+
+    saved = RotaryTransformerARLMModel(**TINY_MODEL_KWARGS)
+    deeper = RotaryTransformerARLMModel(**dict(TINY_MODEL_KWARGS, num_layers=2))
+    checkpoint = {
+        "state_dict": {f"model.{k}": v for k, v in saved.state_dict().items()},
+        "hyper_parameters": {"model": {"num_layers": 1, "num_embeddings": "${tokenizer:full_vocab_size}"}},
+    }
+    module = SimpleNamespace(
+        state_dict=lambda: {f"model.{k}": v for k, v in deeper.state_dict().items()},
+        config=OmegaConf.create({"model": {"num_layers": 2, "num_embeddings": 57}}),
+    )
+    with pytest.raises(ValueError, match=r"another model size: the configured model has model\.model\.layers\.1\..*which the checkpoint lacks\. The model settings differ: model\.num_layers: checkpoint 1, configured 2\. Fix: pass the checkpoint's values \(model\.num_layers=1\)"):
+        check_state_dict_shapes(checkpoint, module)

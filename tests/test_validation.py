@@ -20,6 +20,10 @@ from arlm.validation import ConfigValueError, check_config, check_output_dir, co
     ({"eval": {"split": "train"}}, "eval.split='train' must be one of ['validation', 'test']"),
     ({"resume_checkpoint_path": "/no/such.ckpt"}, "resume_checkpoint_path=/no/such.ckpt does not exist"),
     ({"generation": {"use_ema": "maybe"}}, "generation.use_ema='maybe' must be true or false"),
+    ({"trainer": {"gradient_clip_val": -1}}, "trainer.gradient_clip_val=-1 must be a finite number >= 0"),
+    ({"lr_scheduler": {"num_warmup_steps": -5}}, "lr_scheduler.num_warmup_steps=-5 (int) must be an integer >= 0"),
+    ({"seed": "abc"}, "seed='abc' (str) must be an integer >= 0"),
+    ({"input_block_size": -3}, "input_block_size=-3 (int) must be an integer >= 0"),
     ({"job_name": ""}, "job_name='' must be a non-empty name without '/'"),
 ])
 def test_bad_values_are_named(cfg, expected):
@@ -47,3 +51,10 @@ def test_output_dir_that_is_a_file(tmp_path):
     with pytest.raises(ConfigValueError, match="is an existing file, not a directory"):
         check_output_dir(existing)
     check_output_dir(tmp_path)
+
+
+def test_data_dir_that_is_a_file(tmp_path):
+    existing = tmp_path / "data"
+    existing.write_text("")
+    (problem,) = config_problems(OmegaConf.create({"datamodule": {"manual_cache_dir": str(existing)}}))
+    assert problem == f"the prepared-data directory (DATA_DIR / datamodule.manual_cache_dir) {existing} is a file, not a directory"
