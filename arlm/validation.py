@@ -141,8 +141,15 @@ def check_config(cfg: DictConfig) -> None:
 
 def check_output_dir(path: Any, key: str = "generation.output_dir") -> None:
     """Raise :class:`ConfigValueError` if ``path`` exists and is not a directory (checked before work)."""
-    if path is not None and os.path.exists(str(path)) and not os.path.isdir(str(path)):
+    if path is None:
+        return
+    if os.path.exists(str(path)) and not os.path.isdir(str(path)):
         raise ConfigValueError(f"{key}={path} is an existing file, not a directory. Fix: pass a directory path (new or existing)")
+    ancestor = os.path.dirname(os.path.abspath(str(path)))
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise ConfigValueError(f"{key}={path} cannot be created: {ancestor} is a file. Fix: pass a directory path")
 
 
 class ConfigRefused(SystemExit):

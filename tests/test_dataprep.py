@@ -141,3 +141,16 @@ def test_corrupt_cache_is_detected_named_and_rebuilt(simple_tokenizer, tmp_path,
 def test_star_split_sizes_must_be_positive():
     with pytest.raises(ValueError, match=r"star_split_sizes must be positive integers, got \{'train': 0\}"):
         _star_manager(sizes=dict(SIZES, train=0))
+
+
+def test_full_disk_while_caching_names_the_cache_and_leaves_nothing(tmp_path):
+    import errno
+
+    def write(tmp):
+        tmp.mkdir()
+        (tmp / "part.arrow").write_bytes(b"x")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(DataNotPreparedError, match=f"Could not write the prepared-data cache {tmp_path / 'train'}.*No space left"):
+        write_dir_atomically(tmp_path / "train", write)
+    assert list(tmp_path.iterdir()) == []

@@ -50,7 +50,9 @@ def test_output_dir_that_is_a_file(tmp_path):
     existing.write_text("")
     with pytest.raises(ConfigValueError, match="is an existing file, not a directory"):
         check_output_dir(existing)
-    check_output_dir(tmp_path)
+    with pytest.raises(ConfigValueError, match=f"cannot be created: {existing} is a file"):
+        check_output_dir(existing / "sub" / "dir")
+    check_output_dir(tmp_path / "new" / "dir")
 
 
 def test_data_dir_that_is_a_file(tmp_path):

@@ -16,6 +16,7 @@ read through); ``prepare_data`` moves a corrupt cache aside and rebuilds it, and
 raises :class:`CorruptCacheError` naming the directory and the fix.
 """
 
+import errno
 import json
 import os
 import shutil
@@ -137,8 +138,14 @@ def write_dir_atomically(final_dir: Path, write: Callable[[Path], None]) -> None
             if not final_dir.exists():
                 raise
             shutil.rmtree(tmp_dir, ignore_errors=True)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DataNotPreparedError(
+                f"Could not write the prepared-data cache {final_dir.resolve()}: {error}. The partial "
+                f"copy was removed. Fix: free space on that filesystem "
+                f"or set DATA_DIR to a filesystem with room, then re-run"
+            ) from error
         raise
 
 
