@@ -22,7 +22,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import datasets
 import pyarrow as pa
@@ -176,6 +176,26 @@ class AtomicCacheDatasetManager(DatasetManager):
         print(f"arlm: the prepared-data cache {cache_dir.resolve()} is corrupt ({problem}); rebuilding it", flush=True)
         os.rename(cache_dir, cache_dir.parent / f".{cache_dir.name}{PARTIAL_MARKER}corrupt-{uuid.uuid4().hex[:8]}")
         return False
+
+    def setup(self, stage: str, manual_cache_dir: str, *args: Any, **kwargs: Any) -> None:
+        """xlm-core's ``setup``; if a datasets map cache (``cache-*.arrow``, rebuilt on demand) in
+        the cache directory is unreadable, it is deleted and ``setup`` retried once."""
+        try:
+            return super().setup(stage, manual_cache_dir, *args, **kwargs)
+        except (OSError, pa.ArrowException) as error:
+            cache_dir = self._get_load_cache_dir(manual_cache_dir)
+            broken = [p for p in sorted(cache_dir.glob("cache-*.arrow")) if _arrow_problem(p)]
+            if not broken:
+                raise CorruptCacheError(
+                    f"Reading the prepared-data cache {cache_dir.resolve()} of {self.full_name!r} failed: "
+                    f"{type(error).__name__}: {error}. {_fix(cache_dir)}"
+                ) from error
+            for path in broken:
+                path.unlink()
+            message = f"deleted unreadable datasets map caches {[p.name for p in broken]} in {cache_dir.resolve()}; rebuilding them"
+            logger.warning(message)
+            print(f"arlm: {message}", flush=True)
+            return super().setup(stage, manual_cache_dir, *args, **kwargs)
 
     def _download(self, num_proc: Optional[int] = None) -> datasets.Dataset:
         try:
