@@ -83,6 +83,12 @@ class RunLockCallback(Callback):
         except RunInProgressError as error:
             self.lock = None
             raise RunRefused(f"{type(error).__name__}: {error}") from None
+        except OSError as error:
+            self.lock = None
+            raise RunRefused(
+                f"Cannot take the run lock {Path(output_dir) / LOCK_NAME} of job_name={config.job_name}: {error}. "
+                f"Fix: make {output_dir} a writable directory and {LOCK_NAME} in it a file (or remove it)"
+            ) from None
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
         if self.lock is not None:

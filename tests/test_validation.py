@@ -1,6 +1,7 @@
 """``arlm.validation``: bad config values are listed with the key, the value and what is expected."""
 
 import math
+import os
 
 import pytest
 from omegaconf import OmegaConf
@@ -60,3 +61,20 @@ def test_data_dir_that_is_a_file(tmp_path):
     existing.write_text("")
     (problem,) = config_problems(OmegaConf.create({"datamodule": {"manual_cache_dir": str(existing)}}))
     assert problem == f"the prepared-data directory (DATA_DIR / datamodule.manual_cache_dir) {existing} is a file, not a directory"
+
+
+def test_run_lock_refuses_a_second_holder_and_an_unusable_lock_path(tmp_path):
+    from arlm.run_lock import RunInProgressError, RunLock, RunLockCallback, RunRefused
+
+    first = RunLock(tmp_path, "job")
+    first.acquire()
+    with pytest.raises(RunInProgressError, match=f"Another run with job_name=job is running \\(pid {os.getpid()}, started"):
+        RunLock(tmp_path, "job").acquire()
+    first.release()
+    RunLock(tmp_path, "job").acquire()
+
+    blocked = tmp_path / "blocked"
+    (blocked / "run.lock").mkdir(parents=True)
+    cfg = OmegaConf.create({"job_type": "train", "job_name": "j", "paths": {"output_dir": str(blocked)}})
+    with pytest.raises(RunRefused, match="Cannot take the run lock"):
+        RunLockCallback().on_job_start(config=cfg)
