@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 TMP_MARKER = ".tmp-"
 NON_FINITE_STOP_KEY = "arlm_non_finite_stop"
 AUTOMATIC_NAMES = ("last.ckpt", "on_exception.ckpt", "best.ckpt")
+RESUME_NAMES = ("last.ckpt", "on_exception.ckpt")
 
 
 # Lightning checkpoints of arlm runs hold only tensors and plain containers (checked with
@@ -173,9 +174,14 @@ def save_atomically(checkpoint: Dict[str, Any], path: _PATH) -> None:
 
 
 def _candidates(path: Path) -> List[Path]:
-    """``path`` first, then the other ``*.ckpt`` files beside it, newest first."""
+    """``path`` first, then the other ``*.ckpt`` files beside it, newest first. For a resume point
+    (:data:`RESUME_NAMES`) a newer ``last.ckpt``/``on_exception.ckpt`` goes before it: xlm-core
+    always asks for ``on_exception.ckpt`` first, even when a later run has written a newer ``last.ckpt``."""
     others = [p for p in path.parent.glob("*.ckpt") if p.is_file() and p.name != path.name]
     others.sort(key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
+    if path.name in RESUME_NAMES and path.exists():
+        newer = [p for p in others if p.name in RESUME_NAMES and p.stat().st_mtime > path.stat().st_mtime]
+        return [*newer, path, *[p for p in others if p not in newer]]
     return [path, *others]
 
 
@@ -201,7 +207,8 @@ def load_newest_valid(path: _PATH, map_location: Any = "cpu", load: Callable = l
             log.warning(f"Skipping checkpoint: {error}")
             continue
         if candidate != path:
-            message = f"Using {candidate} (global step {checkpoint.get('global_step')}) instead of {path}, which was skipped: {skipped[0]}"
+            reason = f"which was skipped: {skipped[0]}" if skipped else "which is older"
+            message = f"Using {candidate} (global step {checkpoint.get('global_step')}) instead of {path}, {reason}"
             log.warning(message)
             print(f"arlm: {message}", flush=True)
         return candidate, checkpoint

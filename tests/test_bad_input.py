@@ -107,3 +107,16 @@ def test_checkpoint_of_another_depth_names_the_missing_weight_and_the_setting():
     )
     with pytest.raises(ValueError, match=r"another model size: the configured model has model\.model\.layers\.1\..*which the checkpoint lacks\. The model settings differ: model\.num_layers: checkpoint 1, configured 2\. Fix: pass the checkpoint's values \(model\.num_layers=1\)"):
         check_state_dict_shapes(checkpoint, module)
+
+
+def test_resume_prefers_a_newer_last_checkpoint_over_a_stale_on_exception_one(tmp_path):
+    import os
+
+    from arlm.checkpoints import load_newest_valid, save_atomically
+
+    weights = {"w": torch.zeros(2)}
+    save_atomically({"state_dict": weights, "global_step": 5}, tmp_path / "on_exception.ckpt")
+    save_atomically({"state_dict": weights, "global_step": 20}, tmp_path / "last.ckpt")
+    os.utime(tmp_path / "on_exception.ckpt", (1, 1))
+    used, checkpoint = load_newest_valid(tmp_path / "on_exception.ckpt")
+    assert used == tmp_path / "last.ckpt" and checkpoint["global_step"] == 20
