@@ -20,6 +20,12 @@ from omegaconf import DictConfig, OmegaConf
 
 LOCK_NAME = "run.lock"
 LOCKED_JOB_TYPES = ("train",)
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+
+
+def is_rank_zero_process() -> bool:
+    """False in the worker processes of a distributed run (DDP re-runs the command per device)."""
+    return all(os.environ.get(name, "0") in ("", "0") for name in RANK_VARIABLES)
 
 
 class RunInProgressError(RuntimeError):
@@ -66,13 +72,14 @@ class RunLock:
 
 
 class RunLockCallback(Callback):
-    """Hydra callback: hold :class:`RunLock` on ``paths.output_dir`` for ``job_type=train`` jobs."""
+    """Hydra callback: hold :class:`RunLock` on ``paths.output_dir`` for ``job_type=train`` jobs
+    (in the rank-0 process only: the other processes of a distributed run are its own)."""
 
     def __init__(self) -> None:
         self.lock: Optional[RunLock] = None
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if OmegaConf.select(config, "job_type", default=None) not in LOCKED_JOB_TYPES:
+        if OmegaConf.select(config, "job_type", default=None) not in LOCKED_JOB_TYPES or not is_rank_zero_process():
             return
         output_dir = OmegaConf.select(config, "paths.output_dir", default=None)
         if output_dir is None:

@@ -78,3 +78,13 @@ def test_run_lock_refuses_a_second_holder_and_an_unusable_lock_path(tmp_path):
     cfg = OmegaConf.create({"job_type": "train", "job_name": "j", "paths": {"output_dir": str(blocked)}})
     with pytest.raises(RunRefused, match="Cannot take the run lock"):
         RunLockCallback().on_job_start(config=cfg)
+
+
+def test_run_lock_is_left_to_rank_zero(tmp_path, monkeypatch):
+    from arlm.run_lock import RunLock, RunLockCallback
+
+    holder = RunLock(tmp_path, "job")
+    holder.acquire()
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    cfg = OmegaConf.create({"job_type": "train", "job_name": "job", "paths": {"output_dir": str(tmp_path)}})
+    RunLockCallback().on_job_start(config=cfg)
