@@ -69,8 +69,8 @@ def _check_val_check_interval(value: Any) -> Optional[str]:
 
 
 def _checkpoint_path_problem(path: str) -> Optional[str]:
-    if not os.path.exists(path):
-        return "does not exist"
+    """A directory given as a checkpoint file (xlm-core would say it does not exist); a missing
+    path is left to the jobs, whose messages name the fix."""
     if os.path.isdir(path) and not any(name.endswith(".distcp") for name in os.listdir(path)):
         ckpts = sorted(name for name in os.listdir(path) if name.endswith(".ckpt"))
         pick = "last.ckpt" if "last.ckpt" in ckpts else (ckpts[0] if ckpts else "")

@@ -19,7 +19,6 @@ from arlm.validation import ConfigValueError, check_config, check_output_dir, co
     ({"num_dataloader_workers": -1}, "num_dataloader_workers=-1 (int) must be an integer >= 0"),
     ({"optimizer": {"lr": math.nan}}, "optimizer.lr=nan must be a positive finite number"),
     ({"eval": {"split": "train"}}, "eval.split='train' must be one of ['validation', 'test']"),
-    ({"resume_checkpoint_path": "/no/such.ckpt"}, "resume_checkpoint_path=/no/such.ckpt does not exist"),
     ({"generation": {"use_ema": "maybe"}}, "generation.use_ema='maybe' must be true or false"),
     ({"trainer": {"gradient_clip_val": -1}}, "trainer.gradient_clip_val=-1 must be a finite number >= 0"),
     ({"lr_scheduler": {"num_warmup_steps": -5}}, "lr_scheduler.num_warmup_steps=-5 (int) must be an integer >= 0"),
