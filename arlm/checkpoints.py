@@ -5,12 +5,13 @@
   error (a full disk included) the temporary file is removed and the old target is untouched. A
   hard kill can leave ``.<name>.tmp-<pid>`` behind; :func:`remove_orphaned_temporaries` deletes
   those of dead processes.
-* :func:`load_safely` reads a checkpoint with ``torch.load(weights_only=True)``, allowing only the
-  tensors and plain containers, and turns torch's errors for
-  empty, text, truncated and code-carrying files into :class:`CheckpointError` naming the file.
+* :func:`load_safely` reads a checkpoint with ``torch.load(weights_only=True)`` (tensors and plain
+  containers only) and turns torch's errors for empty, text, truncated and code-carrying files
+  into :class:`CheckpointError` naming the file.
 * :func:`load_newest_valid` loads the checkpoint Lightning or xlm-core picked automatically
-  (``last.ckpt``, ``on_exception.ckpt``, ``best.ckpt``) and, if it is unreadable or holds
-  non-finite weights or was written at a NaN/Inf stop, the newest valid ``*.ckpt`` beside it instead, logging the one skipped.
+  (``last.ckpt``, ``on_exception.ckpt``, ``best.ckpt``) and, if it is unreadable, holds non-finite
+  weights or was written at a NaN/Inf stop, the newest valid ``*.ckpt`` beside it instead,
+  printing the one skipped.
 * :class:`SafeAtomicCheckpointIO` is the Lightning ``CheckpointIO`` plugin doing all of this for
   every checkpoint the Trainer writes or reads (periodic, best, last, on-exception, resume, eval).
 """
@@ -22,7 +23,7 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from lightning.fabric.utilities.types import _PATH
@@ -185,7 +186,7 @@ def _candidates(path: Path) -> List[Path]:
     return [path, *others]
 
 
-def load_newest_valid(path: _PATH, map_location: Any = "cpu", load: Callable = load_safely) -> Tuple[Path, Dict[str, Any]]:
+def load_newest_valid(path: _PATH, map_location: Any = "cpu") -> Tuple[Path, Dict[str, Any]]:
     """Load ``path``; if it is an automatically chosen name and unusable, the newest usable ``*.ckpt`` beside it.
 
     Returns the path actually loaded and its contents. A checkpoint named explicitly (any other
@@ -194,13 +195,13 @@ def load_newest_valid(path: _PATH, map_location: Any = "cpu", load: Callable = l
     path = Path(path)
     remove_orphaned_temporaries(path.parent)
     if path.name not in AUTOMATIC_NAMES:
-        checkpoint = load(path, map_location)
+        checkpoint = load_safely(path, map_location)
         check_usable(path, checkpoint)
         return path, checkpoint
     skipped = []
     for candidate in _candidates(path):
         try:
-            checkpoint = load(candidate, map_location)
+            checkpoint = load_safely(candidate, map_location)
             check_usable(candidate, checkpoint)
         except CheckpointError as error:
             skipped.append(str(error))

@@ -62,6 +62,9 @@ class ARLMHarness(Harness):
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, *args: Any, **kwargs: Any) -> "ARLMHarness":
+        """Lightning's ``load_from_checkpoint`` with its one file read replaced: Lightning calls
+        ``pl_load`` (pickle) and offers no hook, so the replacement is scoped to this call."""
+
         def safe_load(path: Any, map_location: Any = None) -> Dict[str, Any]:
             return load_newest_valid(path, map_location or "cpu")[1]
 
