@@ -10,6 +10,7 @@ Layouts (``P`` prompt, ``T`` target, ``B`` BOS when the tokenizer has one, ``E``
 Training targets are ``input_ids`` shifted left by one with -100 wherever no loss is taken.
 """
 
+import warnings
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -282,14 +283,46 @@ class ARLMSeq2SeqCollator(_ARLMCollator):
     """Seq2seq training batches ``[prompt][BOS][target][EOS]`` right-padded to ``block_size``.
 
     Loss is taken on the target and EOS only (prompt, BOS and padding targets are -100).
-    Rows longer than ``block_size`` are cut at the end. Reads ``prompt_ids`` and the target from
-    ``target_ids`` (or ``input_ids``, xlm-core's name for the STAR/TinyGSM continuation).
+    A row longer than ``block_size`` raises ``ValueError`` naming ``block_size`` and the longest
+    row of the batch (``on_overflow="error"``, the default: the first batch fails, before any
+    step is trained); with ``on_overflow="truncate"`` rows are cut at the end, with one warning.
+    Reads ``prompt_ids`` and the target from ``target_ids`` (or ``input_ids``, xlm-core's name
+    for the STAR/TinyGSM continuation).
     """
+
+    def __init__(self, *args: Any, on_overflow: str = "error", **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if on_overflow not in ("error", "truncate"):
+            raise ValueError(f"on_overflow must be 'error' or 'truncate', got {on_overflow!r}")
+        self.on_overflow = on_overflow
+        self._warned = False
+
+    def _check_fits(self, prompts: List[List[int]], examples: Sequence[Mapping[str, Any]]) -> None:
+        lengths = [len(p) + len(_target_of(e)) + 1 for p, e in zip(prompts, examples)]
+        longest = max(range(len(lengths)), key=lengths.__getitem__)
+        if lengths[longest] <= self.block_size:
+            return
+        sep = len(_separator(self.tokenizer))
+        detail = (
+            f"block_size={self.block_size} is too small: an example needs {lengths[longest]} tokens "
+            f"(prompt {len(prompts[longest]) - sep} + separator {sep} + target "
+            f"{len(_target_of(examples[longest]))} + EOS 1), the longest in this batch"
+        )
+        if self.on_overflow == "error":
+            raise ValueError(
+                f"{detail}; its target would be cut. Fix: set block_size to at least "
+                f"{lengths[longest]} (for all the data: the longest prompt + target + 2), or "
+                f"collator on_overflow=truncate to cut rows knowingly"
+            )
+        if not self._warned:
+            warnings.warn(f"{detail}; rows are cut to block_size (on_overflow=truncate)")
+            self._warned = True
 
     def __call__(self, examples: List[Mapping[str, Any]]) -> ARLMSeq2SeqBatch:
         _check_examples(examples, ("prompt_ids",), type(self).__name__)
         sep, eos = _separator(self.tokenizer), _eos(self.tokenizer)
         rows, loss_starts = [], []
+        self._check_fits([list(e["prompt_ids"]) + sep for e in examples], examples)
         for e in examples:
             prompt = list(e["prompt_ids"]) + sep
             rows.append((prompt + _target_of(e) + eos)[: self.block_size])

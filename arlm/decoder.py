@@ -6,6 +6,7 @@ so a Llama-shaped decoder (RMSNorm, SwiGLU, no bias, full rotary) is weight-comp
 ``LlamaModel``. The LM head lives with each face, next to this stack.
 """
 
+import math
 from dataclasses import dataclass
 from typing import Any, Optional, Protocol, Tuple
 
@@ -16,8 +17,21 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from arlm.attention import attend, attend_eager, build_attention_mask, resolve_attention_backend
-from arlm.decoder_inputs import validate_decoder_inputs
+from arlm.decoder_inputs import check_input_ranks, validate_decoder_inputs
 from arlm.rope import RotaryEmbedding, apply_rotary_pos_emb
+
+def check_positive(name: str, value: Any, integer: bool = False, optional: bool = False) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is a positive (finite) int/number."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        ok = False
+    else:
+        ok = math.isfinite(value) and value > 0
+    if not ok:
+        kind = "a positive integer" if integer else "a positive finite number"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+
 
 NORMS = ("layernorm", "rmsnorm")
 ACTIVATIONS = ("relu", "gelu", "silu", "swiglu")
@@ -54,10 +68,10 @@ class DecoderConfig:
     attention_backend: str = "sdpa"
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_positions"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_positions", "d_ff", "cross_attention_dim"):
+            check_positive(name, getattr(self, name), integer=True, optional=name in ("d_ff", "cross_attention_dim"))
+        for name in ("rope_theta", "norm_eps"):
+            check_positive(name, getattr(self, name))
         if self.d_model % self.n_heads:
             raise ValueError(
                 f"d_model ({self.d_model}) must be divisible by the number of heads "
@@ -327,6 +341,7 @@ class DecoderStack(nn.Module):
     ) -> DecoderOutput:
         """The forward pass, also collecting per-layer hidden states / attention weights (the
         latter computed by :func:`arlm.attention.attend_eager`) when asked."""
+        check_input_ranks(input_ids, inputs_embeds, positions)
         B, L = (input_ids if inputs_embeds is None else inputs_embeds).shape[:2]
         past_len = 0 if cache is None else cache.get_seq_length()
         if not torch.compiler.is_compiling():

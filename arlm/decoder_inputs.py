@@ -79,3 +79,21 @@ def validate_decoder_inputs(
                 f"encoder_hidden_states must have shape (batch={B}, enc_seq, "
                 f"{config.cross_attention_dim}), got {tuple(encoder_hidden_states.shape)}"
             )
+
+
+def check_input_ranks(
+    input_ids: Optional[Tensor], inputs_embeds: Optional[Tensor], positions: Optional[Tensor]
+) -> None:
+    """Raise a ``ValueError`` unless ids are ``(batch, seq)``, embeddings ``(batch, seq, d)`` and
+    positions integer; exactly one of ``input_ids`` and ``inputs_embeds`` must be given."""
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("pass exactly one of input_ids and inputs_embeds")
+    if input_ids is not None and (not isinstance(input_ids, Tensor) or input_ids.dim() != 2):
+        shape = tuple(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids).__name__
+        raise ValueError(
+            f"token ids must be a 2-D (batch, seq) tensor, got shape {shape}; for one sequence use ids[None]"
+        )
+    if inputs_embeds is not None and inputs_embeds.dim() != 3:
+        raise ValueError(f"inputs_embeds must be (batch, seq, d_model), got shape {tuple(inputs_embeds.shape)}")
+    if positions is not None and (positions.dtype.is_floating_point or positions.dtype == torch.bool):
+        raise ValueError(f"positions must be an integer tensor, got dtype {positions.dtype}")

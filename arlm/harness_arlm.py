@@ -1,17 +1,23 @@
-"""``ARLMHarness``: xlm-core's ``Harness`` with vocabulary checks between tokenizer, model and
-checkpoint, EMA weights applied from a checkpoint file, and checkpoint loading that works on
-machines without CUDA.
+"""``ARLMHarness``: xlm-core's ``Harness`` with vocabulary and shape checks between tokenizer,
+model and checkpoint, checkpoint reads that never unpickle code, a NaN/Inf stop that does not
+become the resume point, EMA weights applied from a checkpoint file, and checkpoint loading that
+works on machines without CUDA.
 
 Without the checks a mismatch surfaces as an ``IndexError`` deep inside the embedding (tokenizer
-larger than the model) or as a wall of ``size mismatch`` lines from ``load_state_dict``
-(checkpoint trained with another tokenizer). Both now fail early with the numbers and the fix.
+larger than the model) or as a wall of ``size mismatch`` lines from ``load_state_dict``. They now
+fail early with the numbers and the fix.
 """
 
 from pathlib import Path
 from typing import Any, Dict, Union
+from unittest import mock
 
+import lightning.pytorch.core.saving as lightning_saving
 import torch
 from xlm.harness import Harness
+
+from arlm.checkpoints import NON_FINITE_STOP_KEY, check_state_dict_shapes, load_newest_valid
+from arlm.resume import NonFiniteLossError, is_non_finite_loss_error, reconcile_learning_rate
 
 LM_HEAD_KEY = "model.lm_head.weight"
 
@@ -51,9 +57,39 @@ def check_checkpoint_vocabulary(state_dict: Dict[str, Any], model: Any, tokenize
 
 
 class ARLMHarness(Harness):
-    """``xlm.harness.Harness`` plus :func:`check_model_covers_tokenizer` when the model is built,
-    :func:`check_checkpoint_vocabulary` whenever a checkpoint is loaded (resume, eval, generate),
-    :meth:`apply_checkpoint_ema` and a CPU-safe :meth:`from_checkpoint`."""
+    """``xlm.harness.Harness`` plus :func:`check_model_covers_tokenizer` when the model is built;
+    whenever a checkpoint is loaded (resume, eval, generate) :func:`check_checkpoint_vocabulary`
+    and :func:`arlm.checkpoints.check_state_dict_shapes`, and on resume
+    :func:`arlm.resume.reconcile_learning_rate`. ``load_from_checkpoint`` reads with
+    ``weights_only=True`` (:func:`arlm.checkpoints.load_newest_valid`), never with pickle; a NaN/Inf
+    loss stops training with :class:`arlm.resume.NonFiniteLossError` naming what to change, and
+    a checkpoint saved after it (``on_exception.ckpt``) is marked so that resuming skips it.
+    :meth:`apply_checkpoint_ema` and a CPU-safe :meth:`from_checkpoint` serve the jobs."""
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, *args: Any, **kwargs: Any) -> "ARLMHarness":
+        """Lightning's ``load_from_checkpoint`` with its one file read replaced: Lightning calls
+        ``pl_load`` (pickle) and offers no hook, so the replacement is scoped to this call."""
+
+        def safe_load(path: Any, map_location: Any = None) -> Dict[str, Any]:
+            return load_newest_valid(path, map_location or "cpu")[1]
+
+        with mock.patch.object(lightning_saving, "pl_load", safe_load):
+            return super().load_from_checkpoint(checkpoint_path, map_location, *args, **kwargs)
+
+    def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().training_step(*args, **kwargs)
+        except RuntimeError as error:
+            if is_non_finite_loss_error(error):
+                self.non_finite_stop = NonFiniteLossError.from_harness(self, error)
+                raise self.non_finite_stop from error
+            raise
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if getattr(self, "non_finite_stop", None) is not None:
+            checkpoint[NON_FINITE_STOP_KEY] = str(self.non_finite_stop)
 
     def instantiate_model(self) -> None:
         super().instantiate_model()
@@ -61,6 +97,9 @@ class ARLMHarness(Harness):
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         check_checkpoint_vocabulary(checkpoint.get("state_dict", {}), self.model, self.tokenizer)
+        check_state_dict_shapes(checkpoint, self)
+        if self._trainer is not None and self.trainer.state.fn == "fit":
+            reconcile_learning_rate(checkpoint, self.config)
         super().on_load_checkpoint(checkpoint)
 
     def apply_checkpoint_ema(self, checkpoint_path: Union[str, Path]) -> None:
@@ -69,9 +108,10 @@ class ARLMHarness(Harness):
         Call it after the checkpoint's own weights are loaded: Lightning's
         ``load_from_checkpoint`` runs ``on_load_checkpoint`` (where xlm-core's
         ``manual_ema_restore`` copies the EMA weights) *before* ``load_state_dict``, which then
-        puts the raw weights back. Raises ``ValueError`` naming the file when it has no EMA state.
+        puts the raw weights back. The file is read as ``load_from_checkpoint`` reads it (weights
+        only, the same fallback). Raises ``ValueError`` naming the file when it has no EMA state.
         """
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        checkpoint = load_newest_valid(checkpoint_path)[1]
         if "ema" not in checkpoint:
             raise ValueError(
                 f"{checkpoint_path} has no EMA weights (no 'ema' entry: trained without the EMA "
@@ -81,10 +121,22 @@ class ARLMHarness(Harness):
 
     @classmethod
     def from_checkpoint(
-        cls, checkpoint_path: Union[str, Path], *args: Any, map_location: str = "cpu", **kwargs: Any
+        cls,
+        checkpoint_path: Union[str, Path],
+        *args: Any,
+        apply_ema: bool = False,
+        map_location: str = "cpu",
+        **kwargs: Any,
     ) -> Harness:
-        """``Harness.from_checkpoint`` loading onto the CPU when ``map_location`` names CUDA and
-        this machine has none (xlm-core's ``push_to_hub`` job asks for ``"cuda"`` unconditionally)."""
+        """``Harness.from_checkpoint`` (xlm-core's ``push_to_hub`` and ``extract_checkpoint``) with
+        the EMA weights read by :meth:`apply_checkpoint_ema` (weights only) instead of xlm-core's
+        pickle load, and onto the CPU when ``map_location`` names CUDA and this machine has none
+        (``push_to_hub`` asks for ``"cuda"`` unconditionally)."""
         if "cuda" in str(map_location) and not torch.cuda.is_available():
             map_location = "cpu"
-        return super().from_checkpoint(checkpoint_path, *args, map_location=map_location, **kwargs)
+        harness = super().from_checkpoint(
+            checkpoint_path, *args, apply_ema=False, map_location=map_location, **kwargs
+        )
+        if apply_ema:
+            harness.apply_checkpoint_ema(checkpoint_path)
+        return harness

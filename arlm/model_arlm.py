@@ -7,7 +7,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from jaxtyping import Float, Integer
 from torch import Tensor, nn
 
-from arlm.decoder import DecoderConfig, DecoderStack, KVCache
+from arlm.decoder import DecoderConfig, DecoderStack, KVCache, check_positive
 
 
 class RotaryTransformerARLMModel(nn.Module, PyTorchModelHubMixin):
@@ -63,6 +63,9 @@ class RotaryTransformerARLMModel(nn.Module, PyTorchModelHubMixin):
         tie_word_embeddings: bool = False,
     ):
         super().__init__()
+        check_positive("dim_feedforward", dim_feedforward, integer=True, optional=True)
+        check_positive("rope_theta", rope_theta)
+        check_positive("layer_norm_eps", layer_norm_eps)
         self.config = DecoderConfig(
             vocab_size=num_embeddings,
             d_model=d_model,

@@ -161,6 +161,11 @@ class ARLMPredictor:
             positions=positions[:, :P],
             cache=cache,
         )[:, -1]
+        if not bool(torch.isfinite(logits).all()):  # NaN weights: greedy would decode '' silently
+            raise ValueError(
+                "the model's logits for the prompt hold NaN/Inf: its weights (or the checkpoint "
+                "they came from) are probably NaN/Inf; load a checkpoint written before the divergence"
+            )
         step = self._decode_step()
         finished = torch.zeros(B, dtype=torch.bool, device=ids.device)
         last_step = torch.full((B,), max_new - 1, dtype=torch.long, device=ids.device)
@@ -305,6 +310,10 @@ class ARLMPredictor:
                 f"the tokenizer needs a pad and an EOS token to generate, got pad_token_id="
                 f"{pad_id}, eos_token_id={eos_id}"
             )
+        vocab = getattr(getattr(self.model, "lm_head", None), "out_features", None)
+        for name, value in (("pad_token_id", pad_id), ("eos_token_id", eos_id), ("bos_token_id", getattr(self.tokenizer, "bos_token_id", None))):
+            if vocab is not None and value is not None and not 0 <= value < vocab:
+                raise ValueError(f"tokenizer {name}={value} is outside the model's vocabulary [0, {vocab}); use the tokenizer the model was built for")
         return pad_id, eos_id
 
     def _decode(self, rows: List[List[int]]) -> List[str]:

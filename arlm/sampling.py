@@ -5,6 +5,7 @@ Filtering reuses Hugging Face's logits warpers (``TemperatureLogitsWarper``,
 probability reaches ``p`` exactly as ``generate()`` does; greedy is an argmax.
 """
 
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -45,10 +46,15 @@ class Sampler:
             raise ValueError(f"sampling_method must be one of {SAMPLING_METHODS}, got {method!r}")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top (top-k) must be an integer >= 1, got {top_k!r}")
+        for name, value in (("p (top-p)", top_p), ("temperature", temperature)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__}); e.g. p=0.9, not p='0.9'")
         if not 0.0 < top_p <= 1.0:
             raise ValueError(f"p (top-p) must be in (0, 1], got {top_p!r}")
         if not temperature > 0.0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if not math.isfinite(temperature):
+            raise ValueError(f"temperature must be finite, got {temperature!r}")
         self.method, self.top_k, self.top_p, self.temperature = method, top_k, top_p, temperature
         self.greedy = method == "greedy" or (method == "sample_top_k" and top_k == 1)
         warpers = []
@@ -77,4 +83,12 @@ class Sampler:
         if self.greedy:
             return logits.argmax(dim=-1)
         probs = self.filter_logits(logits).float().softmax(dim=-1)
-        return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+        try:
+            return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+        except RuntimeError as error:
+            if bool(torch.isfinite(logits).all()):
+                raise
+            raise ValueError(
+                "the model's next-token logits hold NaN/Inf, so no token can be sampled; its "
+                "weights (or the checkpoint they came from) are probably NaN/Inf"
+            ) from error

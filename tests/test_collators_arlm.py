@@ -88,10 +88,16 @@ def test_seq2seq_collator_prefers_target_ids_over_input_ids(simple_tokenizer):
     assert batch["input_ids"][0].tolist() == [10, BOS, 30, EOS, PAD, PAD]
 
 
-def test_seq2seq_collator_truncates_to_block_size(simple_tokenizer):
-    batch = ARLMSeq2SeqCollator(simple_tokenizer, block_size=4)(
-        [{"prompt_ids": [10, 11], "input_ids": [20, 21, 22]}]
-    )
+def test_seq2seq_collator_refuses_rows_longer_than_block_size(simple_tokenizer):
+    with pytest.raises(ValueError, match=r"block_size=4 is too small: an example needs 7 tokens \(prompt 2 \+ separator 1 \+ target 3 \+ EOS 1\).*at least 7"):
+        ARLMSeq2SeqCollator(simple_tokenizer, block_size=4)([{"prompt_ids": [10, 11], "input_ids": [20, 21, 22]}])
+
+
+def test_seq2seq_collator_truncates_to_block_size_when_asked(simple_tokenizer):
+    with pytest.warns(UserWarning, match="block_size=4 is too small"):
+        batch = ARLMSeq2SeqCollator(simple_tokenizer, block_size=4, on_overflow="truncate")(
+            [{"prompt_ids": [10, 11], "input_ids": [20, 21, 22]}]
+        )
     assert batch["input_ids"].tolist() == [[10, 11, BOS, 20]]
     assert batch["target_ids"].tolist() == [[X, X, 20, X]]
 
@@ -270,7 +276,7 @@ def test_default_collator_properties(simple_tokenizer, rows, block_size):
 @given(pairs=st.lists(st.tuples(token_lists, token_lists), min_size=1, max_size=5),
        block_size=st.integers(2, 30))
 def test_seq2seq_collator_properties(simple_tokenizer, pairs, block_size):
-    batch = ARLMSeq2SeqCollator(simple_tokenizer, block_size)(
+    batch = ARLMSeq2SeqCollator(simple_tokenizer, block_size, on_overflow="truncate")(
         [{"prompt_ids": p, "input_ids": q} for p, q in pairs]
     )
     assert batch["input_ids"].shape == (len(pairs), block_size)

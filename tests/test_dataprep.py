@@ -110,3 +110,47 @@ def test_missing_cache_names_path_and_fix(tmp_path):
     )
     with pytest.raises(DataNotPreparedError, match=r"No prepared data for 'TinyGSM/TinyGSM/train' at .*TinyGSM/TinyGSM/train.*job_type=prepare_data"):
         manager.setup("fit", str(tmp_path), tokenizer=None, block_size=8, is_ddp=False, rank=0, world_size=1)
+
+
+def _truncate(path, keep=0.5):
+    with open(path, "r+b") as f:
+        f.truncate(int(path.stat().st_size * keep))
+
+
+@pytest.mark.parametrize("with_manifest", [True, False])
+def test_corrupt_cache_is_detected_named_and_rebuilt(simple_tokenizer, tmp_path, with_manifest):
+    from arlm.dataprep.cache import MANIFEST, CorruptCacheError, cache_problem
+
+    manager = _star_manager()
+    manager.prepare_data(str(tmp_path), simple_tokenizer)
+    cache_dir = manager._get_cache_dir(str(tmp_path))
+    assert cache_problem(cache_dir) is None
+    if not with_manifest:  # a cache written before manifests existed
+        (cache_dir / MANIFEST).unlink()
+    _truncate(cache_dir / "data-00000-of-00001.arrow")
+    assert "data-00000-of-00001.arrow" in cache_problem(cache_dir)
+    with pytest.raises(CorruptCacheError, match=f"{cache_dir.resolve()}.*is corrupt.*job_type=prepare_data"):
+        manager._load_from_cache(str(tmp_path))
+
+    manager.prepare_data(str(tmp_path), simple_tokenizer)
+    assert cache_problem(cache_dir) is None
+    assert len(datasets.load_from_disk(str(cache_dir))) == SIZES["train"]
+    assert not list(cache_dir.parent.glob(".*.partial-*"))
+
+
+def test_star_split_sizes_must_be_positive():
+    with pytest.raises(ValueError, match=r"star_split_sizes must be positive integers, got \{'train': 0\}"):
+        _star_manager(sizes=dict(SIZES, train=0))
+
+
+def test_full_disk_while_caching_names_the_cache_and_leaves_nothing(tmp_path):
+    import errno
+
+    def write(tmp):
+        tmp.mkdir()
+        (tmp / "part.arrow").write_bytes(b"x")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(DataNotPreparedError, match=f"Could not write the prepared-data cache {tmp_path / 'train'}.*No space left"):
+        write_dir_atomically(tmp_path / "train", write)
+    assert list(tmp_path.iterdir()) == []

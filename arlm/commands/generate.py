@@ -32,6 +32,8 @@ from omegaconf import DictConfig, OmegaConf
 from xlm.utils.model_loading import load_model_for_inference
 from xlm.utils.rank_zero import RankedLogger
 
+from arlm.validation import check_output_dir
+
 logger = RankedLogger(__name__, rank_zero_only=True)
 
 DROPPED_FIELDS = ("text_with_spl_tokens",)
@@ -102,6 +104,7 @@ def generate_arlm(cfg: DictConfig) -> List[Path]:
     if cfg.get("seed"):
         torch.manual_seed(cfg.seed)
     check_checkpoint_argument(cfg)
+    check_output_dir(OmegaConf.select(cfg, "generation.output_dir", default=None))
     device = resolve_device(OmegaConf.select(cfg, "generation.device", default="auto"))
     datamodule, tokenizer = _register_resolvers(cfg)
     datamodule.no_trainer_mode = True

@@ -8,22 +8,93 @@ not exist, and re-running ``prepare_data`` recovers (removing partial directorie
 
 Missing data and failed downloads raise :class:`DataNotPreparedError`, which names the cache
 directory that was looked for and how to fill it.
+
+A complete cache records what it holds in ``arlm_cache_manifest.json`` (every file written and
+its size), written inside the temporary directory before the rename. :func:`cache_problem`
+compares a cache with it (caches written before the manifest existed: their arrow files are
+read through); ``prepare_data`` moves a corrupt cache aside and rebuilds it, and loading one
+raises :class:`CorruptCacheError` naming the directory and the fix.
 """
 
+import errno
+import json
 import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import datasets
+import pyarrow as pa
 from xlm.datamodule import DatasetManager
+from xlm.utils.rank_zero import RankedLogger
+
+logger = RankedLogger(__name__, rank_zero_only=True)
 
 PARTIAL_MARKER = ".partial-"
+MANIFEST = "arlm_cache_manifest.json"
 
 
 class DataNotPreparedError(FileNotFoundError):
     """A dataset is neither in the manual cache nor obtainable from its source."""
+
+
+class CorruptCacheError(DataNotPreparedError):
+    """A prepared-data cache directory exists but does not hold what was written there."""
+
+
+def write_manifest(directory: Path) -> None:
+    """Record every file of ``directory`` (recursively) and its size in :data:`MANIFEST`."""
+    files = {str(p.relative_to(directory)): p.stat().st_size for p in sorted(directory.rglob("*")) if p.is_file()}
+    (directory / MANIFEST).write_text(json.dumps({"files": files}, indent=1))
+
+
+def _arrow_problem(path: Path) -> Optional[str]:
+    try:
+        with pa.memory_map(str(path)) as source:
+            pa.ipc.open_stream(source).read_all()
+    except (OSError, pa.ArrowException) as error:
+        return f"{path.name} is unreadable ({error})"
+    return None
+
+
+def cache_problem(directory: Path) -> Optional[str]:
+    """Why the cache in ``directory`` is incomplete or corrupt, or None if it is whole."""
+    directory = Path(directory)
+    manifest = directory / MANIFEST
+    if manifest.is_file():
+        try:
+            files = json.loads(manifest.read_text())["files"]
+        except (ValueError, KeyError) as error:
+            return f"{MANIFEST} is unreadable ({error})"
+        for name, size in files.items():
+            path = directory / name
+            if not path.is_file():
+                return f"{name} is missing"
+            if path.stat().st_size != size:
+                return f"{name} has {path.stat().st_size} bytes, {size} were written"
+        return None
+    state = directory / "state.json"
+    if not state.is_file():
+        return "state.json is missing (not a saved dataset)"
+    try:
+        data_files = [entry["filename"] for entry in json.loads(state.read_text())["_data_files"]]
+    except (ValueError, KeyError, TypeError) as error:
+        return f"state.json is unreadable ({error})"
+    for name in data_files:
+        if not (directory / name).is_file():
+            return f"{name} is missing"
+        problem = _arrow_problem(directory / name)
+        if problem:
+            return problem
+    return None
+
+
+def _fix(cache_dir: Path) -> str:
+    return (
+        f"Fix: run `xlm job_type=prepare_data experiment=<experiment>` with the same DATA_DIR (it "
+        f"detects the damage and rebuilds the cache), or delete {cache_dir.resolve()}."
+    )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -60,14 +131,21 @@ def write_dir_atomically(final_dir: Path, write: Callable[[Path], None]) -> None
     tmp_dir = final_dir.parent / f".{final_dir.name}{PARTIAL_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         write(tmp_dir)
+        write_manifest(tmp_dir)
         try:
             os.rename(tmp_dir, final_dir)
         except OSError:
             if not final_dir.exists():
                 raise
             shutil.rmtree(tmp_dir, ignore_errors=True)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DataNotPreparedError(
+                f"Could not write the prepared-data cache {final_dir.resolve()}: {error}. The partial "
+                f"copy was removed. Fix: free space on that filesystem "
+                f"or set DATA_DIR to a filesystem with room, then re-run"
+            ) from error
         raise
 
 
@@ -85,6 +163,39 @@ class AtomicCacheDatasetManager(DatasetManager):
         write_dir_atomically(
             cache_dir, lambda tmp: ds.save_to_disk(str(tmp), num_shards=self.iterable_dataset_shards)
         )
+
+    def _check_cache(self, manual_cache_dir: str) -> bool:
+        """True if the cache exists and is whole; a corrupt one is moved aside (and later removed)."""
+        cache_dir = self._get_cache_dir(manual_cache_dir)
+        if not cache_dir.exists():
+            return False
+        problem = cache_problem(cache_dir)
+        if problem is None:
+            return True
+        logger.warning(f"The prepared-data cache {cache_dir.resolve()} is corrupt ({problem}); rebuilding it")
+        print(f"arlm: the prepared-data cache {cache_dir.resolve()} is corrupt ({problem}); rebuilding it", flush=True)
+        os.rename(cache_dir, cache_dir.parent / f".{cache_dir.name}{PARTIAL_MARKER}corrupt-{uuid.uuid4().hex[:8]}")
+        return False
+
+    def setup(self, stage: str, manual_cache_dir: str, *args: Any, **kwargs: Any) -> None:
+        """xlm-core's ``setup``; if a datasets map cache (``cache-*.arrow``, rebuilt on demand) in
+        the cache directory is unreadable, it is deleted and ``setup`` retried once."""
+        try:
+            return super().setup(stage, manual_cache_dir, *args, **kwargs)
+        except (OSError, pa.ArrowException) as error:
+            cache_dir = self._get_load_cache_dir(manual_cache_dir)
+            broken = [p for p in sorted(cache_dir.glob("cache-*.arrow")) if _arrow_problem(p)]
+            if not broken:
+                raise CorruptCacheError(
+                    f"Reading the prepared-data cache {cache_dir.resolve()} of {self.full_name!r} failed: "
+                    f"{type(error).__name__}: {error}. {_fix(cache_dir)}"
+                ) from error
+            for path in broken:
+                path.unlink()
+            message = f"deleted unreadable datasets map caches {[p.name for p in broken]} in {cache_dir.resolve()}; rebuilding them"
+            logger.warning(message)
+            print(f"arlm: {message}", flush=True)
+            return super().setup(stage, manual_cache_dir, *args, **kwargs)
 
     def _download(self, num_proc: Optional[int] = None) -> datasets.Dataset:
         try:
@@ -109,4 +220,13 @@ class AtomicCacheDatasetManager(DatasetManager):
                 f"experiment=<experiment>` with the same DATA_DIR, or set DATA_DIR to the "
                 f"directory that holds the prepared data."
             )
-        return super()._load_from_cache(manual_cache_dir)
+        problem = cache_problem(cache_dir)
+        if problem is not None:
+            raise CorruptCacheError(f"The prepared-data cache {cache_dir.resolve()} of {self.full_name!r} is corrupt: {problem}. {_fix(cache_dir)}")
+        try:
+            return super()._load_from_cache(manual_cache_dir)
+        except (OSError, pa.ArrowException) as error:
+            raise CorruptCacheError(
+                f"The prepared-data cache {cache_dir.resolve()} of {self.full_name!r} cannot be read: "
+                f"{type(error).__name__}: {error}. {_fix(cache_dir)}"
+            ) from error

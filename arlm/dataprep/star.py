@@ -92,6 +92,9 @@ class StarDatasetManager(AtomicCacheDatasetManager):
         missing = [s for s in SPLITS if s not in sizes]
         if missing:
             raise ValueError(f"star split_sizes {sizes} lacks {missing}; give a size for each of {list(SPLITS)}")
+        bad = {s: sizes[s] for s in SPLITS if isinstance(sizes[s], bool) or not isinstance(sizes[s], int) or sizes[s] < 1}
+        if bad:
+            raise ValueError(f"star_split_sizes must be positive integers, got {bad} (e.g. star_split_sizes.train=50000)")
         self.split_sizes = {s: int(sizes[s]) for s in SPLITS}
         self.seed = int(seed)
         level, split = self._level_and_split()
@@ -123,7 +126,7 @@ class StarDatasetManager(AtomicCacheDatasetManager):
 
     def _check_cache(self, manual_cache_dir: str) -> bool:
         cache_dir = self._get_cache_dir(manual_cache_dir)
-        if not cache_dir.exists():
+        if not super()._check_cache(manual_cache_dir):
             return False
         meta_file = cache_dir / METADATA_FILE
         if meta_file.is_file():

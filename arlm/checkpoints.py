@@ -1,0 +1,285 @@
+"""Checkpoint files that cannot be half-written, cannot run code, and are checked before use.
+
+* :func:`save_atomically` writes ``torch.save`` output to a hidden temporary file beside the
+  target (same directory, so the same filesystem), fsyncs it and renames it into place; on any
+  error (a full disk included) the temporary file is removed and the old target is untouched. A
+  hard kill can leave ``.<name>.tmp-<pid>`` behind; :func:`remove_orphaned_temporaries` deletes
+  those of dead processes.
+* :func:`load_safely` reads a checkpoint with ``torch.load(weights_only=True)`` (tensors and plain
+  containers only) and turns torch's errors for empty, text, truncated and code-carrying files
+  into :class:`CheckpointError` naming the file.
+* :func:`load_newest_valid` loads the checkpoint Lightning or xlm-core picked automatically
+  (``last.ckpt``, ``on_exception.ckpt``, ``best.ckpt``) and, if it is unreadable, holds non-finite
+  weights or was written at a NaN/Inf stop, the newest valid ``*.ckpt`` beside it instead,
+  printing the one skipped.
+* :class:`SafeAtomicCheckpointIO` is the Lightning ``CheckpointIO`` plugin doing all of this for
+  every checkpoint the Trainer writes or reads (periodic, best, last, on-exception, resume, eval).
+"""
+
+import errno
+import logging
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+log = logging.getLogger(__name__)
+
+TMP_MARKER = ".tmp-"
+NON_FINITE_STOP_KEY = "arlm_non_finite_stop"
+AUTOMATIC_NAMES = ("last.ckpt", "on_exception.ckpt", "best.ckpt")
+RESUME_NAMES = ("last.ckpt", "on_exception.ckpt")
+
+
+# Lightning checkpoints of arlm runs hold only tensors and plain containers (checked with
+# ``torch.serialization.get_unsafe_globals_in_checkpoint``): no class needs to be allowed.
+SAFE_GLOBALS: List[Any] = []
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: empty, not a checkpoint, truncated, or unsafe."""
+
+
+def _describe_unreadable(path: Path, error: BaseException) -> str:
+    size = path.stat().st_size if path.exists() else 0
+    text = str(error)
+    if size == 0:
+        return f"{path} is empty (0 bytes): it was never written completely"
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head.startswith(b"PK"):
+            return f"{path} is truncated or corrupt ({size} bytes, the zip archive is incomplete)"
+        return f"{path} is not a PyTorch checkpoint ({size} bytes, no zip archive; a text file or another format?)"
+    if "Weights only load failed" in text or isinstance(error, pickle.UnpicklingError):
+        match = re.search(r"Unsupported global: GLOBAL (\S+)", text) or re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+        reason = match.group(1) if match else text.splitlines()[0]
+        return (
+            f"{path} asks to run or build Python objects that arlm does not load from checkpoints "
+            f"({reason}); it was not loaded. Use checkpoints written by arlm/Lightning training, or "
+            f"re-save its tensors with a tool you trust"
+        )
+    return f"{path} is truncated or corrupt ({size} bytes): {type(error).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def load_safely(path: _PATH, map_location: Any = "cpu") -> Dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with :data:`SAFE_GLOBALS`; a :class:`CheckpointError` otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist or is not a file")
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise CheckpointError(_describe_unreadable(path, error)) from error
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint dictionary")
+    return checkpoint
+
+
+def non_finite_tensor(checkpoint: Dict[str, Any]) -> Optional[str]:
+    """Name of the first weight in ``checkpoint["state_dict"]`` holding NaN or Inf, else None."""
+    for key, value in checkpoint.get("state_dict", {}).items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return key
+    return None
+
+
+def check_usable(path: Path, checkpoint: Dict[str, Any]) -> None:
+    """Raise :class:`CheckpointError` if ``checkpoint`` lacks weights, holds non-finite ones, or was
+    written when training stopped on a NaN/Inf loss (:data:`NON_FINITE_STOP_KEY`)."""
+    if NON_FINITE_STOP_KEY in checkpoint:
+        raise CheckpointError(
+            f"{path} was written when training stopped on a non-finite loss "
+            f"({str(checkpoint[NON_FINITE_STOP_KEY]).split('. ')[0]}); resuming from it would diverge again"
+        )
+    if "state_dict" not in checkpoint:
+        raise CheckpointError(
+            f"{path} has no 'state_dict' (keys: {sorted(checkpoint)[:4]}...); it is not a Lightning "
+            f"checkpoint. A bare model state dict goes to +eval.model_only_checkpoint_path / "
+            f"+generation.model_only_checkpoint_path instead"
+        )
+    bad = non_finite_tensor(checkpoint)
+    if bad is not None:
+        raise CheckpointError(f"{path} holds NaN/Inf weights ({bad}); a run that diverged wrote it")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_orphaned_temporaries(directory: Path) -> List[Path]:
+    """Delete ``.<name>.tmp-<pid>`` files in ``directory`` whose writer is dead; return them."""
+    removed = []
+    if not directory.is_dir():
+        return removed
+    for tmp in directory.glob(f".*{TMP_MARKER}*"):
+        pid = tmp.name.rsplit(TMP_MARKER, 1)[1]
+        if not pid.isdigit() or (int(pid) != os.getpid() and not _pid_alive(int(pid))):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _write_fix(error: BaseException, path: Path) -> str:
+    no_space = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(error)
+    if no_space:
+        return (
+            f"The partial file was removed and the checkpoints already in {path.parent} are intact. Fix: "
+            f"free space in (or point LOG_DIR / paths.log_dir to) a filesystem with room, then re-run "
+            f"the same command to resume"
+        )
+    return f"Fix: make {path.parent} a writable directory (LOG_DIR / paths.log_dir / checkpointing_dir)"
+
+
+def save_atomically(checkpoint: Dict[str, Any], path: _PATH) -> None:
+    """``torch.save`` to ``.<name>.tmp-<pid>`` beside ``path``, fsync, rename; never a partial ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}{TMP_MARKER}{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_orphaned_temporaries(path.parent)
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as error:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(error, (OSError, RuntimeError)) and not isinstance(error, CheckpointError):
+            raise CheckpointError(f"Could not write checkpoint {path}: {error}. {_write_fix(error, path)}") from error
+        raise
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def _candidates(path: Path) -> List[Path]:
+    """``path`` first, then the other ``*.ckpt`` files beside it, newest first. For a resume point
+    (:data:`RESUME_NAMES`) a newer ``last.ckpt``/``on_exception.ckpt`` goes before it: xlm-core
+    always asks for ``on_exception.ckpt`` first, even when a later run has written a newer ``last.ckpt``."""
+    others = [p for p in path.parent.glob("*.ckpt") if p.is_file() and p.name != path.name]
+    others.sort(key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
+    if path.name in RESUME_NAMES and path.exists():
+        newer = [p for p in others if p.name in RESUME_NAMES and p.stat().st_mtime > path.stat().st_mtime]
+        return [*newer, path, *[p for p in others if p not in newer]]
+    return [path, *others]
+
+
+def load_newest_valid(path: _PATH, map_location: Any = "cpu") -> Tuple[Path, Dict[str, Any]]:
+    """Load ``path``; if it is an automatically chosen name and unusable, the newest usable ``*.ckpt`` beside it.
+
+    Returns the path actually loaded and its contents. A checkpoint named explicitly (any other
+    file name) is never replaced: its :class:`CheckpointError` is raised as it is.
+    """
+    path = Path(path)
+    remove_orphaned_temporaries(path.parent)
+    if path.name not in AUTOMATIC_NAMES:
+        checkpoint = load_safely(path, map_location)
+        check_usable(path, checkpoint)
+        return path, checkpoint
+    skipped = []
+    for candidate in _candidates(path):
+        try:
+            checkpoint = load_safely(candidate, map_location)
+            check_usable(candidate, checkpoint)
+        except CheckpointError as error:
+            skipped.append(str(error))
+            log.warning(f"Skipping checkpoint: {error}")
+            continue
+        if candidate != path:
+            reason = f"which was skipped: {skipped[0]}" if skipped else "which is older"
+            message = f"Using {candidate} (global step {checkpoint.get('global_step')}) instead of {path}, {reason}"
+            log.warning(message)
+            print(f"arlm: {message}", flush=True)
+        return candidate, checkpoint
+    raise CheckpointError(
+        f"No usable checkpoint in {path.parent}: " + "; ".join(skipped)
+        + f". Fix: delete the broken files (or the directory {path.parent}) to start afresh"
+    )
+
+
+class SafeAtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning ``CheckpointIO``: atomic writes beside the target, ``weights_only`` reads with fallback."""
+
+    def save_checkpoint(self, checkpoint: Dict[str, Any], path: _PATH, storage_options: Optional[Any] = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        save_atomically(checkpoint, path)
+
+    def load_checkpoint(self, path: _PATH, map_location: Optional[Any] = lambda storage, loc: storage, weights_only: Optional[bool] = None) -> Dict[str, Any]:
+        return load_newest_valid(path, map_location)[1]
+
+
+def _model_config_differences(checkpoint: Dict[str, Any], module: Any) -> str:
+    """``"model.d_model: checkpoint 64, configured 32; ..."`` from the saved and the current config."""
+    saved = (checkpoint.get("hyper_parameters") or {}).get("model")
+    config = getattr(module, "config", None)
+    current = config.get("model") if config is not None else None
+    if not isinstance(saved, dict) or current is None:
+        return ""
+    diffs = []
+    for key, value in saved.items():
+        if key.startswith("_") or key not in current or (isinstance(value, str) and "${" in value):
+            continue
+        try:
+            now = current[key]
+        except Exception:
+            continue
+        if isinstance(value, (int, float, str, bool)) and value != now:
+            diffs.append(f"model.{key}: checkpoint {value}, configured {now}")
+    return "; ".join(diffs)
+
+
+def _first_structural_mismatch(saved: Dict[str, Any], own: Dict[str, Any]) -> Optional[str]:
+    """The first weight of the model (``model.*``) whose shape differs or that only one side has."""
+    for key, value in saved.items():
+        if key in own and isinstance(value, torch.Tensor) and tuple(value.shape) != tuple(own[key].shape):
+            return f"{key} has shape {tuple(value.shape)} in the checkpoint but {tuple(own[key].shape)} in the configured model"
+    for key in own:
+        if key.startswith("model.") and key not in saved:
+            return f"the configured model has {key}, which the checkpoint lacks"
+    for key in saved:
+        if key.startswith("model.") and key not in own:
+            return f"the checkpoint has {key}, which the configured model lacks"
+    return None
+
+
+def _fix_hint(checkpoint: Dict[str, Any], module: Any) -> str:
+    diffs = _model_config_differences(checkpoint, module)
+    if not diffs:
+        return (
+            "Fix: use the model config (model=..., model.d_model, model.num_layers, model.nhead, ...) "
+            "the checkpoint was trained with"
+        )
+    overrides = " ".join(f"{d.split(':')[0]}={d.split('checkpoint ')[1].split(',')[0]}" for d in diffs.split("; "))
+    return f"The model settings differ: {diffs}. Fix: pass the checkpoint's values ({overrides}) or use the model config it was trained with"
+
+
+def check_state_dict_shapes(checkpoint: Dict[str, Any], module: Any) -> None:
+    """Raise ``ValueError`` naming the first weight whose shape differs between checkpoint and
+    module, or that only one of them has (another depth, width, MLP or norm), and the fix."""
+    saved = checkpoint.get("state_dict", {})
+    mismatch = _first_structural_mismatch(saved, module.state_dict()) if saved else None
+    if mismatch is not None:
+        raise ValueError(f"The checkpoint is for another model size: {mismatch}. {_fix_hint(checkpoint, module)}.")

@@ -1,0 +1,93 @@
+"""Resuming safely after a divergence: no NaN resume point, and the configured learning rate wins.
+
+xlm-core's ``OnExceptionCheckpoint`` saves ``on_exception.ckpt`` on every exception, and resuming
+prefers that file. After a NaN/Inf loss that checkpoint is the diverged state, so the corrected
+command diverges again. Here:
+
+* :class:`NonFiniteLossError` replaces the harness's bare "NaN loss encountered" with the step,
+  the learning rate in use and the settings to change;
+* the ``on_exception.ckpt`` written for it is marked (:data:`arlm.checkpoints.NON_FINITE_STOP_KEY`,
+  set by ``ARLMHarness.on_save_checkpoint``), and resuming skips marked checkpoints, so the next
+  run resumes from the last periodic checkpoint (``last.ckpt``);
+* :func:`reconcile_learning_rate` makes a resumed run use the learning rate of the command, not
+  the one stored in the checkpoint's optimizer and scheduler, and reports the change.
+"""
+
+import math
+from typing import Any, Dict, Optional
+
+from omegaconf import OmegaConf
+from xlm.utils.rank_zero import RankedLogger
+
+logger = RankedLogger(__name__, rank_zero_only=True)
+
+NON_FINITE_PREFIXES = ("NaN loss encountered", "Inf loss (")
+
+
+def is_non_finite_loss_error(error: BaseException) -> bool:
+    """True for the ``RuntimeError`` xlm-core's ``Harness`` raises on a NaN or Inf training loss."""
+    return isinstance(error, NonFiniteLossError) or str(error).startswith(NON_FINITE_PREFIXES)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or Inf; the message names the step and what to change."""
+
+    @classmethod
+    def from_harness(cls, harness: Any, error: BaseException) -> "NonFiniteLossError":
+        cfg = harness.config
+        lr = OmegaConf.select(cfg, "optimizer.lr", default="?")
+        warmup = OmegaConf.select(cfg, "lr_scheduler.num_warmup_steps", default="?")
+        clip = OmegaConf.select(cfg, "trainer.gradient_clip_val", default=None)
+        try:
+            current = harness.trainer.optimizers[0].param_groups[0]["lr"]
+        except (AttributeError, IndexError, RuntimeError):
+            current = "?"
+        return cls(
+            f"{error}. Training stopped; on_exception.ckpt is marked as diverged and resuming skips "
+            f"it, so re-running the command resumes from the last periodic checkpoint ({harness.config.checkpointing_dir}/last.ckpt) "
+            f"with the settings of the new command. Learning rate at the failure: {current}. Fix: "
+            f"lower optimizer.lr (now {lr}), raise lr_scheduler.num_warmup_steps (now {warmup}), "
+            f"set trainer.gradient_clip_val (now {clip}); check the data of this step if it persists."
+        )
+
+
+def _configured_lr(cfg: Any) -> Optional[float]:
+    value = OmegaConf.select(cfg, "optimizer.lr", default=None)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def reconcile_learning_rate(checkpoint: Dict[str, Any], cfg: Any) -> Optional[str]:
+    """Rescale the checkpoint's optimizer and scheduler to ``cfg.optimizer.lr``; return the report.
+
+    The scheduler's ``base_lrs`` (the peak rate it was built with) are compared with the configured
+    rate; where they differ, ``base_lrs``, the optimizer's ``initial_lr``/``lr`` and the
+    scheduler's last rates are scaled by ``configured / stored``, so the schedule continues at its
+    step with the new peak. Returns None when nothing differs.
+    """
+    new_lr = _configured_lr(cfg)
+    schedulers = checkpoint.get("lr_schedulers") or []
+    optimizers = checkpoint.get("optimizer_states") or []
+    if new_lr is None or not schedulers or not optimizers:
+        return None
+    scheduler = schedulers[0]
+    base_lrs = scheduler.get("base_lrs") or []
+    if not base_lrs or all(math.isclose(old, new_lr, rel_tol=1e-9) for old in base_lrs):
+        return None
+    old_lrs = list(base_lrs)
+    factors = [new_lr / old if old else 1.0 for old in old_lrs]
+    scheduler["base_lrs"] = [new_lr for _ in old_lrs]
+    if "_last_lr" in scheduler:
+        scheduler["_last_lr"] = [lr * f for lr, f in zip(scheduler["_last_lr"], factors)]
+    for group, factor in zip(optimizers[0].get("param_groups", []), factors):
+        group["lr"] = group["lr"] * factor
+        group["initial_lr"] = new_lr
+    message = (
+        f"Resuming at step {checkpoint.get('global_step')}: the checkpoint's optimizer was configured with "
+        f"lr={old_lrs[0]:g}, this command sets optimizer.lr={new_lr:g}; the schedule continues with {new_lr:g}"
+    )
+    logger.warning(message)
+    print(f"arlm: {message}", flush=True)
+    return message
