@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from arlm.checkpoints import CheckpointError, load_safely
-from arlm.datamodule_arlm import prepare_prefix_ids_arlm
+from arlm.datamodule_arlm import id_lists_to_tensors, prepare_prefix_ids_arlm
 from arlm.decoder import DecoderConfig
 from arlm.model_arlm import RotaryTransformerARLMModel
 from arlm.predictor_arlm import ARLMPredictor
@@ -62,7 +62,7 @@ def _nan_model():
 def test_nan_weights_are_reported_for_greedy_and_sampling(simple_tokenizer, method):
     predictor = ARLMPredictor(max_steps=4, max_length=16, tokenizer=simple_tokenizer, model=_nan_model(), sampling_method=method)
     with pytest.raises(ValueError, match="logits for the prompt hold NaN/Inf"):
-        predictor.predict(prepare_prefix_ids_arlm([[7, 8]], pad_token_id=PAD, bos_token_id=BOS))
+        predictor.predict(id_lists_to_tensors(prepare_prefix_ids_arlm([[7, 8]], PAD, BOS, truncate=None, add_bos="output")))
 
 
 def test_sampler_names_nan_logits():
@@ -74,7 +74,7 @@ def test_special_ids_outside_the_model_vocabulary_are_named(simple_tokenizer):
     model = RotaryTransformerARLMModel(**dict(TINY_MODEL_KWARGS, num_embeddings=3)).eval()
     predictor = ARLMPredictor(max_steps=4, max_length=16, tokenizer=simple_tokenizer, model=model, sampling_method="greedy")
     with pytest.raises(ValueError, match=r"tokenizer eos_token_id=3 is outside the model's vocabulary \[0, 3\)"):
-        predictor.predict(prepare_prefix_ids_arlm([[1, 2]], pad_token_id=PAD))
+        predictor.predict(id_lists_to_tensors(prepare_prefix_ids_arlm([[1, 2]], PAD, truncate=None)))
 
 
 @pytest.mark.parametrize("content, message", [
