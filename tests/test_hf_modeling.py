@@ -226,6 +226,8 @@ def test_cross_attention_used_with_encoder_states_and_skipped_without():
         (dict(attention_dropout=1.5), "attention_dropout must be in"),
         (dict(num_hidden_layers=0), "num_hidden_layers must be a positive integer"),
         (dict(pad_token_id=VOCAB), "pad_token_id must be in"),
+        (dict(bos_token_id=VOCAB), r"bos_token_id must be in \[0, vocab_size=\d+\), got \d+"),
+        (dict(eos_token_id=[1, -1]), r"eos_token_id must be in .*got \[1, -1\]"),
     ],
 )
 def test_invalid_config_raises_naming_the_field(overrides, message):
@@ -236,6 +238,8 @@ def test_invalid_config_raises_naming_the_field(overrides, message):
 def test_bad_inputs_raise_clear_errors():
     model = tiny_model()
     ids = random_ids()
+    with pytest.raises(ValueError, match=r"empty prompt of shape \(1, 0\)"):
+        model.generate(torch.zeros((1, 0), dtype=torch.long), max_new_tokens=2)
     with pytest.raises(ValueError, match=r"labels must have the shape of input_ids \(2, 12\)"):
         model(ids, labels=ids[:, :-1])
     with pytest.raises(ValueError, match="labels must be an integer tensor"):

@@ -153,11 +153,17 @@ class ArlowConfig(PretrainedConfig):
                 f"ArlowConfig.rms_norm_eps and rope_theta must be positive, got "
                 f"{self.rms_norm_eps} and {self.rope_theta}"
             )
-        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(
-                f"ArlowConfig.pad_token_id must be in [0, vocab_size={self.vocab_size}), "
-                f"got {self.pad_token_id}"
-            )
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            value = getattr(self, name)
+            ids = value if isinstance(value, (list, tuple)) else [value]
+            for token_id in ids:
+                if token_id is not None and not (
+                    isinstance(token_id, int) and 0 <= token_id < self.vocab_size
+                ):
+                    raise ValueError(
+                        f"ArlowConfig.{name} must be in [0, vocab_size={self.vocab_size}), "
+                        f"got {value!r}"
+                    )
 
     def to_decoder_config(self, attention_backend: str = "sdpa") -> DecoderConfig:
         """The :class:`DecoderConfig` of the network this configuration describes."""

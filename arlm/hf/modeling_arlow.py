@@ -290,6 +290,17 @@ class ArlowForCausalLM(ArlowPreTrainedModel, GenerationMixin):
             attentions=outputs.attentions,
         )
 
+    def generate(self, inputs: Optional[Tensor] = None, *args: Any, **kwargs: Any) -> Any:
+        """``GenerationMixin.generate``, refusing a prompt with no token, shape ``(B, 0)``, which
+        would otherwise fail with an ``IndexError`` inside transformers."""
+        prompt = inputs if inputs is not None else kwargs.get("input_ids")
+        if isinstance(prompt, Tensor) and prompt.dim() == 2 and prompt.shape[1] == 0:
+            raise ValueError(
+                f"generate() got an empty prompt of shape {tuple(prompt.shape)}; give every row at "
+                f"least one token (for unconditional text, the BOS id {self.config.bos_token_id})"
+            )
+        return super().generate(inputs, *args, **kwargs)
+
     def create_masks_for_generate(
         self,
         config: ArlowConfig,
