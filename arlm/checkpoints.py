@@ -29,6 +29,8 @@ import torch
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from arlm.processes import pid_alive
+
 log = logging.getLogger(__name__)
 
 TMP_MARKER = ".tmp-"
@@ -110,16 +112,6 @@ def check_usable(path: Path, checkpoint: Dict[str, Any]) -> None:
         raise CheckpointError(f"{path} holds NaN/Inf weights ({bad}); a run that diverged wrote it")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_orphaned_temporaries(directory: Path) -> List[Path]:
     """Delete ``.<name>.tmp-<pid>`` files in ``directory`` whose writer is dead; return them."""
     removed = []
@@ -127,7 +119,7 @@ def remove_orphaned_temporaries(directory: Path) -> List[Path]:
         return removed
     for tmp in directory.glob(f".*{TMP_MARKER}*"):
         pid = tmp.name.rsplit(TMP_MARKER, 1)[1]
-        if not pid.isdigit() or (int(pid) != os.getpid() and not _pid_alive(int(pid))):
+        if not pid.isdigit() or (int(pid) != os.getpid() and not pid_alive(int(pid))):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed

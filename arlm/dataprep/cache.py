@@ -29,6 +29,8 @@ import pyarrow as pa
 from xlm.datamodule import DatasetManager
 from xlm.utils.rank_zero import RankedLogger
 
+from arlm.processes import pid_alive
+
 logger = RankedLogger(__name__, rank_zero_only=True)
 
 PARTIAL_MARKER = ".partial-"
@@ -97,16 +99,6 @@ def _fix(cache_dir: Path) -> str:
     )
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale_partials(final_dir: Path) -> None:
     """Delete ``.<name>.partial-<pid>-*`` siblings of ``final_dir`` left by processes that died."""
     parent = final_dir.parent
@@ -114,7 +106,7 @@ def remove_stale_partials(final_dir: Path) -> None:
         return
     for candidate in parent.glob(f".{final_dir.name}{PARTIAL_MARKER}*"):
         pid_part = candidate.name.rsplit(PARTIAL_MARKER, 1)[1].split("-", 1)[0]
-        if not pid_part.isdigit() or not _pid_alive(int(pid_part)):
+        if not pid_part.isdigit() or not pid_alive(int(pid_part)):
             shutil.rmtree(candidate, ignore_errors=True)
 
 
