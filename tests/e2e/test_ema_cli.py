@@ -1,14 +1,14 @@
 """``xlm job_type=generate_arlm`` decodes with the checkpoint's EMA weights by default and with its
 raw weights under ``+generation.use_ema=false``; the EMA output is what the exported Hugging Face
-model generates greedily."""
+model (written as its native transformers twin) generates greedily."""
 
 import json
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 from xlm.datamodule import SimpleSpaceTokenizer
 
-from arlm import ArlowForCausalLM
 from tests.e2e.xlm_cli import (
     REPO_ROOT, STAR_SIZES, TINY_MODEL, TINY_TRAIN, checkpoint_dir, offline_env, run_xlm,
 )
@@ -54,7 +54,7 @@ def test_generate_arlm_uses_ema_weights_unless_told_otherwise(diverged_checkpoin
         ["job_type=export_hf", *STAR, f"+export_hf.checkpoint_path={ckpt}", f"+export_hf.output_dir={hf_dir}"],
         cwd=REPO_ROOT, env=env,
     )
-    hf = ArlowForCausalLM.from_pretrained(hf_dir).eval()
+    hf = AutoModelForCausalLM.from_pretrained(hf_dir).eval()  # the native export (GPT-NeoX)
     tokenizer = SimpleSpaceTokenizer.for_numbers(20)
     special = set(tokenizer.all_special_ids)
     for row in with_ema:
