@@ -359,9 +359,11 @@ class DecoderStack(nn.Module):
         if encoder_attention_mask is not None:
             encoder_mask = encoder_attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S_enc)
         x = self.dropout(x)
-        hidden_states, attentions = [], []
+        hidden_states: list = []
+        attentions: list = []
         for layer in self.layers:
-            hidden_states.append(x)
+            if output_hidden_states:
+                hidden_states.append(x)
             args = (
                 x, cos, sin, mask, is_causal, cache, cache_kwargs, encoder_hidden_states,
                 encoder_mask, output_attentions,
@@ -370,7 +372,8 @@ class DecoderStack(nn.Module):
                 x, weights = checkpoint(layer, *args, use_reentrant=False)
             else:
                 x, weights = layer(*args)
-            attentions.append(weights)
+            if output_attentions:
+                attentions.append(weights)
         x = self.norm(x)
         return DecoderOutput(
             last_hidden_state=x,
