@@ -17,6 +17,7 @@ import torch
 from xlm.harness import Harness
 
 from arlm.checkpoints import NON_FINITE_STOP_KEY, check_state_dict_shapes, load_newest_valid
+from arlm.matmul_precision import exact_fp32_matmul_on_cpu
 from arlm.resume import NonFiniteLossError, is_non_finite_loss_error, reconcile_learning_rate
 
 LM_HEAD_KEY = "model.lm_head.weight"
@@ -64,7 +65,9 @@ class ARLMHarness(Harness):
     ``weights_only=True`` (:func:`arlm.checkpoints.load_newest_valid`), never with pickle; a NaN/Inf
     loss stops training with :class:`arlm.resume.NonFiniteLossError` naming what to change, and
     a checkpoint saved after it (``on_exception.ckpt``) is marked so that resuming skips it.
-    :meth:`apply_checkpoint_ema` and a CPU-safe :meth:`from_checkpoint` serve the jobs."""
+    :meth:`apply_checkpoint_ema` and a CPU-safe :meth:`from_checkpoint` serve the jobs. On the
+    CPU, fp32 matmuls are exact again (:mod:`arlm.matmul_precision`) once Lightning has placed the
+    module, for every stage."""
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, *args: Any, **kwargs: Any) -> "ARLMHarness":
@@ -76,6 +79,10 @@ class ARLMHarness(Harness):
 
         with mock.patch.object(lightning_saving, "pl_load", safe_load):
             return super().load_from_checkpoint(checkpoint_path, map_location, *args, **kwargs)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        exact_fp32_matmul_on_cpu(self.trainer.strategy.root_device)
 
     def training_step(self, *args: Any, **kwargs: Any) -> Any:
         try:

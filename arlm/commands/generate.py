@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from xlm.utils.model_loading import load_model_for_inference
 from xlm.utils.rank_zero import RankedLogger
 
+from arlm.matmul_precision import exact_fp32_matmul_on_cpu
 from arlm.validation import check_output_dir
 
 logger = RankedLogger(__name__, rank_zero_only=True)
@@ -123,6 +124,7 @@ def generate_arlm(cfg: DictConfig) -> List[Path]:
         checkpoint_fallback_dir=cfg.checkpointing_dir,
         allow_random_init=False,
     )
+    exact_fp32_matmul_on_cpu(device)
     if ckpt_path is not None and bool(OmegaConf.select(cfg, "generation.use_ema", default=True)):
         module.apply_checkpoint_ema(ckpt_path)
         logger.info(f"EMA weights of {ckpt_path} applied")
