@@ -20,16 +20,17 @@ the output projection is zeroed, so that greedy decoding of random weights never
     python benchmarks/generate_throughput.py --threads 1 --clock process  # on a busy machine
 """
 
-import argparse
-import time
 from typing import Callable, Dict, List
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 from xlm.datamodule import SimpleSpaceTokenizer
 
 from arlm.model_arlm import RotaryTransformerARLMModel
 from arlm.predictor_arlm import ARLMPredictor, greedy_decode_without_cache
+from common import (
+    CLOCKS, add_clock_arg, add_network_args, arlm_network, benchmark_parser, llama_twin, network_summary, time_alternating,
+)
 
 PAD, EOS = 0, 3  # SimpleSpaceTokenizer's ids
 NO_CACHE = "ours, no cache"
@@ -46,11 +47,7 @@ def prompt_batch(batch: int, width: int, vocab: int) -> Dict[str, torch.Tensor]:
 
 def build_ours(args, max_length: int) -> RotaryTransformerARLMModel:
     torch.manual_seed(0)
-    model = RotaryTransformerARLMModel(
-        num_embeddings=args.vocab, d_model=args.d_model, num_layers=args.layers, nhead=args.heads,
-        dim_feedforward=args.ff, dropout=0.0, rotary_emb_dim=args.d_model // args.heads,
-        max_length=max_length, padding_idx=PAD,
-    ).eval()
+    model = arlm_network(args, max_length, padding_idx=PAD).eval()
     with torch.no_grad():
         model.lm_head.weight[EOS] = 0.0
     return model
@@ -58,31 +55,16 @@ def build_ours(args, max_length: int) -> RotaryTransformerARLMModel:
 
 def build_llama(args, max_length: int) -> LlamaForCausalLM:
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=args.vocab, hidden_size=args.d_model, intermediate_size=round(2 * args.ff / 3),
-        num_hidden_layers=args.layers, num_attention_heads=args.heads,
-        num_key_value_heads=args.heads, max_position_embeddings=max_length,
-        pad_token_id=PAD, eos_token_id=EOS, bos_token_id=None, tie_word_embeddings=False,
-        attn_implementation="sdpa",
-    )
-    return LlamaForCausalLM(config).eval()
+    return llama_twin(args, max_length, pad_token_id=PAD, eos_token_id=EOS, bos_token_id=None).eval()
 
 
 def best_times(
     runs: Dict[str, Callable[[], object]], repeats: int, clock: Callable[[], float]
 ) -> Dict[str, float]:
-    for name, run in runs.items():
-        if name != NO_CACHE:
-            run()  # warm-up (and compilation, for the compiled contender)
-    best = {}
-    for round_ in range(repeats):
-        for name, run in runs.items():
-            if name == NO_CACHE and round_ > 0:
-                continue
-            start = clock()
-            run()
-            best[name] = min(best.get(name, float("inf")), clock() - start)
-    return best
+    """Best of ``repeats`` alternating rounds after one warm-up call (compilation, for the compiled
+    contender); the full recompute is timed once, without warm-up."""
+    times = time_alternating(runs, repeats, warmup=1, clock=clock, once=(NO_CACHE,))
+    return {name: min(t) for name, t in times.items() if t}
 
 
 def contenders(args, batch, new_tokens: int, tokenizer) -> Dict[str, Callable[[], object]]:
@@ -120,32 +102,22 @@ def params(model: torch.nn.Module) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--d-model", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--ff", type=int, default=1024)
-    parser.add_argument("--vocab", type=int, default=1024)
+    parser = benchmark_parser(__doc__)
+    add_network_args(parser)
     parser.add_argument("--prompt", type=int, default=32)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--new-tokens", type=int, nargs="+", default=[64, 128, 256])
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2, help="timed rounds (best kept)")
     parser.add_argument("--compile", action="store_true", help="add the compiled static-cache row")
     parser.add_argument("--skip-no-cache", action="store_true", help="leave out the slow recompute")
-    parser.add_argument(
-        "--clock", choices=["wall", "process"], default="wall",
-        help="process: CPU seconds of this process, robust to other load on a shared machine "
-        "(meaningful with --threads 1: idle OpenMP threads spin and count as CPU time)",
-    )
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
+    add_clock_arg(parser)
     args = parser.parse_args()
     if args.quick:
         args.d_model, args.layers, args.ff, args.vocab, args.prompt = 64, 2, 256, 128, 8
         args.batches, args.new_tokens = [1, 2], [8, 16]
     torch.set_num_threads(args.threads)
     tokenizer = SimpleSpaceTokenizer(vocab=[str(i) for i in range(args.vocab - 7)])
-    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    clock = CLOCKS[args.clock]
 
     seconds: Dict[tuple, float] = {}
     names: List[str] = []
@@ -159,8 +131,7 @@ def main() -> None:
 
     width = args.prompt + max(args.new_tokens)
     print(
-        f"\nd_model {args.d_model}, {args.layers} layers, {args.heads} heads, ff {args.ff}, vocab "
-        f"{args.vocab}; params: ours {params(build_ours(args, width)):.2f}M, HF Llama "
+        f"\n{network_summary(args)}; params: ours {params(build_ours(args, width)):.2f}M, HF Llama "
         f"{params(build_llama(args, width)):.2f}M; prompt {args.prompt} (last row of a batch "
         f"left-padded by {args.prompt // 4}); greedy; {args.threads} threads; {args.clock} clock; fp32; torch "
         f"{torch.__version__}\n"

@@ -24,10 +24,8 @@ warm-up. Prints a markdown table.
     python benchmarks/hf_throughput.py --threads 1 --clock process   # on a busy machine
 """
 
-import argparse
 import statistics
-import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -37,6 +35,9 @@ from arlm import RotaryTransformerARLMModel
 from arlm.hf.export import xlm_to_hf
 from arlm.hf.native_export import to_native
 from arlm.predictor_arlm import ARLMPredictor
+from common import (
+    CLOCKS, add_clock_arg, add_network_args, add_round_args, arlm_network, benchmark_parser, time_alternating,
+)
 
 SHAPES = {
     "gpt_neox": dict(activation="relu", norm="layernorm", bias=True),
@@ -55,13 +56,10 @@ def word_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
 
 
 def build(args):
-    head_dim = args.hidden // args.heads
     torch.manual_seed(0)
-    xlm = RotaryTransformerARLMModel(
-        num_embeddings=args.vocab, d_model=args.hidden, num_layers=args.layers, nhead=args.heads,
-        dim_feedforward=args.intermediate, dropout=0.0, padding_idx=0,
-        rotary_emb_dim=head_dim // 2 if args.shape == "gpt_neox" else head_dim,
-        max_length=max(args.seq, args.prompt + args.new_tokens), **SHAPES[args.shape],
+    xlm = arlm_network(
+        args, max(args.seq, args.prompt + args.new_tokens),
+        rotary_emb_dim=args.d_model // args.heads // 2 if args.shape == "gpt_neox" else None, **SHAPES[args.shape],
     ).eval()
     tokenizer = word_tokenizer(args.vocab)
     arlow = xlm_to_hf(xlm, tokenizer)
@@ -120,48 +118,28 @@ def median_times(
     runners: Dict[str, Callable[[], None]], warmup: int, rounds: int, per_round: int,
     clock: Callable[[], float],
 ) -> Dict[str, float]:
-    for run in runners.values():
-        for _ in range(warmup):
-            run()
-    times: Dict[str, List[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            for _ in range(per_round):
-                start = clock()
-                run()
-                times[name].append(clock() - start)
+    times = time_alternating(runners, rounds, per_round, warmup, clock)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--shape", choices=sorted(SHAPES), default="gpt_neox")
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--intermediate", type=int, default=1024)
-    parser.add_argument("--vocab", type=int, default=1024)
+    add_network_args(parser, width="--hidden", feedforward="--intermediate")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--gen-batch", type=int, default=8)
     parser.add_argument("--prompt", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds per runner")
-    parser.add_argument("--steps-per-round", type=int, default=3, help="training steps per round")
-    parser.add_argument(
-        "--clock", choices=["wall", "process"], default="wall",
-        help="process: CPU time of this process (steadier on a busy shared machine)",
-    )
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
+    add_round_args(parser, warmup=2, rounds=4)
+    add_clock_arg(parser)
     args = parser.parse_args()
     if args.quick:
         args.seq, args.batch, args.new_tokens, args.warmup, args.rounds, args.steps_per_round = 64, 2, 16, 1, 2, 1
     torch.set_num_threads(args.threads)
     xlm, tokenizer, hf_models = build(args)
     native_name = next(iter(hf_models))
-    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    clock = CLOCKS[args.clock]
 
     train = median_times(
         {name: train_step_fn(m, args) for name, m in hf_models.items()},
@@ -178,8 +156,8 @@ def main() -> None:
     train_tokens = args.batch * args.seq
     new_tokens = args.gen_batch * args.new_tokens
     print(
-        f"\n{args.shape}-shaped network: hidden {args.hidden}, {args.layers} layers, {args.heads} "
-        f"heads, intermediate {args.intermediate}, vocab {args.vocab}; train batch {args.batch} x "
+        f"\n{args.shape}-shaped network: hidden {args.d_model}, {args.layers} layers, {args.heads} "
+        f"heads, intermediate {args.ff}, vocab {args.vocab}; train batch {args.batch} x "
         f"seq {args.seq} (AdamW); generate batch {args.gen_batch}, prompt {args.prompt}, "
         f"{args.new_tokens} new tokens, greedy, KV cache; {args.threads} threads, {args.clock} "
         f"clock, fp32, torch {torch.__version__}, transformers {__import__('transformers').__version__}\n"

@@ -14,15 +14,14 @@ identically for both models).
     python benchmarks/train_throughput.py --quick    # smoke run
 """
 
-import argparse
 import statistics
-import time
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from arlm.loss_arlm import ARLMLoss
-from arlm.model_arlm import RotaryTransformerARLMModel
+from common import (
+    add_network_args, add_round_args, arlm_network, benchmark_parser, llama_twin, network_summary, time_alternating,
+)
 
 
 def make_batch(batch: int, seq: int, vocab: int) -> dict:
@@ -37,24 +36,13 @@ def make_batch(batch: int, seq: int, vocab: int) -> dict:
 
 
 def build_arlm(args):
-    model = RotaryTransformerARLMModel(
-        num_embeddings=args.vocab, d_model=args.d_model, num_layers=args.layers, nhead=args.heads,
-        dim_feedforward=args.ff, dropout=0.0, rotary_emb_dim=args.d_model // args.heads,
-        max_length=args.seq, padding_idx=0,
-    )
+    model = arlm_network(args, args.seq)
     loss = ARLMLoss(model=model)
     return model, lambda batch: loss(batch)["loss"]
 
 
 def build_llama(args):
-    # SwiGLU has three matrices: 3 * d * inter == 2 * d * ff keeps the parameter count equal.
-    config = LlamaConfig(
-        vocab_size=args.vocab, hidden_size=args.d_model, intermediate_size=round(2 * args.ff / 3),
-        num_hidden_layers=args.layers, num_attention_heads=args.heads,
-        num_key_value_heads=args.heads, max_position_embeddings=args.seq, pad_token_id=0,
-        tie_word_embeddings=False, attn_implementation="sdpa",
-    )
-    model = LlamaForCausalLM(config)
+    model = llama_twin(args, args.seq, pad_token_id=0)
 
     def step_loss(batch):
         labels = batch["input_ids"].masked_fill(~batch["attention_mask"].bool(), -100)
@@ -72,31 +60,17 @@ def non_embedding_params(model: torch.nn.Module) -> int:
 
 def matmul_ceiling_gflops(n: int = 2048, repeats: int = 10) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
+    times = time_alternating({"matmul": lambda: a @ b}, rounds=repeats, warmup=3)["matmul"]
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--d-model", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--ff", type=int, default=1024)
-    parser.add_argument("--vocab", type=int, default=1024)
+    parser = benchmark_parser(__doc__)
+    add_network_args(parser)
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=6, help="alternating rounds per model")
-    parser.add_argument("--steps-per-round", type=int, default=3)
+    add_round_args(parser, warmup=3, rounds=6)
     parser.add_argument("--compile", action="store_true", help="also time ARLM with torch.compile'd loss")
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     args = parser.parse_args()
     if args.quick:
         args.seq, args.batch, args.warmup, args.rounds, args.steps_per_round = 64, 2, 1, 2, 1
@@ -120,22 +94,13 @@ def main() -> None:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-        for _ in range(args.warmup):
-            step()
         runners[name] = step
 
-    times = {name: [] for name in runners}
-    for _ in range(args.rounds):
-        for name, step in runners.items():
-            for _ in range(args.steps_per_round):
-                start = time.perf_counter()
-                step()
-                times[name].append(time.perf_counter() - start)
+    times = time_alternating(runners, args.rounds, args.steps_per_round, args.warmup)
     ceiling = matmul_ceiling_gflops()
 
     print(
-        f"\nd_model {args.d_model}, {args.layers} layers, {args.heads} heads, ff {args.ff}, "
-        f"vocab {args.vocab}, batch {args.batch} x seq {args.seq} (last row 1/4 padded), "
+        f"\n{network_summary(args)}, batch {args.batch} x seq {args.seq} (last row 1/4 padded), "
         f"{args.threads} threads, fp32, torch {torch.__version__}\n"
         f"fp32 matmul ceiling (2048^3): {ceiling:.1f} GFLOP/s\n"
     )
