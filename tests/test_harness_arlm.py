@@ -4,8 +4,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from arlm.commands.generate import check_checkpoint_argument, exact_match_summary, resolve_device
 from arlm.harness_arlm import check_checkpoint_vocabulary, check_model_covers_tokenizer
+from arlm.jobs.generate import check_checkpoint_argument, exact_match_summary, resolve_device
 from arlm.model_arlm import RotaryTransformerARLMModel
 from tests.conftest import TINY_MODEL_KWARGS, VOCAB_SIZE
 

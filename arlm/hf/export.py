@@ -15,11 +15,8 @@ The directory is written safely: the checkpoint is read with ``torch.load(weight
 written into a temporary directory beside ``output_dir`` and renamed into place, and an existing
 file or non-empty directory is replaced only with ``overwrite=True``.
 
-Python: :func:`export_checkpoint_to_hf`. xLM job type (``configs/commands.yaml``)::
-
-    xlm job_type=export_hf experiment=star_easy_arlm \
-        +export_hf.checkpoint_path=<run>/checkpoints/last.ckpt +export_hf.output_dir=<dir> \
-        [+export_hf.architecture=auto|native|arlow] [+export_hf.overwrite=true]
+Python: :func:`export_checkpoint_to_hf`. The xLM job type ``xlm job_type=export_hf`` that calls it
+is :mod:`arlm.jobs.export_hf`, so that this module imports without xlm-core and Hydra.
 """
 
 import copy
@@ -185,35 +182,6 @@ def hf_tokenizer_from(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizer
             f"{len(converted)} tokens"
         )
     return converted
-
-
-def export_hf_job(cfg: Any) -> None:
-    """xLM custom job ``export_hf``: ``cfg.export_hf.{checkpoint_path, output_dir[, apply_ema,
-    architecture, overwrite]}``; the tokenizer is ``cfg.global_components.tokenizer`` and, for
-    model-only weights, the network is ``cfg.model``."""
-    import hydra
-    from omegaconf import OmegaConf
-
-    options = cfg.get("export_hf")
-    if options is None or options.get("checkpoint_path") is None or options.get("output_dir") is None:
-        raise ValueError(
-            "export_hf needs +export_hf.checkpoint_path=<.ckpt or weights> and "
-            "+export_hf.output_dir=<directory> (optional: +export_hf.architecture=auto|native|arlow, "
-            "+export_hf.overwrite=true, +export_hf.apply_ema=true|false)"
-        )
-    tokenizer = hydra.utils.instantiate(cfg.global_components)["tokenizer"]
-    OmegaConf.clear_resolver("tokenizer")
-    OmegaConf.register_new_resolver("tokenizer", lambda name: getattr(tokenizer, name))
-    model = export_checkpoint_to_hf(
-        options.checkpoint_path,
-        options.output_dir,
-        tokenizer=tokenizer,
-        model_config=OmegaConf.to_container(cfg.model, resolve=True),
-        apply_ema=options.get("apply_ema"),
-        architecture=options.get("architecture", "auto"),
-        overwrite=bool(options.get("overwrite", False)),
-    )
-    print(f"Exported {options.checkpoint_path} to {options.output_dir} as {describe_architecture(model)}")
 
 
 def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
