@@ -1,19 +1,21 @@
-"""The one place that decides how attention runs, and the one mask builder.
+"""The one place that decides how attention runs, and the one builder of its mask and positions.
 
 Attention goes through ``torch.nn.functional.scaled_dot_product_attention`` (SDPA) unless the
 ``flash_attn`` package is installed, the tensors are fp16/bf16 on CUDA, no explicit mask is
 needed and the model asked for it; or through :func:`attend_eager` (explicit softmax, which also
-returns the attention weights) for the ``eager`` backend. Any explicit mask rules out SDPA's flash kernel on CUDA, so
-:func:`build_attention_mask` returns ``None`` whenever causality alone is enough.
+returns the attention weights) for the ``eager`` backend. Any explicit mask rules out SDPA's
+flash kernel on CUDA, so :func:`attention_inputs` returns no mask whenever causality alone is
+enough.
 """
 
 import importlib.util
 import warnings
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Integer
 from torch import Tensor
 
 ATTENTION_BACKENDS = ("sdpa", "eager", "flash_attn")
@@ -37,51 +39,70 @@ def resolve_attention_backend(requested: str) -> str:
     return requested
 
 
-def build_attention_mask(
-    attention_mask: Optional[Tensor], q_len: int, past_len: int, device: torch.device
-) -> Tuple[Optional[Bool[Tensor, "batch 1 q_len kv_len"]], bool]:
-    """Turn the user-facing mask into what SDPA takes: ``(mask or None, is_causal)``.
+@dataclass
+class AttentionInputs:
+    """What every layer of one forward shares: RoPE positions and SDPA's ``(mask, is_causal)``."""
 
-    ``attention_mask`` may be
-      - ``None``: plain causal attention over ``past_len + q_len`` keys;
-      - ``(B, past_len + q_len)`` key padding (True/1 = real token), combined with causality;
-      - ``(B, q_len, past_len + q_len)`` used exactly as given (True = may attend).
-    The result is ``None`` (with ``is_causal`` telling SDPA whether to apply its own causal
-    mask) whenever no explicit mask is needed, so fast kernels stay eligible. Built once per
-    forward and shared by every layer.
+    positions: Integer[Tensor, "batch_or_1 q_len"]
+    mask: Optional[Bool[Tensor, "batch_or_1 1 q_len keys"]]
+    is_causal: bool
+
+
+def attention_inputs(
+    attention_mask: Optional[Tensor],
+    positions: Optional[Integer[Tensor, "batch q_len"]],
+    slots: Integer[Tensor, " q_len"],
+    key_len: int,
+    past_len: Optional[int],
+) -> AttentionInputs:
+    """RoPE positions and the attention mask of one forward, built once and shared by every layer.
+
+    Args:
+        attention_mask: ``None`` (no padding), ``(B, W)`` key padding (True/1 = real token) over
+            the tokens fed so far (columns past ``key_len`` are ignored, missing ones count as
+            padding), or ``(B, q_len, key_len)`` used exactly as given (True = may attend).
+        positions: explicit RoPE positions; by default ``cumsum(padding) - 1`` at the new tokens
+            (a left-padded row is positioned as it would be alone), or their ``slots``.
+        slots: the index of each new token in the sequence fed so far (its cache slot).
+        key_len: the number of keys attention sees (``past + q_len``, or a preallocated cache's
+            capacity, whose unwritten slots causality hides).
+        past_len: tokens cached before this forward, when known on the host (growing caches);
+            ``None`` for a preallocated cache.
+
+    Causality is by slot: query ``i`` sees the keys ``<= slots[i]``. The mask is ``None``
+    whenever causality alone is enough (no padding and no cache offset, or one new token over a
+    growing cache), so SDPA's fast kernels stay eligible.
     """
-    kv_len = past_len + q_len
     if attention_mask is not None and attention_mask.dim() == 3:
-        return attention_mask.bool().unsqueeze(1), False
-    if attention_mask is None:
-        if past_len == 0:
-            return None, q_len > 1
-        if q_len == 1:  # one new token sees every cached key
-            return None, False
-    # Causal with an offset: query i (absolute position past_len + i) sees keys <= past_len + i.
-    # Built only when required (cache offset with several new tokens, or key padding).
-    key_idx = torch.arange(kv_len, device=device)
-    query_idx = torch.arange(past_len, kv_len, device=device)
-    causal = key_idx[None, :] <= query_idx[:, None]  # (q_len, kv_len)
-    if attention_mask is None:
-        return causal[None, None], False
-    return causal[None, None] & attention_mask.bool()[:, None, None, :], False
+        return AttentionInputs(
+            slots[None] if positions is None else positions, attention_mask.bool()[:, None], False
+        )
+    padding = None if attention_mask is None else _with_width(attention_mask.bool(), key_len)
+    if positions is None:
+        positions = slots[None] if padding is None else positions_from_padding_mask(padding).index_select(1, slots)
+    q_len = slots.shape[0]
+    if padding is None and past_len is not None and (past_len == 0 or q_len == 1):
+        return AttentionInputs(positions, None, past_len == 0 and q_len > 1)
+    visible = torch.arange(key_len, device=slots.device)[None, :] <= slots[:, None]  # (q_len, keys)
+    mask = visible[None, None] if padding is None else visible[None, None] & padding[:, None, None, :]
+    return AttentionInputs(positions, mask, False)
 
 
-def cache_slot_mask(
-    key_padding: Tensor, cache_position: Tensor, num_slots: int
-) -> Bool[Tensor, "batch q_len num_slots"]:
-    """The ``(B, L, S)`` mask for a preallocated cache whose ``update`` returns all ``S`` slots.
+def _with_width(padding: Tensor, width: int) -> Tensor:
+    """``padding`` cut to ``width`` columns, or extended with False (padding) up to it."""
+    if padding.shape[1] >= width:
+        return padding[:, :width]
+    return F.pad(padding, (0, width - padding.shape[1]), value=False)
 
-    Query ``i`` (written to slot ``cache_position[i]``) sees the slots ``<= cache_position[i]``
-    that ``key_padding`` (``(B, K)``, 1 = real token, ``K <= S``) marks real; the unwritten
-    slots after it are hidden by causality.
+
+def positions_from_padding_mask(
+    attention_mask: Integer[Tensor, "batch seq"],
+) -> Integer[Tensor, "batch seq"]:
+    """``cumsum(mask) - 1`` clamped at 0: real tokens count 0, 1, 2, ... and padding gets 0.
+
+    A left-padded prompt therefore gets the same positions as the prompt alone.
     """
-    slots = torch.arange(num_slots, device=cache_position.device)
-    visible = slots[None, :] <= cache_position[:, None]  # (L, S)
-    padding = torch.zeros((key_padding.shape[0], num_slots), dtype=torch.bool, device=key_padding.device)
-    padding[:, : key_padding.shape[1]] = key_padding.bool()
-    return visible[None] & padding[:, None, :]
+    return (attention_mask.long().cumsum(dim=-1) - 1).clamp_min(0)
 
 
 def attend(

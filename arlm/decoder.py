@@ -6,9 +6,8 @@ so a Llama-shaped decoder (RMSNorm, SwiGLU, no bias, full rotary) is weight-comp
 ``LlamaModel``. The LM head lives with each face, next to this stack.
 """
 
-import math
 from dataclasses import dataclass
-from typing import Any, Optional, Protocol, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -16,122 +15,11 @@ from jaxtyping import Float, Integer
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from arlm.attention import attend, attend_eager, build_attention_mask, resolve_attention_backend
-from arlm.decoder_inputs import check_input_ranks, validate_decoder_inputs
+from arlm.attention import attend, attend_eager, attention_inputs
+from arlm.config import DecoderConfig
+from arlm.decoder_inputs import check_decoder_inputs, check_input_ranks, reads_values_for_free
+from arlm.kv_cache import KVCache
 from arlm.rope import RotaryEmbedding, apply_rotary_pos_emb
-
-def check_positive(name: str, value: Any, integer: bool = False, optional: bool = False) -> None:
-    """Raise ``ValueError`` naming ``name`` unless ``value`` is a positive (finite) int/number."""
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
-        ok = False
-    else:
-        ok = math.isfinite(value) and value > 0
-    if not ok:
-        kind = "a positive integer" if integer else "a positive finite number"
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
-
-
-NORMS = ("layernorm", "rmsnorm")
-ACTIVATIONS = ("relu", "gelu", "silu", "swiglu")
-
-
-@dataclass
-class DecoderConfig:
-    """Hyper-parameters of :class:`DecoderStack`; derived fields are filled and checked once.
-
-    ``activation``: ``relu``/``gelu``/``silu`` give a two-matrix MLP (``up_proj``, ``down_proj``);
-    ``swiglu`` gives the gated MLP of Llama (``gate_proj``, ``up_proj``, ``down_proj``).
-    ``rotary_dim``: channels of each head that RoPE rotates (default: the whole head).
-    """
-
-    vocab_size: int
-    d_model: int
-    n_layers: int
-    n_heads: int
-    n_kv_heads: Optional[int] = None
-    d_ff: Optional[int] = None
-    activation: str = "relu"
-    norm: str = "layernorm"
-    norm_eps: float = 1e-5
-    bias: bool = True
-    rotary_dim: Optional[int] = None
-    rope_theta: float = 10000.0
-    max_positions: int = 1024
-    dropout: float = 0.0
-    attention_dropout: float = 0.0
-    final_norm: bool = True
-    padding_idx: Optional[int] = None
-    cross_attention: bool = False
-    cross_attention_dim: Optional[int] = None
-    attention_backend: str = "sdpa"
-
-    def __post_init__(self) -> None:
-        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_positions", "d_ff", "cross_attention_dim"):
-            check_positive(name, getattr(self, name), integer=True, optional=name in ("d_ff", "cross_attention_dim"))
-        for name in ("rope_theta", "norm_eps"):
-            check_positive(name, getattr(self, name))
-        if self.d_model % self.n_heads:
-            raise ValueError(
-                f"d_model ({self.d_model}) must be divisible by the number of heads "
-                f"({self.n_heads})"
-            )
-        if self.n_kv_heads is None:
-            self.n_kv_heads = self.n_heads
-        if self.n_kv_heads <= 0 or self.n_heads % self.n_kv_heads:
-            raise ValueError(
-                f"the number of heads ({self.n_heads}) must be a multiple of the number of "
-                f"key/value heads ({self.n_kv_heads})"
-            )
-        if self.d_ff is None:
-            self.d_ff = 4 * self.d_model
-        if self.rotary_dim is None:
-            self.rotary_dim = self.head_dim
-        if self.rotary_dim <= 0 or self.rotary_dim % 2 or self.rotary_dim > self.head_dim:
-            raise ValueError(
-                f"rotary_emb_dim must be even and in [2, head_dim={self.head_dim}] "
-                f"(d_model {self.d_model} / {self.n_heads} heads), got {self.rotary_dim}"
-            )
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
-        for name in ("dropout", "attention_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.padding_idx is not None and not 0 <= self.padding_idx < self.vocab_size:
-            raise ValueError(
-                f"padding_idx must be in [0, vocab_size={self.vocab_size}), got {self.padding_idx}"
-            )
-        if self.cross_attention_dim is None:
-            self.cross_attention_dim = self.d_model
-        self.attention_backend = resolve_attention_backend(self.attention_backend)
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_heads
-
-
-class KVCache(Protocol):
-    """What the decoder needs from a key/value cache (``arlm.hf.hf_cache.HFCacheView`` wraps
-    a transformers ``Cache`` into one).
-
-    ``update`` appends this step's keys/values for ``layer_idx`` and returns all keys/values
-    seen so far, ``(B, kv_heads, past + new, head_dim)``; ``get_seq_length`` is ``past``.
-    ``get_max_cache_shape`` is -1 for such a growing cache; a preallocated (static) cache
-    returns its length ``S`` instead, and its ``update`` returns all ``S`` slots, so the caller
-    must pass explicit ``positions`` and a ``(B, L, S)`` mask that hides unwritten slots.
-    """
-
-    def update(
-        self, key_states: Tensor, value_states: Tensor, layer_idx: int,
-        cache_kwargs: Optional[dict] = None,
-    ) -> Tuple[Tensor, Tensor]: ...
-
-    def get_seq_length(self, layer_idx: int = 0) -> int: ...
-
-    def get_max_cache_shape(self, layer_idx: int = 0) -> int: ...
 
 
 def make_norm(config: DecoderConfig, dim: int) -> nn.Module:
@@ -164,7 +52,7 @@ class SelfAttention(nn.Module):
         mask: Optional[Tensor],
         is_causal: bool,
         cache: Optional[KVCache] = None,
-        cache_kwargs: Optional[dict] = None,
+        slots: Optional[Tensor] = None,
         need_weights: bool = False,
     ) -> Tuple[Float[Tensor, "batch seq d_model"], Optional[Float[Tensor, "batch heads seq keys"]]]:
         """The attention output and, with ``need_weights`` (run on :func:`attend_eager`), the
@@ -175,7 +63,7 @@ class SelfAttention(nn.Module):
         v = self.v_proj(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         if cache is not None:
-            k, v = cache.update(k, v, self.layer_idx, cache_kwargs)  # (B, KV, past + L, Dh)
+            k, v = cache.update(k, v, self.layer_idx, slots)  # (B, KV, keys, Dh)
         dropout = self.dropout if self.training else 0.0
         weights = None
         if need_weights:
@@ -258,14 +146,14 @@ class DecoderLayer(nn.Module):
         mask: Optional[Tensor],
         is_causal: bool,
         cache: Optional[KVCache] = None,
-        cache_kwargs: Optional[dict] = None,
+        slots: Optional[Tensor] = None,
         encoder_hidden_states: Optional[Tensor] = None,
         encoder_mask: Optional[Tensor] = None,
         need_weights: bool = False,
     ) -> Tuple[Float[Tensor, "batch seq d_model"], Optional[Tensor]]:
         """The layer's output and its self-attention weights (``need_weights``; else ``None``)."""
         h, weights = self.self_attn(
-            self.input_layernorm(x), cos, sin, mask, is_causal, cache, cache_kwargs, need_weights
+            self.input_layernorm(x), cos, sin, mask, is_causal, cache, slots, need_weights
         )
         x = x + self.dropout(h)
         if encoder_hidden_states is not None and hasattr(self, "cross_attn"):
@@ -276,11 +164,11 @@ class DecoderLayer(nn.Module):
 
 @dataclass
 class DecoderOutput:
-    """What :meth:`DecoderStack.run` returns: the final hidden states and, when asked for, the
+    """What :meth:`DecoderStack.forward` returns: the final hidden states and, when asked for, the
     input of every layer plus the final output (``n_layers + 1`` tensors, the last one after the
     final norm, as HF Llama) and every layer's self-attention weights ``(B, H, L, keys)``."""
 
-    last_hidden_state: Tensor
+    last_hidden_state: Float[Tensor, "batch seq d_model"]
     hidden_states: Optional[Tuple[Tensor, ...]] = None
     attentions: Optional[Tuple[Tensor, ...]] = None
 
@@ -288,20 +176,15 @@ class DecoderOutput:
 class DecoderStack(nn.Module):
     """Token embedding, ``n_layers`` decoder layers and the final norm; hidden states out.
 
-    The model is causal by construction. ``attention_mask`` is ``None`` (causal), ``(B, S)`` key
-    padding over the ``S = past + L`` keys (True/1 = real token), or ``(B, L, S)`` used exactly
-    as given. In eager mode a ``(B, L)`` mask without any padding is dropped, so the forward
-    runs on plain causality. ``positions`` index the RoPE tables; when omitted they are
-    ``past .. past + L - 1``.
-
-    The hyper-parameters are kept as ``decoder_config`` (not ``config``) so that the Hugging Face
-    face can be a ``DecoderStack`` that is also a ``PreTrainedModel``, whose ``config`` is its
-    ``ArlowConfig``; ``base_args`` go to the next base class (``PreTrainedModel(config)`` there).
+    The model is causal by construction and owns its masks, positions and cache bookkeeping:
+    callers pass token ids, at most a padding mask and, to decode incrementally, a cache
+    (:class:`arlm.kv_cache.KVCache`). Both faces hold one as ``.model``, so ``model.config`` is
+    this :class:`DecoderConfig` in either.
     """
 
-    def __init__(self, config: DecoderConfig, *base_args: Any):
-        super().__init__(*base_args)
-        self.decoder_config = config
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        self.config = config
         self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model, config.padding_idx)
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.n_layers))
         self.norm = make_norm(config, config.d_model) if config.final_norm else nn.Identity()
@@ -309,52 +192,52 @@ class DecoderStack(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.gradient_checkpointing = False
 
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, embeddings: nn.Embedding) -> None:
+        self.embed_tokens = embeddings
+
     def forward(
         self,
         input_ids: Optional[Integer[Tensor, "batch seq"]] = None,
         attention_mask: Optional[Tensor] = None,
         positions: Optional[Integer[Tensor, "batch seq"]] = None,
         cache: Optional[KVCache] = None,
-        cache_kwargs: Optional[dict] = None,
-        encoder_hidden_states: Optional[Float[Tensor, "batch enc_seq enc_dim"]] = None,
-        encoder_attention_mask: Optional[Tensor] = None,
-        inputs_embeds: Optional[Float[Tensor, "batch seq d_model"]] = None,
-    ) -> Float[Tensor, "batch seq d_model"]:
-        """The hidden states after the final norm (see :meth:`run` for the arguments)."""
-        return self.run(
-            input_ids, attention_mask, positions, cache, cache_kwargs, encoder_hidden_states,
-            encoder_attention_mask, inputs_embeds,
-        ).last_hidden_state
-
-    def run(
-        self,
-        input_ids: Optional[Integer[Tensor, "batch seq"]] = None,
-        attention_mask: Optional[Tensor] = None,
-        positions: Optional[Integer[Tensor, "batch seq"]] = None,
-        cache: Optional[KVCache] = None,
-        cache_kwargs: Optional[dict] = None,
         encoder_hidden_states: Optional[Float[Tensor, "batch enc_seq enc_dim"]] = None,
         encoder_attention_mask: Optional[Tensor] = None,
         inputs_embeds: Optional[Float[Tensor, "batch seq d_model"]] = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
     ) -> DecoderOutput:
-        """The forward pass, also collecting per-layer hidden states / attention weights (the
-        latter computed by :func:`arlm.attention.attend_eager`) when asked."""
-        check_input_ranks(input_ids, inputs_embeds, positions)
+        """Hidden states after the final norm (and, when asked, per-layer outputs and attention
+        weights, the latter computed by :func:`arlm.attention.attend_eager`).
+
+        ``attention_mask``: ``None`` (no padding), ``(B, W)`` key padding over the tokens fed so
+        far (True/1 = real token; ``W = L`` without a cache; with one, columns past the tokens
+        fed so far are ignored, so a caller may keep one mask for the whole generation), or
+        ``(B, L, keys)`` used exactly as given. RoPE positions are ``cumsum(padding) - 1`` at the
+        new tokens (the cache offset included) unless ``positions`` are given. A ``(B, W)`` mask
+        that hides nothing is dropped when that is known for free (CPU, eager), so SDPA runs on
+        causality alone; on an accelerator pass ``None`` when there is no padding.
+        """
+        check_input_ranks(input_ids, inputs_embeds)
         B, L = (input_ids if inputs_embeds is None else inputs_embeds).shape[:2]
-        past_len = 0 if cache is None else cache.get_seq_length()
-        if not torch.compiler.is_compiling():
-            validate_decoder_inputs(
-                self.decoder_config, self.embed_tokens.num_embeddings, input_ids, attention_mask,
-                positions, past_len, (B, L), encoder_hidden_states, -1 if cache is None else cache.get_max_cache_shape(),
-            )
-            if past_len == 0 and attention_mask is not None and attention_mask.dim() == 2:
-                if bool(attention_mask.all()):  # no padding: causality alone, fast kernels stay eligible
-                    attention_mask = None
+        key_len = L if cache is None else cache.key_length(L)
+        past_len = None if cache is not None and cache.preallocated else key_len - L
+        check_decoder_inputs(
+            self.config, self.embed_tokens.num_embeddings, input_ids, inputs_embeds, attention_mask,
+            positions, encoder_hidden_states, key_len, past_len, cache is not None,
+        )
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
-        mask, is_causal = build_attention_mask(attention_mask, L, past_len, x.device)
-        cos, sin = self.rotary_emb(positions, L, past_len, x.dtype)
+        if (
+            past_len == 0 and attention_mask is not None and attention_mask.dim() == 2
+            and reads_values_for_free(attention_mask) and bool(attention_mask[:, :key_len].all())
+        ):
+            attention_mask = None
+        slots = torch.arange(L, device=x.device) if cache is None else cache.slots(L, x.device)
+        attn = attention_inputs(attention_mask, positions, slots, key_len, past_len)
+        cos, sin = self.rotary_emb(attn.positions, x.dtype)
         encoder_mask = None
         if encoder_attention_mask is not None:
             encoder_mask = encoder_attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S_enc)
@@ -365,7 +248,7 @@ class DecoderStack(nn.Module):
             if output_hidden_states:
                 hidden_states.append(x)
             args = (
-                x, cos, sin, mask, is_causal, cache, cache_kwargs, encoder_hidden_states,
+                x, cos, sin, attn.mask, attn.is_causal, cache, slots, encoder_hidden_states,
                 encoder_mask, output_attentions,
             )
             if self.gradient_checkpointing and self.training:
@@ -380,3 +263,26 @@ class DecoderStack(nn.Module):
             hidden_states=(*hidden_states, x) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
         )
+
+
+def init_weights(module: nn.Module, std: float, init: Any = nn.init) -> None:
+    """The one initialisation of the decoder and its LM head, applied module by module:
+    normal(0, ``std``) linear and embedding weights (the padding row zeroed), zero biases, unit
+    norms, freshly computed RoPE tables. ``init`` provides ``normal_`` / ``zeros_`` / ``ones_``
+    (``torch.nn.init``, or transformers 5's versions that skip weights already loaded)."""
+    if isinstance(module, nn.Linear):
+        init.normal_(module.weight, std=std)
+        if module.bias is not None:
+            init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        init.normal_(module.weight, std=std)
+        if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+        if module.weight is not None:
+            init.ones_(module.weight)
+        if getattr(module, "bias", None) is not None:
+            init.zeros_(module.bias)
+    elif isinstance(module, RotaryEmbedding):
+        module.reset_tables()

@@ -1,74 +1,89 @@
-"""The decoder's input checks: bad input raises a ``ValueError`` naming the value, early."""
+"""The decoder's input checks: bad input raises a ``ValueError`` naming the value, early.
 
-from typing import TYPE_CHECKING, Optional, Tuple
+Shapes, ranks and dtypes are known on the host and are always checked (under ``torch.compile``
+they are guards, not graph breaks). Checks that read tensor values (token-id and position
+ranges) would stall an accelerator until its queue drains, so they run only on CPU tensors in
+eager mode; on an accelerator the batch is checked where it is built, on the CPU (the ARLM
+collators check token ids against the tokenizer).
+"""
+
+from typing import Optional
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from arlm.decoder import DecoderConfig
+from arlm.config import DecoderConfig
 
 
-def validate_decoder_inputs(
-    config: "DecoderConfig",
-    vocab_size: int,
-    input_ids: Optional[Tensor],
-    attention_mask: Optional[Tensor],
-    positions: Optional[Tensor],
-    past_len: int,
-    batch_shape: Tuple[int, int],
-    encoder_hidden_states: Optional[Tensor],
-    fixed_key_len: int = -1,
-) -> None:
-    """Raise a ``ValueError`` naming the offending value; skipped while ``torch.compile`` traces.
+def reads_values_for_free(tensor: Optional[Tensor]) -> bool:
+    """True when reading ``tensor``'s values costs no device synchronisation: a CPU tensor, in
+    eager mode."""
+    return tensor is not None and tensor.device.type == "cpu" and not torch.compiler.is_compiling()
 
-    ``vocab_size`` is the embedding's current size (it outgrows ``config.vocab_size`` after
-    ``resize_token_embeddings``); ``fixed_key_len`` is the length of a preallocated cache (its
-    keys span all of it), or -1.
-    """
-    B, L = batch_shape
-    if B == 0 or L == 0:
-        raise ValueError(f"empty batch: input of shape {(B, L)}; need at least one token per row")
+
+def check_token_ids(input_ids: Tensor, vocab_size: int, what: str = "the embedding size") -> None:
+    """Raise ``ValueError`` naming the first id outside ``[0, vocab_size)``."""
+    bad = (input_ids < 0) | (input_ids >= vocab_size)
+    if bad.any():
+        raise ValueError(
+            f"token id {input_ids[bad][0].item()} is outside [0, {vocab_size}) ({what}); "
+            f"check the tokenizer matches the model"
+        )
+
+
+def check_input_ranks(input_ids: Optional[Tensor], inputs_embeds: Optional[Tensor]) -> None:
+    """Exactly one of ``input_ids`` (integer, ``(batch, seq)``) and ``inputs_embeds``
+    (``(batch, seq, d_model)``), else a ``ValueError``."""
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("pass exactly one of input_ids and inputs_embeds")
     if input_ids is not None:
+        if not isinstance(input_ids, Tensor) or input_ids.dim() != 2:
+            shape = tuple(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids).__name__
+            raise ValueError(
+                f"token ids must be a 2-D (batch, seq) tensor, got shape {shape}; for one sequence use ids[None]"
+            )
         if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
             raise ValueError(f"token ids must be an integer tensor, got dtype {input_ids.dtype}")
-        bad = (input_ids < 0) | (input_ids >= vocab_size)
-        if bad.any():
-            raise ValueError(
-                f"token id {input_ids[bad][0].item()} is outside [0, {vocab_size}) "
-                f"(the embedding size); check the tokenizer matches the model"
-            )
-    if fixed_key_len > 0 and (
-        positions is None or attention_mask is None or attention_mask.dim() != 3
-    ):
+    if inputs_embeds is not None and inputs_embeds.dim() != 3:
+        raise ValueError(f"inputs_embeds must be (batch, seq, d_model), got shape {tuple(inputs_embeds.shape)}")
+
+
+def check_decoder_inputs(
+    config: DecoderConfig,
+    vocab_size: int,
+    input_ids: Optional[Tensor],
+    inputs_embeds: Optional[Tensor],
+    attention_mask: Optional[Tensor],
+    positions: Optional[Tensor],
+    encoder_hidden_states: Optional[Tensor],
+    key_len: int,
+    past_len: Optional[int],
+    cached: bool,
+) -> None:
+    """Raise a ``ValueError`` naming the offending value.
+
+    ``vocab_size`` is the embedding's current size (it outgrows ``config.vocab_size`` after
+    ``resize_token_embeddings``); ``key_len`` and ``past_len`` as in
+    :func:`arlm.attention.attention_inputs` (``past_len`` is ``None`` for a preallocated cache);
+    ``cached``: a cache was passed.
+    Call :func:`check_input_ranks` first.
+    """
+    B, L = (input_ids if inputs_embeds is None else inputs_embeds).shape[:2]
+    if B == 0 or L == 0:
+        raise ValueError(f"empty batch: input of shape {(B, L)}; need at least one token per row")
+    if past_len is not None and past_len + L > config.max_positions:
+        raise ValueError(f"sequence length {past_len + L} exceeds max_length {config.max_positions}")
+    if past_len is None and key_len > config.max_positions:
         raise ValueError(
-            f"a preallocated KV cache returns all {fixed_key_len} of its slots as keys: pass "
-            f"explicit positions and an attention_mask of shape (batch, queries, "
-            f"{fixed_key_len}) that is False on unwritten slots"
-        )
-    if positions is None and past_len + L > config.max_positions:
-        raise ValueError(
-            f"sequence length {past_len + L} exceeds max_length {config.max_positions}"
+            f"a preallocated KV cache of {key_len} slots exceeds max_length {config.max_positions}"
         )
     if positions is not None:
+        if positions.dtype.is_floating_point or positions.dtype == torch.bool:
+            raise ValueError(f"positions must be an integer tensor, got dtype {positions.dtype}")
         if tuple(positions.shape) != (B, L):
             raise ValueError(f"positions must have shape {(B, L)}, got {tuple(positions.shape)}")
-        if ((positions < 0) | (positions >= config.max_positions)).any():  # one host sync
-            raise ValueError(
-                f"positions must be in [0, max_length={config.max_positions}), got values in "
-                f"[{positions.min().item()}, {positions.max().item()}]"
-            )
     if attention_mask is not None:
-        if attention_mask.dtype.is_floating_point:
-            raise ValueError(
-                f"attention_mask must be bool or integer (True/1 = attend), got {attention_mask.dtype}"
-            )
-        S = fixed_key_len if fixed_key_len > 0 else past_len + L
-        if tuple(attention_mask.shape) not in ((B, S), (B, L, S)):
-            raise ValueError(
-                f"attention_mask must have shape (batch, keys)={(B, S)} or "
-                f"(batch, queries, keys)={(B, L, S)}, got {tuple(attention_mask.shape)}"
-            )
+        _check_mask_shape(attention_mask, B, L, key_len, past_len, cached)
     if encoder_hidden_states is not None:
         if not config.cross_attention:
             raise ValueError("encoder_hidden_states given but the model has no cross-attention")
@@ -79,21 +94,30 @@ def validate_decoder_inputs(
                 f"encoder_hidden_states must have shape (batch={B}, enc_seq, "
                 f"{config.cross_attention_dim}), got {tuple(encoder_hidden_states.shape)}"
             )
-
-
-def check_input_ranks(
-    input_ids: Optional[Tensor], inputs_embeds: Optional[Tensor], positions: Optional[Tensor]
-) -> None:
-    """Raise a ``ValueError`` unless ids are ``(batch, seq)``, embeddings ``(batch, seq, d)`` and
-    positions integer; exactly one of ``input_ids`` and ``inputs_embeds`` must be given."""
-    if (input_ids is None) == (inputs_embeds is None):
-        raise ValueError("pass exactly one of input_ids and inputs_embeds")
-    if input_ids is not None and (not isinstance(input_ids, Tensor) or input_ids.dim() != 2):
-        shape = tuple(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids).__name__
+    if reads_values_for_free(input_ids):
+        check_token_ids(input_ids, vocab_size)
+    if reads_values_for_free(positions) and ((positions < 0) | (positions >= config.max_positions)).any():
         raise ValueError(
-            f"token ids must be a 2-D (batch, seq) tensor, got shape {shape}; for one sequence use ids[None]"
+            f"positions must be in [0, max_length={config.max_positions}), got values in "
+            f"[{positions.min().item()}, {positions.max().item()}]"
         )
-    if inputs_embeds is not None and inputs_embeds.dim() != 3:
-        raise ValueError(f"inputs_embeds must be (batch, seq, d_model), got shape {tuple(inputs_embeds.shape)}")
-    if positions is not None and (positions.dtype.is_floating_point or positions.dtype == torch.bool):
-        raise ValueError(f"positions must be an integer tensor, got dtype {positions.dtype}")
+
+
+def _check_mask_shape(
+    mask: Tensor, B: int, L: int, key_len: int, past_len: Optional[int], cached: bool
+) -> None:
+    """``(B, W)`` padding (``W = L`` without a cache, ``W >= past + L`` with a growing one, any
+    width with a preallocated one) or ``(B, L, key_len)``."""
+    if mask.dtype.is_floating_point:
+        raise ValueError(f"attention_mask must be bool or integer (True/1 = attend), got {mask.dtype}")
+    shape = tuple(mask.shape)
+    if mask.dim() == 3 and shape == (B, L, key_len):
+        return
+    if mask.dim() == 2 and shape[0] == B:
+        width = shape[1]
+        if width == key_len or (cached and (past_len is None or width > key_len)):
+            return
+    raise ValueError(
+        f"attention_mask must have shape (batch, keys)={(B, key_len)} or "
+        f"(batch, queries, keys)={(B, L, key_len)}, got {shape}"
+    )

@@ -1,25 +1,50 @@
 """Key/value caches for incremental decoding: objects passed to ``forward``, never owned by a model.
 
-Both satisfy the decoder's :class:`arlm.decoder.KVCache` protocol (the same methods as HF's
-``Cache``): ``update(k, v, layer_idx, cache_kwargs) -> (k_all, v_all)``, ``get_seq_length()``
-and ``get_max_cache_shape()``.
+The decoder asks a cache three things (:class:`KVCache`): the slots this forward's tokens take
+(``slots``), how many keys attention will see (``key_length``), and to store this forward's
+keys/values (``update``). From them it derives RoPE positions and the attention mask itself
+(:func:`arlm.attention.attention_inputs`); callers only pass token ids, the padding mask and
+the cache.
 
 - :class:`DynamicKVCache` grows with every update: the keys it returns are exactly the
-  ``past + L`` tokens seen so far, so the decoder's default masks (``None`` or ``(B, past + L)``
-  key padding) apply. Unbounded, and what eager decoding uses.
+  ``past + L`` tokens seen so far. Unbounded, and what eager decoding uses.
 - :class:`StaticKVCache` preallocates ``max_length`` slots per layer and writes new keys/values in
-  place. It returns the whole buffer (``S = max_length``) at every step, so every decode step has
-  the same shapes and a ``torch.compile``d step is reused instead of recompiled. The caller passes
-  explicit ``positions`` and a ``(B, L, max_length)`` mask whose unwritten slots are False.
+  place. It returns the whole buffer at every step, so every decode step has the same shapes and
+  a ``torch.compile``d step is reused instead of recompiled; its count of written slots is a
+  tensor, read by no host code.
 """
 
-from typing import List, Optional, Tuple
+from typing import List, Optional, Protocol, Tuple
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Integer
 from torch import Tensor
 
-from arlm.decoder import DecoderConfig
+from arlm.config import DecoderConfig
+
+CACHE_KINDS = ("dynamic", "static")
+
+
+class KVCache(Protocol):
+    """What :class:`arlm.decoder.DecoderStack` needs from a key/value cache
+    (``arlm.hf.hf_cache.HFCacheView`` makes a transformers ``Cache`` one).
+
+    ``preallocated`` caches return all ``key_length`` slots from ``update`` (the unwritten ones
+    hidden by causality); growing caches return exactly the tokens seen so far.
+    """
+
+    preallocated: bool
+
+    def slots(self, num_new: int, device: torch.device) -> Integer[Tensor, " num_new"]:
+        """Slot of each of the next ``num_new`` tokens: ``past .. past + num_new - 1``."""
+
+    def key_length(self, num_new: int) -> int:
+        """Keys ``update`` returns after storing ``num_new`` more tokens."""
+
+    def update(
+        self, key_states: Tensor, value_states: Tensor, layer_idx: int, slots: Tensor
+    ) -> Tuple[Tensor, Tensor]:
+        """Store this forward's keys/values of ``layer_idx`` at ``slots``; return every key/value."""
 
 
 class DynamicKVCache:
@@ -30,22 +55,33 @@ class DynamicKVCache:
     whole cache at every step. The returned keys/values are views of the buffers.
     """
 
+    preallocated = False
+
     def __init__(self) -> None:
         self.keys: List[Tensor] = []
         self.values: List[Tensor] = []
         self.lengths: List[int] = []
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Number of cached tokens of ``layer_idx`` (padding included)."""
+        return self.lengths[layer_idx] if layer_idx < len(self.lengths) else 0
+
+    def slots(self, num_new: int, device: torch.device) -> Integer[Tensor, " num_new"]:
+        past = self.get_seq_length()
+        return torch.arange(past, past + num_new, device=device)
+
+    def key_length(self, num_new: int) -> int:
+        return self.get_seq_length() + num_new
 
     def update(
         self,
         key_states: Float[Tensor, "batch kv_heads seq head_dim"],
         value_states: Float[Tensor, "batch kv_heads seq head_dim"],
         layer_idx: int,
-        cache_kwargs: Optional[dict] = None,
+        slots: Optional[Tensor] = None,
     ) -> Tuple[Float[Tensor, "batch kv_heads total head_dim"], Float[Tensor, "batch kv_heads total head_dim"]]:
-        """Append this step's keys/values of ``layer_idx``; return all of them (``total = past + seq``).
-
-        ``cache_kwargs`` is accepted for HF compatibility and ignored.
-        """
+        """Append this step's keys/values of ``layer_idx`` (``slots`` are implied: they follow
+        the cached ones); return all of them (``total = past + seq``)."""
         if layer_idx > len(self.keys):
             raise ValueError(
                 f"layer {layer_idx} updated before layer {len(self.keys)}; layers must be "
@@ -66,14 +102,6 @@ class DynamicKVCache:
         self.lengths[layer_idx] = total
         return keys[:, :, :total], values[:, :, :total]
 
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        """Number of cached tokens (padding included)."""
-        return self.lengths[layer_idx] if layer_idx < len(self.lengths) else 0
-
-    def get_max_cache_shape(self, layer_idx: int = 0) -> int:
-        """-1: the keys grow with every update."""
-        return -1
-
 
 def _with_length(t: Tensor, length: int) -> Tuple[int, ...]:
     return (t.shape[0], t.shape[1], length, t.shape[3])
@@ -89,10 +117,13 @@ def _grown(buffer: Tensor, used: int, capacity: int) -> Tensor:
 class StaticKVCache:
     """``max_length`` preallocated key/value slots per layer, filled in place from slot 0 on.
 
-    Each layer keeps its own count of written slots as a long tensor (not a Python int), so a
+    The count of written slots is a long tensor advanced by the last layer's ``update``, so a
     compiled step reads and advances it without guarding on its value. Writing past
-    ``max_length`` raises (checked in eager mode).
+    ``max_length`` raises in eager mode; the count it checks against is kept on the host for
+    that purpose and is not advanced inside a compiled step.
     """
+
+    preallocated = True
 
     def __init__(
         self,
@@ -112,9 +143,11 @@ class StaticKVCache:
                 raise ValueError(f"{name} must be a positive integer, got {value}")
         shape = (batch_size, num_kv_heads, max_length, head_dim)
         self.max_length = max_length
+        self.num_layers = num_layers
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
-        self.lengths = torch.zeros(num_layers, dtype=torch.long, device=device)
+        self.written = torch.zeros((), dtype=torch.long, device=device)
+        self._written_on_host = 0
         self._slot_offsets = torch.arange(max_length, device=device)
 
     @classmethod
@@ -132,36 +165,42 @@ class StaticKVCache:
             dtype, device,
         )
 
+    def slots(self, num_new: int, device: torch.device) -> Integer[Tensor, " num_new"]:
+        if not torch.compiler.is_compiling() and self._written_on_host + num_new > self.max_length:
+            raise ValueError(
+                f"static KV cache overflow: {self._written_on_host} slots written + {num_new} "
+                f"new > max_length {self.max_length}"
+            )
+        return self._slot_offsets[:num_new] + self.written
+
+    def key_length(self, num_new: int) -> int:
+        return self.max_length
+
     def update(
         self,
         key_states: Float[Tensor, "batch kv_heads seq head_dim"],
         value_states: Float[Tensor, "batch kv_heads seq head_dim"],
         layer_idx: int,
-        cache_kwargs: Optional[dict] = None,
+        slots: Integer[Tensor, " seq"],
     ) -> Tuple[Float[Tensor, "batch kv_heads max_length head_dim"], Float[Tensor, "batch kv_heads max_length head_dim"]]:
-        """Write ``seq`` new slots of ``layer_idx`` after the ones already written; return the buffers.
-
-        ``cache_kwargs`` is accepted for HF compatibility and ignored.
-        """
-        seq = key_states.shape[2]
-        if not torch.compiler.is_compiling():
-            written = int(self.lengths[layer_idx])
-            if written + seq > self.max_length:
-                raise ValueError(
-                    f"static KV cache overflow at layer {layer_idx}: {written} slots written + "
-                    f"{seq} new > max_length {self.max_length}"
-                )
-        slots = self._slot_offsets[:seq] + self.lengths[layer_idx]  # (seq,)
+        """Write the ``seq`` new keys/values of ``layer_idx`` at ``slots``; return the buffers."""
         self.keys[layer_idx].index_copy_(2, slots, key_states)
         self.values[layer_idx].index_copy_(2, slots, value_states)
-        self.lengths[layer_idx] += seq
+        if layer_idx == self.num_layers - 1:
+            self.written += key_states.shape[2]
+            if not torch.compiler.is_compiling():
+                self._written_on_host += key_states.shape[2]
         return self.keys[layer_idx], self.values[layer_idx]
 
-    def get_seq_length(self, layer_idx: int = 0) -> Tensor:
-        """Slots written so far, as a 0-d long tensor (like HF's ``StaticCache``): a Python int
-        would make a compiled step recompile whenever it changes."""
-        return self.lengths[layer_idx].clone()
 
-    def get_max_cache_shape(self, layer_idx: int = 0) -> int:
-        """The fixed key length every ``update`` returns."""
-        return self.max_length
+def new_cache(
+    kind: str, config: DecoderConfig, batch_size: int, max_length: int,
+    dtype: torch.dtype, device: torch.device,
+) -> KVCache:
+    """A fresh cache of ``kind`` (:data:`CACHE_KINDS`) for ``batch_size`` rows of up to
+    ``max_length`` tokens of a decoder built from ``config``."""
+    if kind == "dynamic":
+        return DynamicKVCache()
+    if kind == "static":
+        return StaticKVCache.for_decoder(config, batch_size, max_length, dtype, device)
+    raise ValueError(f"cache must be one of {CACHE_KINDS}, got {kind!r}")

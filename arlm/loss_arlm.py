@@ -2,14 +2,12 @@
 
 from typing import Any, Optional
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from arlm.rope import positions_from_padding_mask
-from arlm.types_arlm import ARLMBatch, ARLMLossDict
+from arlm.decoder_inputs import reads_values_for_free
+from arlm.types_arlm import IGNORE_INDEX, ARLMBatch, ARLMLossDict
 
-IGNORE_INDEX = -100
 REQUIRED_BATCH_KEYS = ("input_ids", "attention_mask", "target_ids")
 
 
@@ -18,10 +16,11 @@ class ARLMLoss:
 
     The Harness builds it from config with no arguments and then sets ``.model`` and
     ``.tokenizer``. Batches are right-padded (as the ARLM collators make them), so causality
-    alone keeps every real token from seeing padding and the model runs without any mask:
-    SDPA's fast kernels stay eligible. In eager mode a batch that is not right-padded is
-    detected and gets its key-padding mask; under ``torch.compile`` the right-padding contract
-    is trusted so the graph has no data-dependent branch.
+    alone keeps every real token from seeing padding and the model runs without any mask or
+    positions: SDPA's fast kernels stay eligible. A batch on the CPU in eager mode is checked
+    for free: one that is not right-padded gets its key-padding mask. On an accelerator, and
+    under ``torch.compile``, the right-padding contract is trusted: checking it would stall the
+    device (or break the graph) at every step.
 
     Targets equal to -100 carry no loss. A batch whose targets are all -100 gives a loss of
     exactly 0 (not NaN), so it can never poison training.
@@ -50,15 +49,12 @@ class ARLMLoss:
         dataloader_idx: Optional[int] = None,
         dataloader_name: Optional[str] = None,
     ) -> ARLMLossDict:
-        key_padding = None
-        if not torch.compiler.is_compiling():
-            _validate_batch(batch)
-            if not _is_right_padded(batch["attention_mask"]):
-                key_padding = batch["attention_mask"]
+        _validate_batch(batch)
         input_ids, target_ids = batch["input_ids"], batch["target_ids"]
-        attention_mask = batch["attention_mask"]
-        positions = positions_from_padding_mask(attention_mask)
-        logits = self.model(input_ids, attention_mask=key_padding, positions=positions)
+        key_padding = None
+        if reads_values_for_free(batch["attention_mask"]) and not is_right_padded(batch["attention_mask"]):
+            key_padding = batch["attention_mask"]
+        logits = self.model(input_ids, attention_mask=key_padding)
         nlls = F.cross_entropy(
             logits.flatten(0, 1).float(), target_ids.flatten(),
             ignore_index=IGNORE_INDEX, reduction="none",
@@ -73,7 +69,7 @@ class ARLMLoss:
         }
 
 
-def _is_right_padded(attention_mask: Tensor) -> bool:
+def is_right_padded(attention_mask: Tensor) -> bool:
     """True when every row is ``1...1 0...0`` (padding never precedes a real token)."""
     mask = attention_mask.bool()
     return not bool((mask[:, 1:] & ~mask[:, :-1]).any())

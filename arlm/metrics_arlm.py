@@ -14,7 +14,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from torchmetrics import Metric
 
-from arlm.loss_arlm import IGNORE_INDEX
+from arlm.types_arlm import IGNORE_INDEX
 
 
 def _generated_suffix_like_target(

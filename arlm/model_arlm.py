@@ -2,12 +2,20 @@
 
 from typing import Iterator, Optional, Tuple
 
-import torch
 from huggingface_hub import PyTorchModelHubMixin
 from jaxtyping import Float, Integer
 from torch import Tensor, nn
 
-from arlm.decoder import DecoderConfig, DecoderStack, KVCache, check_positive
+from arlm.config import DecoderConfig
+from arlm.decoder import DecoderStack, init_weights
+from arlm.kv_cache import KVCache
+
+XLM_ARGUMENT_NAMES = {
+    "vocab_size": "num_embeddings", "n_layers": "num_layers", "n_heads": "nhead",
+    "n_kv_heads": "num_kv_heads", "d_ff": "dim_feedforward", "norm_eps": "layer_norm_eps",
+    "rotary_dim": "rotary_emb_dim", "max_positions": "max_length", "attention_dropout": "dropout",
+}
+"""This face's argument names for the :class:`DecoderConfig` fields they set (the others match)."""
 
 
 class RotaryTransformerARLMModel(nn.Module, PyTorchModelHubMixin):
@@ -63,9 +71,6 @@ class RotaryTransformerARLMModel(nn.Module, PyTorchModelHubMixin):
         tie_word_embeddings: bool = False,
     ):
         super().__init__()
-        check_positive("dim_feedforward", dim_feedforward, integer=True, optional=True)
-        check_positive("rope_theta", rope_theta)
-        check_positive("layer_norm_eps", layer_norm_eps)
         self.config = DecoderConfig(
             vocab_size=num_embeddings,
             d_model=d_model,
@@ -84,7 +89,9 @@ class RotaryTransformerARLMModel(nn.Module, PyTorchModelHubMixin):
             attention_dropout=dropout,
             final_norm=not final_layer_without_normalization,
             padding_idx=padding_idx,
+            tie_word_embeddings=tie_word_embeddings,
             attention_backend="flash_attn" if force_flash_attn else "sdpa",
+            arg_names=XLM_ARGUMENT_NAMES,
         )
         self.model = DecoderStack(self.config)
         self.lm_head = nn.Linear(d_model, num_embeddings, bias=False)
@@ -92,16 +99,12 @@ class RotaryTransformerARLMModel(nn.Module, PyTorchModelHubMixin):
             self.lm_head.weight = self.model.embed_tokens.weight
         self.reset_parameters()
 
-    def reset_parameters(self, std: float = 0.02) -> None:
-        """Normal(0, std) for linear and embedding weights, zeros for biases, ones for norms."""
+    def reset_parameters(self, std: Optional[float] = None) -> None:
+        """Initialise every weight (:func:`arlm.decoder.init_weights`; ``std`` default
+        ``config.init_std``, 0.02)."""
+        std = self.config.init_std if std is None else std
         for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, std=std)
-                if isinstance(module, nn.Linear) and module.bias is not None:
-                    nn.init.zeros_(module.bias)
-                if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-                    with torch.no_grad():
-                        module.weight[module.padding_idx].zero_()
+            init_weights(module, std)
 
     def forward(
         self,
@@ -113,13 +116,14 @@ class RotaryTransformerARLMModel(nn.Module, PyTorchModelHubMixin):
     ) -> Float[Tensor, "batch seq vocab"]:
         """Next-token logits.
 
-        ``attention_mask``: ``None`` (causal), ``(B, S)`` key padding over the ``S`` keys
-        (cache + new tokens; True/1 = real) on top of causality, or ``(B, L, S)`` bool used
-        exactly as given. ``positions`` index RoPE (default ``past .. past + L - 1``).
-        ``token_type_ids`` is accepted for the xLM batch contract and not used.
+        ``attention_mask``: ``None`` (no padding), ``(B, W)`` key padding (True/1 = real) over the
+        tokens fed so far, or ``(B, L, keys)`` bool used exactly as given; ``positions`` override
+        the RoPE positions the decoder derives from the padding (see
+        :meth:`arlm.decoder.DecoderStack.forward`). ``token_type_ids`` is accepted for the xLM
+        batch contract and not used.
         """
         hidden = self.model(x_t, attention_mask=attention_mask, positions=positions, cache=cache)
-        return self.lm_head(hidden)
+        return self.lm_head(hidden.last_hidden_state)
 
     def get_named_params_for_weight_decay(self) -> Iterator[Tuple[str, nn.Parameter]]:
         """Matrices of the linear layers (the output projection included)."""

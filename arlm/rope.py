@@ -49,22 +49,10 @@ class RotaryEmbedding(nn.Module):
         self.sin.copy_(sin)
 
     def forward(
-        self,
-        positions: Optional[Integer[Tensor, "batch seq"]],
-        seq_len: int,
-        past_len: int,
-        dtype: torch.dtype,
+        self, positions: Integer[Tensor, "batch_or_1 seq"], dtype: torch.dtype
     ) -> Tuple[Float[Tensor, "batch_or_1 seq dim"], Float[Tensor, "batch_or_1 seq dim"]]:
-        """cos/sin at ``positions``, or at ``past_len .. past_len + seq_len - 1`` when None.
-
-        The no-positions case slices the table (batch axis 1, broadcast) instead of gathering.
-        """
-        if positions is None:
-            cos = self.cos[past_len : past_len + seq_len].unsqueeze(0)
-            sin = self.sin[past_len : past_len + seq_len].unsqueeze(0)
-        else:
-            cos, sin = self.cos[positions], self.sin[positions]
-        return cos.to(dtype), sin.to(dtype)
+        """cos/sin at ``positions`` (each in ``[0, max_positions)``), cast to ``dtype``."""
+        return self.cos[positions].to(dtype), self.sin[positions].to(dtype)
 
 
 def rotate_half(x: Tensor) -> Tensor:
@@ -95,13 +83,3 @@ def apply_rotary_pos_emb(
     q_rot = q_rot * cos + rotate_half(q_rot) * sin
     k_rot = k_rot * cos + rotate_half(k_rot) * sin
     return torch.cat([q_rot, q_pass], dim=-1), torch.cat([k_rot, k_pass], dim=-1)
-
-
-def positions_from_padding_mask(
-    attention_mask: Integer[Tensor, "batch seq"],
-) -> Integer[Tensor, "batch seq"]:
-    """``cumsum(mask) - 1`` clamped at 0: real tokens count 0, 1, 2, ... and padding gets 0.
-
-    A left-padded prompt therefore gets the same positions as the prompt alone.
-    """
-    return (attention_mask.long().cumsum(dim=-1) - 1).clamp_min(0)

@@ -6,6 +6,12 @@ from jaxtyping import Bool, Float, Integer
 from torch import Tensor
 from typing_extensions import NotRequired
 
+IGNORE_INDEX = -100
+"""``target_ids`` value of a position that carries no loss (the prompt, the last real token, padding)."""
+
+PROMPT, CONTINUATION, PADDING = 0, 1, 2
+"""``token_type_ids`` values: prompt tokens, the continuation (BOS, target, EOS), padding."""
+
 
 class ARLMBatch(TypedDict):
     """Language-modelling batch, right-padded (real tokens first in every row).

@@ -27,3 +27,19 @@ def simple_tokenizer():
 def tiny_model():
     torch.manual_seed(0)
     return RotaryTransformerARLMModel(**TINY_MODEL_KWARGS).eval()
+
+
+@pytest.fixture
+def sdpa_calls(monkeypatch):
+    """The ``(attn_mask, is_causal)`` of every SDPA call the package makes while the test runs."""
+    import arlm.attention
+
+    calls = []
+    sdpa = arlm.attention.F.scaled_dot_product_attention
+
+    def recording_sdpa(*args, **kwargs):
+        calls.append((kwargs["attn_mask"], kwargs["is_causal"]))
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(arlm.attention.F, "scaled_dot_product_attention", recording_sdpa)
+    return calls

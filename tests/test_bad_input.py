@@ -8,7 +8,7 @@ import torch
 
 from arlm.checkpoints import CheckpointError, load_safely
 from arlm.datamodule_arlm import id_lists_to_tensors, prepare_prefix_ids_arlm
-from arlm.decoder import DecoderConfig
+from arlm.config import DecoderConfig
 from arlm.model_arlm import RotaryTransformerARLMModel
 from arlm.predictor_arlm import ARLMPredictor
 from arlm.sampling import Sampler

@@ -181,4 +181,4 @@ def test_fast_tokenizer_conversion_keeps_ids_and_specials(tmp_path):
     converted = hf_tokenizer_from(plain_fast)
     assert converted.encode("some words</s>") == trained.encode("some words</s>")
     assert converted.bos_token is None and converted.eos_token_id == trained.eos_token_id
-    assert isinstance(ArlowConfig.from_decoder_config(xlm_model().config, False), ArlowConfig)
+    assert isinstance(ArlowConfig.from_decoder_config(xlm_model().config), ArlowConfig)

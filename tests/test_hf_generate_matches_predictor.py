@@ -1,6 +1,8 @@
-"""HF ``generate()`` (greedy) and the xLM ``ARLMPredictor`` (greedy) agree token for token on the
-same weights: one network, one decoding, two faces."""
+"""One network, one decoding, two faces: on the same weights, ``ArlowForCausalLM.generate``
+(greedy), ``ARLMPredictor`` (greedy) over the xLM face and ``ARLMPredictor`` over the Hugging Face
+face agree token for token, with either cache."""
 
+import pytest
 import torch
 
 from arlm import RotaryTransformerARLMModel
@@ -9,30 +11,39 @@ from arlm.predictor_arlm import ARLMPredictor
 
 from .conftest import TINY_MODEL_KWARGS, VOCAB_SIZE
 
-PAD, EOS = 0, 3
+PAD, EOS, MAX_NEW = 0, 3, 12
 
 
-def test_generate_greedy_equals_predictor_greedy(simple_tokenizer):
-    torch.manual_seed(0)
-    xlm = RotaryTransformerARLMModel(**dict(TINY_MODEL_KWARGS, num_layers=2, padding_idx=PAD)).eval()
-    hf = xlm_to_hf(xlm, simple_tokenizer)
+def left_padded_prompts():
     prompts = torch.randint(7, VOCAB_SIZE, (3, 9), generator=torch.Generator().manual_seed(5))
     mask = torch.ones_like(prompts)
     for row, pad in enumerate((0, 2, 5)):
         prompts[row, :pad], mask[row, :pad] = PAD, 0
-    max_new = 12
-    predictor = ARLMPredictor(
-        max_steps=max_new, max_length=9 + max_new, tokenizer=simple_tokenizer,
-        sampling_method="greedy", model=xlm,
-    )
+    return prompts, mask
+
+
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_predictor_over_either_face_equals_generate(simple_tokenizer, cache):
+    torch.manual_seed(0)
+    xlm = RotaryTransformerARLMModel(**dict(TINY_MODEL_KWARGS, num_layers=2, padding_idx=PAD)).eval()
+    hf = xlm_to_hf(xlm, simple_tokenizer)
+    prompts, mask = left_padded_prompts()
+
+    def predicted(model):
+        predictor = ARLMPredictor(
+            max_steps=MAX_NEW, max_length=9 + MAX_NEW, tokenizer=simple_tokenizer,
+            sampling_method="greedy", model=model, cache=cache,
+        )
+        out = predictor.predict({"input_ids": prompts, "attention_mask": mask})
+        assert out["output_start_idx"] == 9
+        return out["ids"][:, 9:]
+
     with torch.no_grad():
-        predicted = predictor.predict({"input_ids": prompts, "attention_mask": mask})
+        over_xlm, over_hf = predicted(xlm), predicted(hf)
         generated = hf.generate(
-            prompts, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
+            prompts, attention_mask=mask, max_new_tokens=MAX_NEW, do_sample=False,
             pad_token_id=PAD, eos_token_id=EOS,
         )
-    assert predicted["output_start_idx"] == 9
-    ours = predicted["ids"][:, 9:]
-    theirs = torch.nn.functional.pad(generated[:, 9:], (0, max_new - (generated.shape[1] - 9)), value=PAD)
-    assert torch.equal(ours, theirs)
-    assert len(set(ours.flatten().tolist())) > 3  # a real continuation, not one repeated token
+    theirs = torch.nn.functional.pad(generated[:, 9:], (0, MAX_NEW - (generated.shape[1] - 9)), value=PAD)
+    assert torch.equal(over_xlm, theirs) and torch.equal(over_hf, theirs)
+    assert len(set(over_xlm.flatten().tolist())) > 3  # a real continuation, not one repeated token

@@ -254,7 +254,7 @@ def test_bad_inputs_raise_clear_errors():
         model(ids, inputs_embeds=torch.randn(2, 12, 32))
     with pytest.raises(ValueError, match="outside"):
         model(ids + VOCAB)
-    with pytest.raises(ValueError, match="past_key_values must be a transformers Cache"):
+    with pytest.raises(ValueError, match=r"past_key_values \(or cache\) must be a transformers Cache"):
         model(ids, past_key_values=((ids, ids),))
 
 

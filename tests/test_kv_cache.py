@@ -3,7 +3,6 @@ import torch
 
 from arlm.kv_cache import DynamicKVCache, StaticKVCache
 from arlm.model_arlm import RotaryTransformerARLMModel
-from arlm.rope import positions_from_padding_mask
 from tests.conftest import TINY_MODEL_KWARGS, VOCAB_SIZE
 
 B, KV, DH = 2, 2, 4
@@ -16,13 +15,15 @@ def kv(seq, seed):
 
 def test_dynamic_cache_concatenates_per_layer():
     cache = DynamicKVCache()
-    assert cache.get_seq_length() == 0 and cache.get_max_cache_shape() == -1
+    assert cache.get_seq_length() == 0 and not cache.preallocated
+    assert cache.slots(3, torch.device("cpu")).tolist() == [0, 1, 2] and cache.key_length(3) == 3
     (k0, v0), (k1, v1) = kv(3, 0), kv(1, 1)
     for layer in (0, 1):
         cache.update(k0, v0, layer)
     k, v = cache.update(k1, v1, 0)
     assert torch.equal(k, torch.cat([k0, k1], 2)) and torch.equal(v, torch.cat([v0, v1], 2))
     assert cache.get_seq_length(0) == 4 and cache.get_seq_length(1) == 3
+    assert cache.slots(2, torch.device("cpu")).tolist() == [4, 5] and cache.key_length(2) == 6
 
 
 def test_dynamic_cache_matches_concatenation_across_buffer_growth():
@@ -40,25 +41,33 @@ def test_dynamic_cache_rejects_a_skipped_layer():
         DynamicKVCache().update(*kv(1, 0), layer_idx=1)
 
 
+def fill(cache, chunks, layers):
+    """Store each (keys, values) chunk in every layer, as one forward per chunk does."""
+    for k_new, v_new in chunks:
+        slots = cache.slots(k_new.shape[2], k_new.device)
+        for layer in range(layers):
+            k, v = cache.update(k_new, v_new, layer, slots)
+    return k, v
+
+
 def test_static_cache_writes_in_place_and_returns_the_whole_buffer():
     cache = StaticKVCache(num_layers=2, batch_size=B, num_kv_heads=KV, max_length=6, head_dim=DH)
-    buffer = cache.keys[0]
+    buffer = cache.keys[1]
     (k0, v0), (k1, v1) = kv(3, 0), kv(1, 1)
-    cache.update(k0, v0, 0)
-    k, v = cache.update(k1, v1, 0)
+    k, v = fill(cache, [(k0, v0), (k1, v1)], layers=2)
     assert k is buffer and k.shape == (B, KV, 6, DH)
     assert torch.equal(k[:, :, :4], torch.cat([k0, k1], 2))
     assert torch.equal(v[:, :, :4], torch.cat([v0, v1], 2))
     assert (k[:, :, 4:] == 0).all()
-    assert int(cache.get_seq_length(0)) == 4 and int(cache.get_seq_length(1)) == 0
-    assert cache.get_max_cache_shape() == 6
+    assert int(cache.written) == 4 and cache.preallocated and cache.key_length(1) == 6
+    assert cache.slots(2, torch.device("cpu")).tolist() == [4, 5]
 
 
 def test_static_cache_overflow_raises():
     cache = StaticKVCache(num_layers=1, batch_size=B, num_kv_heads=KV, max_length=3, head_dim=DH)
-    cache.update(*kv(2, 0), layer_idx=0)
-    with pytest.raises(ValueError, match="overflow at layer 0: 2 slots written \\+ 2 new > max_length 3"):
-        cache.update(*kv(2, 1), layer_idx=0)
+    fill(cache, [kv(2, 0)], layers=1)
+    with pytest.raises(ValueError, match="overflow: 2 slots written \\+ 2 new > max_length 3"):
+        cache.slots(2, torch.device("cpu"))
 
 
 def test_static_cache_rejects_non_positive_sizes():
@@ -81,38 +90,34 @@ def left_padded_batch():
     return ids.masked_fill(mask == 0, 0), mask
 
 
-def causal_padding_mask(mask, key_len):
-    """(B, L, key_len): causal among the first L keys, padding hidden, later keys hidden."""
-    L = mask.shape[1]
-    m = torch.ones(L, L, dtype=torch.bool).tril()[None] & mask.bool()[:, None, :]
-    return torch.nn.functional.pad(m, (0, key_len - L), value=False)
+def new_cache(kind, model, width):
+    return DynamicKVCache() if kind == "dynamic" else StaticKVCache.for_decoder(model.config, 3, width)
 
 
 @pytest.mark.parametrize("kind", ["dynamic", "static"])
-def test_prefill_then_steps_match_the_full_forward(gqa_model, kind):
-    """Logits of a prefill of 4 tokens plus 3 one-token steps equal one forward over all 7."""
+@pytest.mark.parametrize("mask_width", ["growing", "whole"])
+def test_prefill_then_steps_match_the_full_forward(gqa_model, kind, mask_width):
+    """Logits of a prefill of 4 tokens plus 3 one-token steps equal one forward over all 7, with
+    only the padding mask given: the decoder derives positions and the causal mask itself,
+    whether the mask grows with the tokens (transformers' convention) or covers them all."""
     ids, mask = left_padded_batch()
-    positions = positions_from_padding_mask(mask)
-    full = gqa_model(ids, attention_mask=mask, positions=positions)
+    full = gqa_model(ids, attention_mask=mask)
     real = mask.bool()[:, :, None]
     width = ids.shape[1]
-    if kind == "dynamic":
-        cache, key_len = DynamicKVCache(), None
-    else:
-        cache, key_len = StaticKVCache.for_decoder(gqa_model.config, 3, width), width
-    prefill_mask = causal_padding_mask(mask[:, :4], key_len or 4)
-    logits = [gqa_model(ids[:, :4], prefill_mask, positions[:, :4], cache=cache)]
+    cache = new_cache(kind, gqa_model, width)
+    step_mask = (lambda t: mask[:, :t]) if mask_width == "growing" else (lambda t: mask)
+    logits = [gqa_model(ids[:, :4], step_mask(4), cache=cache)]
     for t in range(4, width):
-        step_mask = torch.nn.functional.pad(mask[:, : t + 1].bool(), (0, (key_len or t + 1) - t - 1))
-        logits.append(gqa_model(ids[:, t : t + 1], step_mask[:, None], positions[:, t : t + 1], cache=cache))
+        logits.append(gqa_model(ids[:, t : t + 1], step_mask(t + 1), cache=cache))
     stepped = torch.cat(logits, dim=1)
     assert torch.allclose(stepped * real, full * real, atol=1e-5)
 
 
-def test_static_cache_needs_explicit_positions_and_a_3d_mask(gqa_model):
-    cache = StaticKVCache.for_decoder(gqa_model.config, 1, 8)
+def test_cache_inputs_are_checked(gqa_model):
+    cache = DynamicKVCache()
     ids = torch.full((1, 2), 9)
-    with pytest.raises(ValueError, match="preallocated KV cache returns all 8 of its slots"):
-        gqa_model(ids, attention_mask=torch.ones(1, 2, dtype=torch.long), cache=cache)
-    with pytest.raises(ValueError, match="attention_mask must have shape"):
-        gqa_model(ids, causal_padding_mask(torch.ones(1, 2), 2), torch.arange(2)[None], cache=cache)
+    gqa_model(ids, attention_mask=torch.ones(1, 2, dtype=torch.long), cache=cache)
+    with pytest.raises(ValueError, match=r"attention_mask must have shape \(batch, keys\)=\(1, 4\)"):
+        gqa_model(ids, attention_mask=torch.ones(1, 3, dtype=torch.long), cache=cache)
+    with pytest.raises(ValueError, match="preallocated KV cache of 65 slots exceeds max_length 64"):
+        gqa_model(ids, cache=StaticKVCache.for_decoder(gqa_model.config, 1, 65))

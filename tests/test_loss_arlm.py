@@ -123,32 +123,22 @@ def test_training_step_compiles_without_graph_breaks(loss_fn):
     assert explanation.graph_count == 1
 
 
-def test_right_padded_training_batch_reaches_sdpa_without_a_mask(loss_fn, monkeypatch):
-    import arlm.attention
-
-    seen = []
-    sdpa = arlm.attention.F.scaled_dot_product_attention
-
-    def recording_sdpa(*args, **kwargs):
-        seen.append((kwargs["attn_mask"], kwargs["is_causal"]))
-        return sdpa(*args, **kwargs)
-
-    monkeypatch.setattr(arlm.attention.F, "scaled_dot_product_attention", recording_sdpa)
+def test_right_padded_training_batch_reaches_sdpa_without_a_mask(loss_fn, sdpa_calls):
     loss_fn(make_batch(pad_last_row=7))
-    assert seen and all(mask is None and causal for mask, causal in seen)
+    assert sdpa_calls and all(mask is None and causal for mask, causal in sdpa_calls)
 
 
 def test_mask_is_built_once_per_forward_not_per_layer(monkeypatch):
     import arlm.decoder
 
     calls = []
-    build = arlm.decoder.build_attention_mask
+    build = arlm.decoder.attention_inputs
 
     def counting_build(*args, **kwargs):
         calls.append(1)
         return build(*args, **kwargs)
 
-    monkeypatch.setattr(arlm.decoder, "build_attention_mask", counting_build)
+    monkeypatch.setattr(arlm.decoder, "attention_inputs", counting_build)
     model = RotaryTransformerARLMModel(**dict(TINY_MODEL_KWARGS, num_layers=3))
     model(make_batch()["input_ids"], torch.ones(4, 32, dtype=torch.long))
     assert len(calls) == 1

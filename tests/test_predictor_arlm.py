@@ -4,10 +4,12 @@ import pytest
 import torch
 import torch._dynamo.testing
 
+from arlm.decoder import DecoderOutput
 from arlm.datamodule_arlm import ARLMSeq2SeqPredCollator, id_lists_to_tensors, prepare_prefix_ids_arlm
 from arlm.metrics_arlm import seq2seq_exact_match_update_fn
 from arlm.model_arlm import RotaryTransformerARLMModel
-from arlm.predictor_arlm import ARLMPredictor, greedy_decode_without_cache
+from arlm.predictor_arlm import ARLMPredictor
+from tests.oracles import greedy_decode_without_cache
 from tests.conftest import TINY_MODEL_KWARGS, VOCAB_SIZE
 
 PAD, EOS, BOS = 0, 3, 4
@@ -71,19 +73,29 @@ def test_left_padded_batch_equals_each_prompt_alone(peaked_model, simple_tokeniz
 
 
 class ScriptedModel(torch.nn.Module):
-    """Emits ``script[k]`` (one token per row) at the k-th call, whatever the input."""
+    """Emits ``script[k]`` (one token per row) at the k-th call, whatever the input: its decoder
+    returns one-hot hidden states that an identity head turns into logits."""
+
+    def __init__(self, script):
+        super().__init__()
+        self.model = ScriptedDecoder(script)
+        self.lm_head = torch.nn.Linear(VOCAB_SIZE, VOCAB_SIZE, bias=False)
+        torch.nn.init.eye_(self.lm_head.weight)
+
+
+class ScriptedDecoder(torch.nn.Module):
+    config = None  # the predictor's dynamic cache does not need one
 
     def __init__(self, script):
         super().__init__()
         self.script = torch.tensor(script)
-        self.anchor = torch.nn.Parameter(torch.zeros(1))
         self.calls = 0
 
-    def forward(self, x_t, attention_mask=None, positions=None, token_type_ids=None, cache=None):
-        logits = torch.full((x_t.shape[0], x_t.shape[1], VOCAB_SIZE), -1.0)
-        logits[:, -1].scatter_(1, self.script[self.calls][:, None], 1.0)
+    def forward(self, input_ids, attention_mask=None, cache=None):
+        hidden = torch.full((input_ids.shape[0], input_ids.shape[1], VOCAB_SIZE), -1.0)
+        hidden[:, -1].scatter_(1, self.script[self.calls][:, None], 1.0)
         self.calls += 1
-        return logits
+        return DecoderOutput(last_hidden_state=hidden)
 
 
 def test_rows_stop_at_eos_then_pad_and_the_batch_stops_when_all_ended(simple_tokenizer):
@@ -96,7 +108,7 @@ def test_rows_stop_at_eos_then_pad_and_the_batch_stops_when_all_ended(simple_tok
         [7, 8, 9, EOS, PAD, PAD],
         [7, 8, EOS, PAD, PAD, PAD],
     ]
-    assert model.calls == 4  # prefill + 3 steps: the last row ended at the 4th token
+    assert model.model.calls == 4  # prefill + 3 steps: the last row ended at the 4th token
     assert out["attention_mask"][:, P:].tolist() == [
         [1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0], [1, 1, 1, 0, 0, 0],
     ]

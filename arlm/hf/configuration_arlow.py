@@ -4,18 +4,31 @@ Arlow is the shared rotary decoder (:mod:`arlm.decoder`) seen through ``transfor
 seed's fields keep their names and defaults; the extra fields (``norm_type``, ``gated_mlp``,
 ``bias``, ``rotary_dim``, ``final_norm``, ``hidden_dropout``, ``cross_attention_dim``) default to
 the seed's LLaMA-like network and let an exported xLM model (LayerNorm, ReLU, biases, partial
-rotary) be described exactly. :meth:`ArlowConfig.to_decoder_config` and
-:meth:`ArlowConfig.from_decoder_config` are the one mapping between the two configurations.
+rotary) be described exactly. :data:`ARLOW_FIELDS` is the one mapping between these fields and
+:class:`~arlm.config.DecoderConfig`, which checks them (:meth:`ArlowConfig.to_decoder_config`
+and :meth:`ArlowConfig.from_decoder_config` read it in both directions).
 """
 
 from typing import Any, Optional
 
 from transformers import PretrainedConfig
 
-from arlm.decoder import DecoderConfig
+from arlm.config import DecoderConfig
 
-NORM_TYPES = ("rmsnorm", "layernorm")
 PLAIN_ACTIVATIONS = ("relu", "gelu", "silu")
+
+ARLOW_FIELDS = {
+    "vocab_size": "vocab_size", "d_model": "hidden_size", "n_layers": "num_hidden_layers",
+    "n_heads": "num_attention_heads", "n_kv_heads": "num_key_value_heads",
+    "d_ff": "intermediate_size", "norm": "norm_type", "norm_eps": "rms_norm_eps", "bias": "bias",
+    "rotary_dim": "rotary_dim", "rope_theta": "rope_theta", "max_positions": "max_position_embeddings",
+    "dropout": "hidden_dropout", "attention_dropout": "attention_dropout", "final_norm": "final_norm",
+    "padding_idx": "pad_token_id", "cross_attention": "cross_attention",
+    "cross_attention_dim": "cross_attention_dim", "tie_word_embeddings": "tie_word_embeddings",
+    "init_std": "initializer_range",
+}
+"""``DecoderConfig`` field -> ``ArlowConfig`` field; ``activation`` comes from ``gated_mlp`` and
+``hidden_act``, and the attention backend from ``attn_implementation``."""
 
 
 class ArlowConfig(PretrainedConfig):
@@ -109,26 +122,8 @@ class ArlowConfig(PretrainedConfig):
         return self.hidden_size // self.num_attention_heads
 
     def _validate(self) -> None:
-        """Raise a ``ValueError`` naming the offending field and what was expected."""
-        for name in (
-            "vocab_size", "hidden_size", "intermediate_size", "max_position_embeddings",
-            "num_attention_heads", "num_key_value_heads", "num_hidden_layers",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"ArlowConfig.{name} must be a positive integer, got {value!r}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"ArlowConfig.hidden_size ({self.hidden_size}) must be divisible by "
-                f"num_attention_heads ({self.num_attention_heads})"
-            )
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError(
-                f"ArlowConfig.num_attention_heads ({self.num_attention_heads}) must be divisible by "
-                f"num_key_value_heads ({self.num_key_value_heads})"
-            )
-        if self.norm_type not in NORM_TYPES:
-            raise ValueError(f"ArlowConfig.norm_type must be one of {NORM_TYPES}, got {self.norm_type!r}")
+        """Raise a ``ValueError`` naming the offending field and what was expected: the network's
+        fields through :meth:`to_decoder_config`, the fields only Arlow has here."""
         if self.gated_mlp and self.hidden_act != "silu":
             raise ValueError(
                 f"ArlowConfig.hidden_act must be 'silu' when gated_mlp=True (SwiGLU), got "
@@ -138,25 +133,10 @@ class ArlowConfig(PretrainedConfig):
             raise ValueError(
                 f"ArlowConfig.hidden_act must be one of {PLAIN_ACTIVATIONS}, got {self.hidden_act!r}"
             )
-        if self.rotary_dim is not None and (
-            self.rotary_dim <= 0 or self.rotary_dim % 2 or self.rotary_dim > self.head_dim
-        ):
-            raise ValueError(
-                f"ArlowConfig.rotary_dim must be even and in [2, head_dim={self.head_dim}] "
-                f"(hidden_size / num_attention_heads), got {self.rotary_dim}"
-            )
-        for name in ("attention_dropout", "hidden_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"ArlowConfig.{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.rms_norm_eps <= 0 or self.rope_theta <= 0:
-            raise ValueError(
-                f"ArlowConfig.rms_norm_eps and rope_theta must be positive, got "
-                f"{self.rms_norm_eps} and {self.rope_theta}"
-            )
-        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        self.to_decoder_config()
+        for name in ("bos_token_id", "eos_token_id"):
             value = getattr(self, name)
-            ids = value if isinstance(value, (list, tuple)) else [value]
-            for token_id in ids:
+            for token_id in value if isinstance(value, (list, tuple)) else [value]:
                 if token_id is not None and not (
                     isinstance(token_id, int) and 0 <= token_id < self.vocab_size
                 ):
@@ -166,60 +146,28 @@ class ArlowConfig(PretrainedConfig):
                     )
 
     def to_decoder_config(self, attention_backend: str = "sdpa") -> DecoderConfig:
-        """The :class:`DecoderConfig` of the network this configuration describes."""
+        """The :class:`DecoderConfig` of the network this configuration describes (checked)."""
         return DecoderConfig(
-            vocab_size=self.vocab_size,
-            d_model=self.hidden_size,
-            n_layers=self.num_hidden_layers,
-            n_heads=self.num_attention_heads,
-            n_kv_heads=self.num_key_value_heads,
-            d_ff=self.intermediate_size,
+            **{field: getattr(self, name) for field, name in ARLOW_FIELDS.items()},
             activation="swiglu" if self.gated_mlp else self.hidden_act,
-            norm=self.norm_type,
-            norm_eps=self.rms_norm_eps,
-            bias=self.bias,
-            rotary_dim=self.rotary_dim,
-            rope_theta=self.rope_theta,
-            max_positions=self.max_position_embeddings,
-            dropout=self.hidden_dropout,
-            attention_dropout=self.attention_dropout,
-            final_norm=self.final_norm,
-            padding_idx=self.pad_token_id,
-            cross_attention=self.cross_attention,
-            cross_attention_dim=self.cross_attention_dim,
             attention_backend=attention_backend,
+            arg_names={**ARLOW_FIELDS, "activation": "hidden_act"},
+            owner="ArlowConfig.",
         )
 
     @classmethod
-    def from_decoder_config(
-        cls, decoder: DecoderConfig, tie_word_embeddings: bool, **kwargs: Any
-    ) -> "ArlowConfig":
+    def from_decoder_config(cls, decoder: DecoderConfig, **kwargs: Any) -> "ArlowConfig":
         """The ``ArlowConfig`` whose network is ``decoder`` (``kwargs``: e.g. special token ids)."""
+        fields = {name: getattr(decoder, field) for field, name in ARLOW_FIELDS.items()}
         gated = decoder.activation == "swiglu"
+        if decoder.rotary_dim == decoder.head_dim:
+            fields["rotary_dim"] = None
+        if decoder.cross_attention_dim == decoder.d_model:
+            fields["cross_attention_dim"] = None
         return cls(
-            vocab_size=decoder.vocab_size,
-            hidden_size=decoder.d_model,
-            intermediate_size=decoder.d_ff,
-            max_position_embeddings=decoder.max_positions,
-            num_attention_heads=decoder.n_heads,
-            num_key_value_heads=decoder.n_kv_heads,
-            num_hidden_layers=decoder.n_layers,
-            attention_dropout=decoder.attention_dropout,
+            **fields,
             hidden_act="silu" if gated else decoder.activation,
-            rms_norm_eps=decoder.norm_eps,
-            rope_theta=decoder.rope_theta,
-            tie_word_embeddings=tie_word_embeddings,
-            pad_token_id=decoder.padding_idx,
-            cross_attention=decoder.cross_attention,
-            use_cross_attention=decoder.cross_attention,
-            norm_type=decoder.norm,
             gated_mlp=gated,
-            bias=decoder.bias,
-            rotary_dim=None if decoder.rotary_dim == decoder.head_dim else decoder.rotary_dim,
-            final_norm=decoder.final_norm,
-            hidden_dropout=decoder.dropout,
-            cross_attention_dim=(
-                None if decoder.cross_attention_dim == decoder.d_model else decoder.cross_attention_dim
-            ),
+            use_cross_attention=decoder.cross_attention,
             **kwargs,
         )

@@ -126,11 +126,10 @@ def xlm_to_hf(
     xlm_model: RotaryTransformerARLMModel, tokenizer: Optional[PreTrainedTokenizerBase] = None
 ) -> ArlowForCausalLM:
     """The same network as an ``ArlowForCausalLM``: identical state dict, identical logits."""
-    tied = xlm_model.lm_head.weight is xlm_model.model.embed_tokens.weight
     token_ids = {}
     if tokenizer is not None:
         token_ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    config = ArlowConfig.from_decoder_config(xlm_model.config, tie_word_embeddings=tied, **token_ids)
+    config = ArlowConfig.from_decoder_config(xlm_model.config, **token_ids)
     hf_model = ArlowForCausalLM(config)
     hf_model.load_state_dict(xlm_model.state_dict(), strict=True)
     return hf_model.eval()

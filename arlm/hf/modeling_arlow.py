@@ -1,19 +1,21 @@
 """Arlow through ``transformers``: ``ArlowModel`` and ``ArlowForCausalLM``.
 
-There is no second network here. ``ArlowModel`` *is* the shared :class:`~arlm.decoder.DecoderStack`
-(attention, RoPE, MLP, norms and masks all come from :mod:`arlm.decoder`) that is also a
-``PreTrainedModel``; so its modules sit directly under the Llama names (``embed_tokens``,
-``layers.N.self_attn.q_proj``, ..., ``norm``) and ``ArlowForCausalLM``'s state dict is that of an
-HF ``*ForCausalLM``. A LLaMA-shaped Arlow (RMSNorm, SwiGLU, no bias, no cross-attention, full
-rotary) loads into ``LlamaForCausalLM`` as it is.
+There is no second network here. Both classes hold the shared :class:`~arlm.decoder.DecoderStack`
+as ``.model`` (attention, RoPE, MLP, norms, masks and positions all come from it), so
+``ArlowForCausalLM``'s state dict is that of an HF ``*ForCausalLM`` (``model.embed_tokens``,
+``model.layers.N.self_attn.q_proj``, ..., ``lm_head``) and ``ArlowModel``'s holds the same keys
+without the head; a LLaMA-shaped Arlow (RMSNorm, SwiGLU, no bias, no cross-attention, full
+rotary) loads into ``LlamaForCausalLM`` as it is. This module only maps the ``transformers``
+calling conventions onto the decoder: ``past_key_values`` and ``cache_position`` (up to
+transformers 5.23) or ``cache`` (5.24 on), output flags, the cache default, the loss.
 """
 
 import warnings
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Optional, Union
 
 import torch
 import transformers
-from jaxtyping import Bool, Float, Integer
+from jaxtyping import Float, Integer
 from torch import Tensor, nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
@@ -21,13 +23,19 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.utils import is_flash_attn_2_available
 from transformers.utils.generic import can_return_tuple
 
-from arlm.attention import cache_slot_mask
-from arlm.decoder import CrossAttention, DecoderStack, SelfAttention
+from arlm.decoder import CrossAttention, DecoderStack, SelfAttention, init_weights
 from arlm.hf.configuration_arlow import ArlowConfig
 from arlm.hf.hf_cache import HFCacheView
 from arlm.rope import RotaryEmbedding, apply_rotary_pos_emb
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
+CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+"""The name under which this ``transformers`` passes and returns the cache (``cache`` from 5.24)."""
+
+try:
+    from transformers import initialization as hf_init  # transformers 5: skips loaded weights
+except ImportError:
+    hf_init = nn.init
 
 ArlowRMSNorm = nn.RMSNorm
 """The norm of a ``norm_type="rmsnorm"`` Arlow: torch's ``RMSNorm`` (LlamaRMSNorm's formula)."""
@@ -46,9 +54,8 @@ __all__ = [
 
 
 class ArlowPreTrainedModel(PreTrainedModel):
-    """Weights initialised with ``config.initializer_range`` (normal linear/embedding weights, zero
-    biases and padding row, unit norms: ``PreTrainedModel._init_weights``), and the capability flags
-    ``transformers`` reads.
+    """Weights initialised by the decoder's :func:`~arlm.decoder.init_weights` with
+    ``config.initializer_range``, and the capability flags ``transformers`` reads.
 
     ``gradient_checkpointing_enable()`` sets the decoder's ``gradient_checkpointing`` flag; the
     decoder then checkpoints each layer with ``torch.utils.checkpoint`` (non-reentrant; HF's
@@ -72,10 +79,7 @@ class ArlowPreTrainedModel(PreTrainedModel):
     _can_compile_fullgraph = True
 
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, RotaryEmbedding):
-            module.reset_tables()
-        else:
-            super()._init_weights(module)
+        init_weights(module, self.config.initializer_range, hf_init)
 
     def set_attn_implementation(self, attn_implementation: Any, **kwargs: Any) -> None:
         """Switch the attention of every decoder layer, not just the config."""
@@ -112,11 +116,75 @@ def _attention_backend(config: ArlowConfig) -> str:
     return "eager" if requested == "eager" else "sdpa"
 
 
-class ArlowModel(DecoderStack, ArlowPreTrainedModel):
+def run_decoder(
+    decoder: DecoderStack,
+    config: ArlowConfig,
+    training: bool,
+    input_ids: Optional[Tensor],
+    attention_mask: Optional[Tensor],
+    position_ids: Optional[Tensor],
+    cache: Optional[Cache],
+    inputs_embeds: Optional[Tensor],
+    use_cache: Optional[bool],
+    cache_position: Optional[Tensor],
+    encoder_hidden_states: Optional[Tensor],
+    encoder_attention_mask: Optional[Tensor],
+    output_attentions: Optional[bool],
+    output_hidden_states: Optional[bool],
+) -> BaseModelOutputWithPast:
+    """``decoder`` called with the ``transformers`` conventions of both Arlow classes.
+
+    ``use_cache`` defaults to ``config.use_cache`` in eval mode and to False in training (and
+    while gradient checkpointing); a ``DynamicCache`` is created when one is wanted and none is
+    given. ``output_*`` default to the config's flags.
+    """
+    if encoder_hidden_states is not None and not config.use_cross_attention:
+        raise ValueError(
+            "encoder_hidden_states were given but config.use_cross_attention is False; "
+            "set it to True (with cross_attention=True) to feed them to the model"
+        )
+    if cache is not None and not isinstance(cache, Cache):
+        raise ValueError(
+            f"past_key_values (or cache) must be a transformers Cache (e.g. DynamicCache or StaticCache), "
+            f"got {type(cache).__name__}"
+        )
+    if output_attentions is None:
+        output_attentions = bool(getattr(config, "output_attentions", False))
+    if output_hidden_states is None:
+        output_hidden_states = bool(getattr(config, "output_hidden_states", False))
+    if use_cache is None:
+        use_cache = config.use_cache and not training
+    if use_cache and decoder.gradient_checkpointing and training:
+        use_cache = False  # recomputing a layer in backward would append to the cache twice
+    if use_cache and cache is None:
+        cache = DynamicCache(config=config)
+    out = decoder(
+        input_ids,
+        attention_mask=attention_mask,
+        positions=position_ids,
+        cache=None if cache is None else HFCacheView(cache, cache_position),
+        encoder_hidden_states=encoder_hidden_states,
+        encoder_attention_mask=encoder_attention_mask,
+        inputs_embeds=inputs_embeds,
+        output_hidden_states=output_hidden_states,
+        output_attentions=output_attentions,
+    )
+    return BaseModelOutputWithPast(
+        last_hidden_state=out.last_hidden_state,
+        hidden_states=out.hidden_states,
+        attentions=out.attentions,
+        **{CACHE_FIELD: cache},
+    )
+
+
+class ArlowModel(ArlowPreTrainedModel):
     """The Arlow decoder: token ids in, hidden states ``(B, L, hidden_size)`` out."""
 
+    _keys_to_ignore_on_load_unexpected = [r"^lm_head\."]
+
     def __init__(self, config: ArlowConfig):
-        super().__init__(config.to_decoder_config(_attention_backend(config)), config)
+        super().__init__(config)
+        self.model = DecoderStack(config.to_decoder_config(_attention_backend(config)))
         self.post_init()
 
     @can_return_tuple
@@ -133,94 +201,31 @@ class ArlowModel(DecoderStack, ArlowPreTrainedModel):
         encoder_attention_mask: Optional[Tensor] = None,
         output_attentions: Optional[bool] = None,
         output_hidden_states: Optional[bool] = None,
+        cache: Optional[Cache] = None,
     ) -> BaseModelOutputWithPast:
         """Hidden states after the final norm, and the cache when one is used.
 
-        ``attention_mask``: ``(B, past + L)`` with 1 for real tokens (left padding in generation)
-        or ``(B, L, past + L)`` used as given; ``position_ids`` index RoPE (default
-        ``past .. past + L - 1``); ``past_key_values``: a ``transformers`` ``Cache``, extended in
-        place (a ``DynamicCache`` is created when ``use_cache`` and none is given; ``use_cache``
-        defaults to ``config.use_cache`` in eval mode and to False in training). A static
-        (preallocated) cache takes ``cache_position`` (default ``past .. past + L - 1``) and a
-        ``(B, past + L)`` mask. ``encoder_hidden_states`` feed the cross-attention blocks
-        (``config.cross_attention`` and ``config.use_cross_attention``); without them the blocks
-        are skipped. ``output_hidden_states`` / ``output_attentions`` (default: the config's)
-        return every layer's input plus the final output, and every layer's attention weights.
+        ``attention_mask``: ``(B, past + L)`` with 1 for real tokens (left padding in generation;
+        a preallocated cache also takes ``(B, slots)``) or ``(B, L, keys)`` used as given;
+        ``position_ids`` override the RoPE positions derived from the mask; the cache
+        (``past_key_values``, or ``cache`` as transformers 5.24 names it) is a ``transformers``
+        ``Cache`` extended in place, its slots ``cache_position`` when given. ``encoder_hidden_states``
+        feed the cross-attention blocks (``config.cross_attention`` and
+        ``config.use_cross_attention``); without them the blocks are skipped.
+        ``output_hidden_states`` / ``output_attentions`` return every layer's input plus the
+        final output, and every layer's attention weights.
         """
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids and inputs_embeds")
-        if encoder_hidden_states is not None and not self.config.use_cross_attention:
-            raise ValueError(
-                "encoder_hidden_states were given but config.use_cross_attention is False; "
-                "set it to True (with cross_attention=True) to feed them to the model"
-            )
-        if past_key_values is not None and not isinstance(past_key_values, Cache):
-            raise ValueError(
-                "past_key_values must be a transformers Cache (e.g. DynamicCache or StaticCache), "
-                f"got {type(past_key_values).__name__}"
-            )
-        if output_attentions is None:
-            output_attentions = bool(getattr(self.config, "output_attentions", False))
-        if output_hidden_states is None:
-            output_hidden_states = bool(getattr(self.config, "output_hidden_states", False))
-        if use_cache is None:
-            use_cache = self.config.use_cache and not self.training
-        if use_cache and self.gradient_checkpointing and self.training:
-            use_cache = False  # recomputing a layer in backward would append to the cache twice
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
-        cache = None if past_key_values is None else HFCacheView(past_key_values)
-        if cache is not None and cache.get_max_cache_shape() > 0:
-            attention_mask, position_ids, cache_position = self._static_cache_inputs(
-                cache, input_ids if input_ids is not None else inputs_embeds,
-                attention_mask, position_ids, cache_position,
-            )
-        out = self.run(
-            input_ids,
-            attention_mask=attention_mask,
-            positions=position_ids,
-            cache=cache,
-            cache_kwargs=None if cache_position is None else {"cache_position": cache_position},
-            encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask,
-            inputs_embeds=inputs_embeds,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
+        return run_decoder(
+            self.model, self.config, self.training, input_ids, attention_mask, position_ids,
+            cache if cache is not None else past_key_values, inputs_embeds, use_cache, cache_position,
+            encoder_hidden_states, encoder_attention_mask, output_attentions, output_hidden_states,
         )
-        return BaseModelOutputWithPast(
-            last_hidden_state=out.last_hidden_state,
-            past_key_values=past_key_values if use_cache or past_key_values is not None else None,
-            hidden_states=out.hidden_states,
-            attentions=out.attentions,
-        )
-
-    @staticmethod
-    def _static_cache_inputs(
-        cache: HFCacheView,
-        inputs: Tensor,
-        attention_mask: Optional[Tensor],
-        position_ids: Optional[Tensor],
-        cache_position: Optional[Tensor],
-    ) -> Tuple[Bool[Tensor, "batch seq slots"], Integer[Tensor, "batch seq"], Integer[Tensor, "seq"]]:
-        """A preallocated cache returns all its slots as keys: explicit slot indices, RoPE
-        positions and a ``(B, L, slots)`` mask (:func:`arlm.attention.cache_slot_mask`)."""
-        B, L = inputs.shape[:2]
-        if cache_position is None:
-            past = cache.get_seq_length()
-            cache_position = torch.arange(L, device=inputs.device) + past
-        if position_ids is None:
-            position_ids = cache_position[None].expand(B, L)
-        slots = cache.get_max_cache_shape()
-        if attention_mask is None:
-            attention_mask = torch.ones((B, slots), dtype=torch.bool, device=inputs.device)
-        if attention_mask.dim() == 2:
-            attention_mask = cache_slot_mask(attention_mask, cache_position, slots)
-        return attention_mask, position_ids, cache_position
 
 
 class ArlowForCausalLM(ArlowPreTrainedModel, GenerationMixin):
-    """``ArlowModel`` plus the LM head (tied to the embeddings when ``config.tie_word_embeddings``);
-    ``labels`` give the mean next-token cross-entropy, positions labelled -100 ignored."""
+    """The Arlow decoder (``.model``) plus the LM head (tied to the embeddings when
+    ``config.tie_word_embeddings``); ``labels`` give the mean next-token cross-entropy,
+    positions labelled -100 ignored."""
 
     _tied_weights_keys = (
         {"lm_head.weight": "model.embed_tokens.weight"} if TRANSFORMERS_MAJOR >= 5 else ["lm_head.weight"]
@@ -228,7 +233,7 @@ class ArlowForCausalLM(ArlowPreTrainedModel, GenerationMixin):
 
     def __init__(self, config: ArlowConfig):
         super().__init__(config)
-        self.model = ArlowModel(config)
+        self.model = DecoderStack(config.to_decoder_config(_attention_backend(config)))
         self.vocab_size = config.vocab_size
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
@@ -249,27 +254,21 @@ class ArlowForCausalLM(ArlowPreTrainedModel, GenerationMixin):
         encoder_attention_mask: Optional[Tensor] = None,
         output_attentions: Optional[bool] = None,
         output_hidden_states: Optional[bool] = None,
+        cache: Optional[Cache] = None,
         **loss_kwargs: Any,
     ) -> CausalLMOutputWithPast:
         """Logits ``(B, L, vocab)`` (only the last ``logits_to_keep`` positions when non-zero) and,
         with ``labels`` of the input's shape ``(B, L)``, the next-token loss: position ``t``
         predicts ``labels[:, t + 1]`` (HF's shift), ``-100`` ignored. ``loss_kwargs`` go to the
-        loss (``num_items_in_batch`` from the ``Trainer``)."""
+        loss (``num_items_in_batch`` from the ``Trainer``). The other arguments are
+        :meth:`ArlowModel.forward`'s."""
         batch_shape = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
         if labels is not None:
             _check_labels(labels, tuple(batch_shape))
-        outputs = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            cache_position=cache_position,
-            encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
+        outputs = run_decoder(
+            self.model, self.config, self.training, input_ids, attention_mask, position_ids,
+            cache if cache is not None else past_key_values, inputs_embeds, use_cache, cache_position,
+            encoder_hidden_states, encoder_attention_mask, output_attentions, output_hidden_states,
         )
         hidden = outputs.last_hidden_state
         if isinstance(logits_to_keep, int) and logits_to_keep and labels is None:
@@ -285,9 +284,9 @@ class ArlowForCausalLM(ArlowPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
         )
 
     def generate(self, inputs: Optional[Tensor] = None, *args: Any, **kwargs: Any) -> Any:
@@ -302,22 +301,17 @@ class ArlowForCausalLM(ArlowPreTrainedModel, GenerationMixin):
         return super().generate(inputs, *args, **kwargs)
 
     def create_masks_for_generate(
-        self,
-        config: ArlowConfig,
-        attention_mask: Optional[Tensor],
-        past_key_values: Cache,
-        cache_position: Optional[Tensor] = None,
-        **kwargs: Any,
-    ) -> Tensor:
-        """``generate``'s hook for a preallocated cache: the fixed-shape ``(B, L, slots)`` mask of
-        :meth:`ArlowModel._static_cache_inputs`, so every decode step has the same shapes and a
-        compiled forward is reused. ``kwargs`` carry ``input_embeds`` (transformers 4) or
-        ``inputs_embeds`` (transformers 5), of which only the shape is used."""
-        embeds = kwargs.get("inputs_embeds", kwargs.get("input_embeds"))
-        mask, _, _ = ArlowModel._static_cache_inputs(
-            HFCacheView(past_key_values), embeds, attention_mask, None, cache_position
-        )
-        return mask
+        self, config: ArlowConfig, attention_mask: Optional[Tensor] = None, **kwargs: Any
+    ) -> Optional[Tensor]:
+        """``generate``'s hook for a preallocated cache: the ``(B, past + L)`` padding mask
+        widened with padding to the cache's fixed number of slots, so that every decode step has
+        the same shapes and a compiled forward is reused (the decoder builds the causal mask).
+        ``kwargs`` carry the cache (``past_key_values``, or ``cache`` from transformers 5.24)."""
+        if attention_mask is None:
+            return None
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        slots = HFCacheView(cache).key_length(0)
+        return torch.nn.functional.pad(attention_mask, (0, slots - attention_mask.shape[1]), value=0)
 
 
 def _check_labels(labels: Tensor, batch_shape: tuple) -> None:
