@@ -42,6 +42,25 @@ def prompt_tensors(batch: Mapping[str, Any], device: torch.device) -> Tuple[Tens
     return input_ids.to(device), mask.to(device)
 
 
+def special_ids(tokenizer: Any, vocab_size: int) -> Tuple[int, int]:
+    """The tokenizer's ``(pad_token_id, eos_token_id)``, both needed to generate; ``ValueError``
+    when one is missing or a special id (BOS included) is outside ``[0, vocab_size)``."""
+    pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    if pad_id is None or eos_id is None:
+        raise ValueError(
+            f"the tokenizer needs a pad and an EOS token to generate, got pad_token_id="
+            f"{pad_id}, eos_token_id={eos_id}"
+        )
+    for name in ("pad_token_id", "eos_token_id", "bos_token_id"):
+        value = getattr(tokenizer, name, None)
+        if value is not None and not 0 <= value < vocab_size:
+            raise ValueError(
+                f"tokenizer {name}={value} is outside the model's vocabulary [0, {vocab_size}); "
+                f"use the tokenizer the model was built for"
+            )
+    return pad_id, eos_id
+
+
 def decode_without_special(tokenizer: Any, rows: List[List[int]]) -> List[str]:
     """Text of each row without special tokens (removed here too, since some tokenizers,
     e.g. xlm-core's SimpleSpaceTokenizer, ignore ``skip_special_tokens``)."""

@@ -11,7 +11,7 @@ from torch import Tensor
 from arlm.attention import positions_from_padding_mask
 from arlm.datamodule_arlm import id_lists_to_tensors, prepare_prefix_ids_arlm
 from arlm.kv_cache import CACHE_KINDS, KVCache, new_cache
-from arlm.prediction_io import decode_without_special, prediction_rows, prompt_tensors
+from arlm.prediction_io import decode_without_special, prediction_rows, prompt_tensors, special_ids
 from arlm.sampling import Sampler
 from arlm.types_arlm import ARLMPredictionDict
 
@@ -89,7 +89,7 @@ class ARLMPredictor:
         """
         start = time.perf_counter()
         self._require_components()
-        pad_id, eos_id = self._special_ids()
+        pad_id, eos_id = special_ids(self.tokenizer, self.model.lm_head.out_features)
         input_ids, prompt_mask = prompt_tensors(batch, next(self.model.parameters()).device)
         (B, P), max_new = input_ids.shape, max(0, min(self.max_steps, self.max_length - input_ids.shape[1]))
         ids, last_step, end_times = input_ids, torch.full((B,), -1, device=input_ids.device), []
@@ -201,16 +201,3 @@ class ARLMPredictor:
                     f"ARLMPredictor.{name} is not set; xlm-core sets it after building the "
                     f"predictor, or pass {name}= to the constructor"
                 )
-
-    def _special_ids(self) -> Tuple[int, int]:
-        pad_id, eos_id = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
-        if pad_id is None or eos_id is None:
-            raise ValueError(
-                f"the tokenizer needs a pad and an EOS token to generate, got pad_token_id="
-                f"{pad_id}, eos_token_id={eos_id}"
-            )
-        vocab = self.model.lm_head.out_features
-        for name, value in (("pad_token_id", pad_id), ("eos_token_id", eos_id), ("bos_token_id", getattr(self.tokenizer, "bos_token_id", None))):
-            if value is not None and not 0 <= value < vocab:
-                raise ValueError(f"tokenizer {name}={value} is outside the model's vocabulary [0, {vocab}); use the tokenizer the model was built for")
-        return pad_id, eos_id
