@@ -7,13 +7,18 @@ so it cannot alternate contenders within a round or count process CPU time.)
 """
 
 import argparse
+import sys
 import time
+from pathlib import Path
 from typing import Callable, Collection, Dict, List, Optional
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from arlm.model_arlm import RotaryTransformerARLMModel
+
+# The repository root, so that the scripts can use the tests' reference decoder (tests/oracles.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CLOCKS: Dict[str, Callable[[], float]] = {"wall": time.perf_counter, "process": time.process_time}
 

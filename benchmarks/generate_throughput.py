@@ -27,10 +27,11 @@ from transformers import LlamaForCausalLM
 from xlm.datamodule import SimpleSpaceTokenizer
 
 from arlm.model_arlm import RotaryTransformerARLMModel
-from arlm.predictor_arlm import ARLMPredictor, greedy_decode_without_cache
+from arlm.predictor_arlm import ARLMPredictor
 from common import (
     CLOCKS, add_clock_arg, add_network_args, arlm_network, benchmark_parser, llama_twin, network_summary, time_alternating,
 )
+from tests.oracles import greedy_decode_without_cache  # importable once common is
 
 PAD, EOS = 0, 3  # SimpleSpaceTokenizer's ids
 NO_CACHE = "ours, no cache"

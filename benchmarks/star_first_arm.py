@@ -27,10 +27,13 @@ import datasets
 import torch
 
 from arlm.datamodule_arlm import ARLMSeq2SeqCollator, id_lists_to_tensors, prepare_prefix_ids_arlm
-from arlm.loss_arlm import IGNORE_INDEX, ARLMLoss
+from arlm.loss_arlm import ARLMLoss
+from arlm.types_arlm import IGNORE_INDEX
 from arlm.model_arlm import RotaryTransformerARLMModel
-from arlm.predictor_arlm import greedy_decode_without_cache
 from xlm.datamodule import SimpleSpaceTokenizer
+
+import common  # noqa: F401  (puts the repository root on sys.path, for tests.oracles)
+from tests.oracles import greedy_decode_without_cache
 
 OBJECTIVES = ("forward", "reversed", "masked")
 
