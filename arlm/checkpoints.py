@@ -5,9 +5,8 @@
   error (a full disk included) the temporary file is removed and the old target is untouched. A
   hard kill can leave ``.<name>.tmp-<pid>`` behind; :func:`remove_orphaned_temporaries` deletes
   those of dead processes.
-* :func:`load_safely` reads a checkpoint with ``torch.load(weights_only=True)`` (tensors and plain
-  containers only) and turns torch's errors for empty, text, truncated and code-carrying files
-  into :class:`CheckpointError` naming the file.
+* :func:`arlm.checkpoint_files.load_safely` reads a checkpoint with
+  ``torch.load(weights_only=True)`` and names what is wrong with a file it cannot use.
 * :func:`load_newest_valid` loads the checkpoint Lightning or xlm-core picked automatically
   (``last.ckpt``, ``on_exception.ckpt``, ``best.ckpt``) and, if it is unreadable, holds non-finite
   weights or was written at a NaN/Inf stop, the newest valid ``*.ckpt`` beside it instead,
@@ -19,9 +18,6 @@
 import errno
 import logging
 import os
-import pickle
-import re
-import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -29,6 +25,7 @@ import torch
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from arlm.checkpoint_files import CheckpointError, load_safely
 from arlm.processes import pid_alive
 
 log = logging.getLogger(__name__)
@@ -37,52 +34,6 @@ TMP_MARKER = ".tmp-"
 NON_FINITE_STOP_KEY = "arlm_non_finite_stop"
 AUTOMATIC_NAMES = ("last.ckpt", "on_exception.ckpt", "best.ckpt")
 RESUME_NAMES = ("last.ckpt", "on_exception.ckpt")
-
-
-# Lightning checkpoints of arlm runs hold only tensors and plain containers (checked with
-# ``torch.serialization.get_unsafe_globals_in_checkpoint``): no class needs to be allowed.
-SAFE_GLOBALS: List[Any] = []
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used: empty, not a checkpoint, truncated, or unsafe."""
-
-
-def _describe_unreadable(path: Path, error: BaseException) -> str:
-    size = path.stat().st_size if path.exists() else 0
-    text = str(error)
-    if size == 0:
-        return f"{path} is empty (0 bytes): it was never written completely"
-    if not zipfile.is_zipfile(path):
-        with open(path, "rb") as f:
-            head = f.read(4)
-        if head.startswith(b"PK"):
-            return f"{path} is truncated or corrupt ({size} bytes, the zip archive is incomplete)"
-        return f"{path} is not a PyTorch checkpoint ({size} bytes, no zip archive; a text file or another format?)"
-    if "Weights only load failed" in text or isinstance(error, pickle.UnpicklingError):
-        match = re.search(r"Unsupported global: GLOBAL (\S+)", text) or re.search(r"WeightsUnpickler error: ([^\n]+)", text)
-        reason = match.group(1) if match else text.splitlines()[0]
-        return (
-            f"{path} asks to run or build Python objects that arlm does not load from checkpoints "
-            f"({reason}); it was not loaded. Use checkpoints written by arlm/Lightning training, or "
-            f"re-save its tensors with a tool you trust"
-        )
-    return f"{path} is truncated or corrupt ({size} bytes): {type(error).__name__}: {text.splitlines()[0] if text else ''}"
-
-
-def load_safely(path: _PATH, map_location: Any = "cpu") -> Dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` with :data:`SAFE_GLOBALS`; a :class:`CheckpointError` otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist or is not a file")
-    try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:
-        raise CheckpointError(_describe_unreadable(path, error)) from error
-    if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint dictionary")
-    return checkpoint
 
 
 def non_finite_tensor(checkpoint: Dict[str, Any]) -> Optional[str]:

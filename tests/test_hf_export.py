@@ -159,9 +159,9 @@ def test_non_arlm_checkpoints_are_rejected(tmp_path, simple_tokenizer):
     with pytest.raises(ValueError, match="missing keys .*unexpected keys"):
         export_checkpoint_to_hf(tmp_path / "renamed.ckpt", tmp_path / "out", simple_tokenizer)
     torch.save([1, 2, 3], tmp_path / "list.ckpt")
-    with pytest.raises(ValueError, match="is not an arlm checkpoint: it holds a list"):
+    with pytest.raises(ValueError, match="holds a list, not a checkpoint dictionary"):
         export_checkpoint_to_hf(tmp_path / "list.ckpt", tmp_path / "out")
-    with pytest.raises(ValueError, match="checkpoint not found"):
+    with pytest.raises(ValueError, match="missing.ckpt does not exist or is not a file"):
         export_checkpoint_to_hf(tmp_path / "missing.ckpt", tmp_path / "out")
     torch.save(lightning_checkpoint(xlm, XLM_KWARGS), tmp_path / "no_ema.ckpt")
     with pytest.raises(ValueError, match="has no EMA weights"):

@@ -39,7 +39,7 @@ class RunsCode:
 def test_crafted_pickle_in_a_checkpoint_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     write_checkpoint(tmp_path / "evil.ckpt", extra={"callbacks": RunsCode(marker)})
-    with pytest.raises(ValueError, match="is not a weights-only checkpoint"):
+    with pytest.raises(ValueError, match="asks to run or build Python objects that arlm does not load"):
         export_checkpoint_to_hf(tmp_path / "evil.ckpt", tmp_path / "out")
     assert not marker.exists() and not (tmp_path / "out").exists()
 

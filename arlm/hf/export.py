@@ -20,7 +20,6 @@ is :mod:`arlm.jobs.export_hf`, so that this module imports without xlm-core and 
 """
 
 import copy
-import pickle
 import re
 import shutil
 import tempfile
@@ -32,6 +31,7 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from arlm.checkpoint_files import load_safely
 from arlm.hf.configuration_arlow import ArlowConfig
 from arlm.hf.modeling_arlow import ArlowForCausalLM
 from arlm.hf.native_export import native_blocker, to_native
@@ -222,20 +222,11 @@ def _write_into_place(
 
 
 def _read_checkpoint(path: Path) -> Tuple[dict, Optional[Mapping[str, Any]], Optional[dict]]:
-    """``(model state dict without the Harness prefix, recorded model config, EMA state)``."""
-    if not path.is_file():
-        raise ValueError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
+    """``(model state dict without the Harness prefix, recorded model config, EMA state)``, read
+    as training reads checkpoints (:func:`arlm.checkpoint_files.load_safely`: weights only)."""
+    if path.suffix == ".safetensors" and path.is_file():
         return load_file(str(path)), None, None
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ValueError(
-            f"{path} is not a weights-only checkpoint: torch.load(weights_only=True) refused it "
-            f"({str(error).splitlines()[0]}); arlm never unpickles arbitrary objects"
-        ) from error
-    if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"{path} is not an arlm checkpoint: it holds a {type(checkpoint).__name__}")
+    checkpoint = load_safely(path)
     if "state_dict" not in checkpoint:
         return dict(checkpoint), None, None
     hparams = checkpoint.get("hyper_parameters") or {}

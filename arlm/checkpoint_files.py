@@ -1,0 +1,60 @@
+"""Reading a checkpoint file without running code from it; no Lightning, so that the Hugging Face
+export (installed without xlm-core) reads checkpoints the same way training does.
+
+:func:`load_safely` reads with ``torch.load(weights_only=True)`` (tensors and plain containers
+only) and turns torch's errors for empty, text, truncated and code-carrying files into
+:class:`CheckpointError` naming the file.
+"""
+
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, List, Union
+
+import torch
+
+# Lightning checkpoints of arlm runs hold only tensors and plain containers (checked with
+# ``torch.serialization.get_unsafe_globals_in_checkpoint``): no class needs to be allowed.
+SAFE_GLOBALS: List[Any] = []
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: empty, not a checkpoint, truncated, or unsafe."""
+
+
+def _describe_unreadable(path: Path, error: BaseException) -> str:
+    size = path.stat().st_size if path.exists() else 0
+    text = str(error)
+    if size == 0:
+        return f"{path} is empty (0 bytes): it was never written completely"
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head.startswith(b"PK"):
+            return f"{path} is truncated or corrupt ({size} bytes, the zip archive is incomplete)"
+        return f"{path} is not a PyTorch checkpoint ({size} bytes, no zip archive; a text file or another format?)"
+    if "Weights only load failed" in text or isinstance(error, pickle.UnpicklingError):
+        match = re.search(r"Unsupported global: GLOBAL (\S+)", text) or re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+        reason = match.group(1) if match else text.splitlines()[0]
+        return (
+            f"{path} asks to run or build Python objects that arlm does not load from checkpoints "
+            f"({reason}); it was not loaded. Use checkpoints written by arlm/Lightning training, or "
+            f"re-save its tensors with a tool you trust"
+        )
+    return f"{path} is truncated or corrupt ({size} bytes): {type(error).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def load_safely(path: Union[str, Path], map_location: Any = "cpu") -> Dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with :data:`SAFE_GLOBALS`; a :class:`CheckpointError` otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist or is not a file")
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise CheckpointError(_describe_unreadable(path, error)) from error
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint dictionary")
+    return checkpoint
