@@ -3,14 +3,15 @@ export (installed without xlm-core) reads checkpoints the same way training does
 
 :func:`load_safely` reads with ``torch.load(weights_only=True)`` (tensors and plain containers
 only) and turns torch's errors for empty, text, truncated and code-carrying files into
-:class:`CheckpointError` naming the file.
+:class:`CheckpointError` naming the file. :func:`copy_ema_weights` puts a checkpoint's EMA
+weights into a module, for the export and for ``generate_arlm`` alike.
 """
 
 import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
 
@@ -58,3 +59,25 @@ def load_safely(path: Union[str, Path], map_location: Any = "cpu") -> Dict[str, 
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint dictionary")
     return checkpoint
+
+
+def copy_ema_weights(module: torch.nn.Module, ema: Optional[Mapping[str, Any]], path: Union[str, Path], fix: str) -> None:
+    """Copy the ``torch_ema`` shadow parameters of ``checkpoint["ema"]`` into ``module``.
+
+    xlm-core's EMA callback tracks the Harness's trainable parameters in registration order. In an
+    arlm run the model is the Harness's only module with parameters, so the shadows are, in order,
+    the trainable ``parameters()`` of the Harness and of its model alike. ``ValueError`` naming
+    ``path`` and ending with ``fix`` when there are no EMA weights or they do not match.
+    """
+    if ema is None:
+        raise ValueError(f"{path} has no EMA weights (no 'ema' entry: trained without the EMA callback). Fix: {fix}")
+    params = [p for p in module.parameters() if p.requires_grad]
+    shadows = ema["shadow_params"]
+    if len(shadows) != len(params) or any(s.shape != p.shape for s, p in zip(shadows, params)):
+        raise ValueError(
+            f"the EMA weights of {path} ({len(shadows)} tensors) do not match the model's "
+            f"{len(params)} trainable parameters. Fix: {fix}"
+        )
+    with torch.no_grad():
+        for param, shadow in zip(params, shadows):
+            param.copy_(shadow)

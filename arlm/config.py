@@ -7,11 +7,11 @@ Derived fields are filled and every invariant is checked here, once; ``arg_names
 ``owner`` only make the messages name the argument the user actually passed.
 """
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 from arlm.attention import resolve_attention_backend
+from arlm.value_checks import is_finite_number, is_int, is_number
 
 NORMS = ("layernorm", "rmsnorm")
 ACTIVATIONS = ("relu", "gelu", "silu", "swiglu")
@@ -76,28 +76,29 @@ class DecoderConfig:
         self.d_ff = 4 * self.d_model if self.d_ff is None else self.d_ff
         self.rotary_dim = self.head_dim if self.rotary_dim is None else self.rotary_dim
         if (
-            isinstance(self.rotary_dim, bool) or not isinstance(self.rotary_dim, int)
-            or self.rotary_dim <= 0 or self.rotary_dim % 2 or self.rotary_dim > self.head_dim
+            not is_int(self.rotary_dim) or self.rotary_dim <= 0 or self.rotary_dim % 2 or self.rotary_dim > self.head_dim
         ):
             self._fail(
                 "rotary_dim", f"must be even and in [2, head_dim={self.head_dim}] "
                 f"({self._arg('d_model')} {self.d_model} / {self.n_heads} heads), got {self.rotary_dim!r}"
             )
+        self.rotary_dim = int(self.rotary_dim)
         if self.activation not in ACTIVATIONS:
             self._fail("activation", f"must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.norm not in NORMS:
             self._fail("norm", f"must be one of {NORMS}, got {self.norm!r}")
         for name in ("dropout", "attention_dropout"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+            if not is_number(value) or not 0.0 <= value < 1.0:
                 self._fail(name, f"must be in [0, 1), got {value!r}")
         if self.padding_idx is not None and not (
-            isinstance(self.padding_idx, int) and 0 <= self.padding_idx < self.vocab_size
+            is_int(self.padding_idx) and 0 <= self.padding_idx < self.vocab_size
         ):
             self._fail(
                 "padding_idx", f"must be in [0, {self._arg('vocab_size')}={self.vocab_size}), "
                 f"got {self.padding_idx!r}"
             )
+        self.padding_idx = None if self.padding_idx is None else int(self.padding_idx)
         self.cross_attention_dim = self.d_model if self.cross_attention_dim is None else self.cross_attention_dim
         self.attention_backend = resolve_attention_backend(self.attention_backend)
 
@@ -114,6 +115,6 @@ class DecoderConfig:
 
     def _check_positive(self, name: str, integer: bool = False) -> None:
         value: Any = getattr(self, name)
-        numeric = not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
-        if not (numeric and math.isfinite(value) and value > 0):
+        if not ((is_int(value) if integer else is_finite_number(value)) and value > 0):
             self._fail(name, f"must be {'a positive integer' if integer else 'a positive finite number'}, got {value!r}")
+        setattr(self, name, int(value) if integer else float(value))

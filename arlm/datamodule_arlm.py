@@ -20,6 +20,7 @@ from torch.utils.data import IterableDataset
 from arlm.decoder_inputs import check_token_ids
 from arlm.prompt_ids import id_lists_to_tensors, prepare_prefix_ids_arlm, prepare_suffix_ids_arlm
 from arlm.types_arlm import CONTINUATION, IGNORE_INDEX, PADDING, PROMPT, ARLMBatch, ARLMSeq2SeqBatch, ARLMSeq2SeqPredictionBatch
+from arlm.value_checks import check_int_at_least
 
 
 
@@ -91,10 +92,8 @@ class _ARLMCollator:
         noise_schedule: Any = None,
         input_block_size: Optional[int] = None,
     ):
-        if block_size is None or block_size < 2:
-            raise ValueError(f"block_size must be an integer >= 2, got {block_size!r}")
         self.tokenizer = tokenizer
-        self.block_size = block_size
+        self.block_size = check_int_at_least("block_size", block_size, 2)
         self.noise_schedule = noise_schedule
         self.input_block_size = input_block_size or None
 

@@ -16,6 +16,7 @@ import lightning.pytorch.core.saving as lightning_saving
 import torch
 from xlm.harness import Harness
 
+from arlm.checkpoint_files import copy_ema_weights
 from arlm.checkpoints import NON_FINITE_STOP_KEY, check_state_dict_shapes, load_newest_valid
 from arlm.matmul_precision import exact_fp32_matmul_on_cpu
 from arlm.resume import NonFiniteLossError, is_non_finite_loss_error, reconcile_learning_rate
@@ -119,12 +120,9 @@ class ARLMHarness(Harness):
         only, the same fallback). Raises ``ValueError`` naming the file when it has no EMA state.
         """
         checkpoint = load_newest_valid(checkpoint_path)[1]
-        if "ema" not in checkpoint:
-            raise ValueError(
-                f"{checkpoint_path} has no EMA weights (no 'ema' entry: trained without the EMA "
-                f"callback). Fix: use its raw weights with +generation.use_ema=false."
-            )
-        self._apply_ema_weights(checkpoint["ema"])
+        copy_ema_weights(
+            self, checkpoint.get("ema"), checkpoint_path, fix="use its raw weights with +generation.use_ema=false."
+        )
 
     @classmethod
     def from_checkpoint(

@@ -21,6 +21,7 @@ from jaxtyping import Float, Integer
 from torch import Tensor
 
 from arlm.config import DecoderConfig
+from arlm.value_checks import check_int_at_least
 
 CACHE_KINDS = ("dynamic", "static")
 
@@ -139,8 +140,7 @@ class StaticKVCache:
             ("num_layers", num_layers), ("batch_size", batch_size),
             ("num_kv_heads", num_kv_heads), ("max_length", max_length), ("head_dim", head_dim),
         ):
-            if value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value}")
+            check_int_at_least(name, value, 1)
         shape = (batch_size, num_kv_heads, max_length, head_dim)
         self.max_length = max_length
         self.num_layers = num_layers

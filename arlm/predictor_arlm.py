@@ -14,6 +14,7 @@ from arlm.kv_cache import CACHE_KINDS, KVCache, new_cache
 from arlm.prediction_io import decode_without_special, prediction_rows, prompt_tensors, special_ids
 from arlm.sampling import Sampler
 from arlm.types_arlm import ARLMPredictionDict
+from arlm.value_checks import check_int_at_least
 
 
 class ARLMPredictor:
@@ -54,9 +55,7 @@ class ARLMPredictor:
         cache: str = "dynamic",
         compile: bool = False,
     ):
-        for name, value, least in (("max_steps", max_steps, 1), ("max_length", max_length, 2)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        max_steps, max_length = check_int_at_least("max_steps", max_steps, 1), check_int_at_least("max_length", max_length, 2)
         if cache not in CACHE_KINDS:
             raise ValueError(f"cache must be one of {CACHE_KINDS}, got {cache!r}")
         if compile and cache != "static":

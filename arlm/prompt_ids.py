@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from arlm.types_arlm import PADDING, PROMPT
+from arlm.value_checks import is_int
 
 TRUNCATE_MODES = ("block", "max", None)
 BOS_PLACES = (None, "input", "output")
@@ -122,10 +123,6 @@ def _width(rows: List[List[int]], max_seq_len: Optional[int], truncate: Optional
     return max(longest, max_seq_len or 0) if truncate == "max" else longest
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
 def _check_id_rows(name: str, rows: Any) -> List[List[int]]:
     """``rows`` as a list of lists of Python ints; ``TypeError``/``ValueError`` naming the value."""
     if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence) or len(rows) == 0:
@@ -138,7 +135,7 @@ def _check_id_rows(name: str, rows: Any) -> List[List[int]]:
             row = row.tolist()
         if isinstance(row, (str, bytes)) or not isinstance(row, Sequence):
             raise TypeError(f"{name}[{i}] must be a list of token ids, got {row!r}")
-        bad = [t for t in row if not _is_int(t) or t < 0]
+        bad = [t for t in row if not is_int(t) or t < 0]
         if bad:
             raise ValueError(
                 f"{name}[{i}] must hold non-negative integer token ids, got {bad[0]!r} in {list(row)!r}"
@@ -153,14 +150,14 @@ def _check_special_ids(pad: Any, bos: Any, eos: Any) -> Tuple[int, Optional[int]
     for name, value, optional in named:
         if value is None and optional:
             continue
-        if not _is_int(value) or value < 0:
+        if not is_int(value) or value < 0:
             expected = "a non-negative integer" + (" or None" if optional else "")
             raise ValueError(f"{name} must be {expected}, got {value!r}")
     return int(pad), None if bos is None else int(bos), None if eos is None else int(eos)
 
 
 def _check_options(max_seq_len: Any, truncate: Any, add_bos: Any, add_eos: Any) -> None:
-    if max_seq_len is not None and (not _is_int(max_seq_len) or max_seq_len < 1):
+    if max_seq_len is not None and (not is_int(max_seq_len) or max_seq_len < 1):
         raise ValueError(f"max_seq_len must be a positive integer or None, got {max_seq_len!r}")
     if truncate not in TRUNCATE_MODES:
         raise ValueError(f"truncate must be one of {TRUNCATE_MODES}, got {truncate!r}")

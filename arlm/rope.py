@@ -6,6 +6,8 @@ import torch
 from jaxtyping import Float, Integer
 from torch import Tensor, nn
 
+from arlm.value_checks import is_int
+
 
 class RotaryEmbedding(nn.Module):
     """cos/sin tables for RoPE over the first ``dim`` channels of every head.
@@ -17,8 +19,8 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, dim: int, max_positions: int, theta: float = 10000.0):
         super().__init__()
-        if dim <= 0 or dim % 2:
-            raise ValueError(f"rotary dim must be a positive even number, got {dim}")
+        if not is_int(dim) or dim <= 0 or dim % 2:
+            raise ValueError(f"rotary dim must be a positive even number, got {dim!r}")
         self.dim = dim
         self.max_positions = max_positions
         self.theta = theta

@@ -18,6 +18,8 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
+from arlm.value_checks import check_int_at_least, is_number
+
 SAMPLING_METHODS = ("greedy", "sample", "sample_top_k", "sample_top_p")
 
 
@@ -44,10 +46,9 @@ class Sampler:
     ):
         if method not in SAMPLING_METHODS:
             raise ValueError(f"sampling_method must be one of {SAMPLING_METHODS}, got {method!r}")
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top (top-k) must be an integer >= 1, got {top_k!r}")
+        top_k = check_int_at_least("top (top-k)", top_k, 1)
         for name, value in (("p (top-p)", top_p), ("temperature", temperature)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if not is_number(value):
                 raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__}); e.g. p=0.9, not p='0.9'")
         if not 0.0 < top_p <= 1.0:
             raise ValueError(f"p (top-p) must be in (0, 1], got {top_p!r}")

@@ -7,12 +7,13 @@ directory is reported by xlm-core as not existing. :class:`ConfigCheckCallback`
 (a Hydra callback, registered by ``model_type/arlm``) runs :func:`check_config` before the job.
 """
 
-import math
 import os
 from typing import Any, List, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from arlm.value_checks import is_finite_number, is_int
 
 POSITIVE_INT_KEYS = (
     "global_batch_size", "per_device_batch_size", "per_device_val_batch_size", "block_size",
@@ -45,20 +46,16 @@ def _select(cfg: DictConfig, key: str) -> Any:
         return MISSING
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def check_positive_int(value: Any, key: str, minimum: int = 1) -> int:
     """Return ``value`` if it is an integer >= ``minimum``; else raise :class:`ConfigValueError`."""
-    if not _is_int(value) or value < minimum:
+    if not is_int(value) or value < minimum:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ConfigValueError(f"{key}={value!r} ({type(value).__name__}) must be {kind}, e.g. {key}=16")
     return value
 
 
 def _check_val_check_interval(value: Any) -> Optional[str]:
-    if _is_int(value) and value > 0:
+    if is_int(value) and value > 0:
         return None
     if isinstance(value, float) and 0.0 < value <= 1.0:
         return None
@@ -101,7 +98,7 @@ def config_problems(cfg: DictConfig) -> List[str]:
         value = _select(cfg, key)
         if value is MISSING or value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        if not is_finite_number(value) or value < 0:
             problems.append(f"{key}={value!r} must be a finite number >= 0 (or null)")
     data_dir = _select(cfg, "datamodule.manual_cache_dir")
     if isinstance(data_dir, str) and os.path.exists(data_dir) and not os.path.isdir(data_dir):
@@ -127,7 +124,7 @@ def config_problems(cfg: DictConfig) -> List[str]:
     if split is not MISSING and split is not None and split not in EVAL_SPLITS:
         problems.append(f"eval.split={split!r} must be one of {list(EVAL_SPLITS)}")
     lr = _select(cfg, "optimizer.lr")
-    if lr is not MISSING and lr is not None and (not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr <= 0):
+    if lr is not MISSING and lr is not None and (not is_finite_number(lr) or lr <= 0):
         problems.append(f"optimizer.lr={lr!r} must be a positive finite number, e.g. optimizer.lr=0.001")
     return problems
 

@@ -3,6 +3,7 @@ naming the value, instead of raw torch errors, NaN outputs or silently empty tex
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -120,3 +121,24 @@ def test_resume_prefers_a_newer_last_checkpoint_over_a_stale_on_exception_one(tm
     os.utime(tmp_path / "on_exception.ckpt", (1, 1))
     used, checkpoint = load_newest_valid(tmp_path / "on_exception.ckpt")
     assert used == tmp_path / "last.ckpt" and checkpoint["global_step"] == 20
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(padding_idx=True), "padding_idx must be in \\[0, vocab_size=57\\), got True"),
+    (dict(dropout=False), "dropout must be in \\[0, 1\\), got False"),
+    (dict(d_model=True), "d_model must be a positive integer, got True"),
+    (dict(rotary_dim=16.0), "rotary_dim must be even"),
+])
+def test_flags_and_floats_are_not_taken_for_integers(kwargs, message):
+    """``bool`` subclasses ``int``: without the check ``padding_idx=True`` would mean id 1."""
+    with pytest.raises(ValueError, match=message):
+        DecoderConfig(**dict(dict(vocab_size=57, d_model=32, n_layers=1, n_heads=2), **kwargs))
+
+
+def test_numpy_integers_are_integers():
+    """A size read from an array (``np.int64``) is as good as a Python ``int`` everywhere."""
+    config = DecoderConfig(vocab_size=np.int64(57), d_model=np.int64(32), n_layers=1, n_heads=np.int64(2), padding_idx=np.int64(0))
+    assert config.head_dim == 16 and config.rotary_dim == 16
+    assert Sampler("sample_top_k", top_k=np.int64(5)).top_k == 5
+    assert ARLMPredictor(max_steps=np.int64(4), max_length=np.int64(16)).max_steps == 4
+    assert all(type(v) is int for v in (config.vocab_size, config.d_model, config.n_heads, config.padding_idx, config.rotary_dim))

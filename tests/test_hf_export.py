@@ -12,6 +12,7 @@ from transformers import (
 )
 
 from arlm import ArlowConfig, ArlowForCausalLM, RotaryTransformerARLMModel
+from arlm.checkpoint_files import copy_ema_weights
 from arlm.hf.export import XLM_MODEL_TARGET, export_checkpoint_to_hf, hf_tokenizer_from, xlm_to_hf
 
 from .conftest import TINY_MODEL_KWARGS, VOCAB_SIZE
@@ -130,6 +131,30 @@ def test_export_applies_ema_weights_by_default(tmp_path, simple_tokenizer):
     assert torch.equal(with_ema.lm_head.weight, xlm.lm_head.weight)
     assert not torch.equal(without.lm_head.weight, xlm.lm_head.weight)
 
+
+
+def test_ema_weights_copy_into_the_model_or_a_module_holding_it():
+    """What ``generate_arlm`` does to the Harness (the model's parent), checked against
+    torch_ema's own ``copy_to``; a mismatched EMA state is refused with the fix."""
+    ExponentialMovingAverage = pytest.importorskip("torch_ema").ExponentialMovingAverage
+    xlm = xlm_model()
+    ema = ExponentialMovingAverage([p for p in xlm.parameters() if p.requires_grad], decay=0.5)
+    with torch.no_grad():
+        for p in xlm.parameters():
+            p.add_(0.1)
+    ema.update()
+    state = ema.state_dict()
+    harness_like = torch.nn.Module()
+    harness_like.model = xlm_model()
+    copy_ema_weights(harness_like, state, "run.ckpt", fix="use apply_ema=False")
+    ema.copy_to()
+    for ours, theirs in zip(harness_like.model.state_dict().values(), xlm.state_dict().values()):
+        assert torch.equal(ours, theirs)
+    short = dict(state, shadow_params=state["shadow_params"][:-1])
+    with pytest.raises(ValueError, match=r"EMA weights of run.ckpt \(\d+ tensors\) do not match .* Fix: use apply_ema=False"):
+        copy_ema_weights(harness_like, short, "run.ckpt", fix="use apply_ema=False")
+    with pytest.raises(ValueError, match=r"run.ckpt has no EMA weights .* Fix: use apply_ema=False"):
+        copy_ema_weights(harness_like, None, "run.ckpt", fix="use apply_ema=False")
 
 def test_export_model_only_safetensors_needs_and_uses_model_config(tmp_path):
     xlm = xlm_model(tie_word_embeddings=False)

@@ -71,7 +71,7 @@ def test_static_cache_overflow_raises():
 
 
 def test_static_cache_rejects_non_positive_sizes():
-    with pytest.raises(ValueError, match="max_length must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="max_length must be an integer >= 1, got 0"):
         StaticKVCache(num_layers=1, batch_size=1, num_kv_heads=1, max_length=0, head_dim=4)
 
 

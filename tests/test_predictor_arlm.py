@@ -213,6 +213,8 @@ def test_built_without_components_exposes_them_for_injection():
         (dict(sampling_method="beam"), "sampling_method must be one of .* got 'beam'"),
         (dict(temperature=0.0), "temperature must be > 0"),
         (dict(max_steps=0), "max_steps must be an integer >= 1, got 0"),
+        (dict(max_steps=True), "max_steps must be an integer >= 1, got True"),
+        (dict(max_length=16.0), "max_length must be an integer >= 2, got 16.0"),
         (dict(cache="paged"), "cache must be one of"),
         (dict(compile=True), "compile=True needs cache='static'"),
     ],

@@ -82,6 +82,8 @@ def test_same_generator_seed_gives_same_draws():
         (dict(method="beam"), "sampling_method must be one of"),
         (dict(top_k=0), "top \\(top-k\\) must be an integer >= 1, got 0"),
         (dict(top_k=2.5), "top \\(top-k\\) must be an integer >= 1"),
+        (dict(top_k=True), "top \\(top-k\\) must be an integer >= 1, got True"),
+        (dict(temperature=False), "temperature must be a number, got False"),
         (dict(top_p=0.0), "p \\(top-p\\) must be in \\(0, 1\\], got 0.0"),
         (dict(top_p=1.5), "p \\(top-p\\) must be in \\(0, 1\\], got 1.5"),
         (dict(top_p=math.nan), "p \\(top-p\\) must be in \\(0, 1\\]"),

@@ -24,6 +24,7 @@ from xlm.datamodule import parse_hf_dataset_full_name
 from xlm.tasks.star import AsymmetricVariableArmlengthStarGraphGenerator, SimpleStarGraphGenerator
 
 from arlm.dataprep.cache import AtomicCacheDatasetManager, write_dir_atomically
+from arlm.value_checks import is_int
 
 STAR_LEVELS: Dict[str, Dict[str, Any]] = {
     "star-small": {
@@ -63,8 +64,8 @@ def generate_star_split(level: str, split: str, size: int, seed: int) -> List[Di
         raise ValueError(f"unknown STAR level {level!r}; expected one of {sorted(STAR_LEVELS)}")
     if split not in SPLITS:
         raise ValueError(f"unknown STAR split {split!r}; expected one of {list(SPLITS)}")
-    if size < 1:
-        raise ValueError(f"STAR split size must be >= 1, got {size} for {level}/{split}")
+    if not is_int(size) or size < 1:
+        raise ValueError(f"STAR split size must be an integer >= 1, got {size!r} for {level}/{split}")
     settings = STAR_LEVELS[level]
     py_state, np_state = random.getstate(), np.random.get_state()
     try:
@@ -92,7 +93,7 @@ class StarDatasetManager(AtomicCacheDatasetManager):
         missing = [s for s in SPLITS if s not in sizes]
         if missing:
             raise ValueError(f"star split_sizes {sizes} lacks {missing}; give a size for each of {list(SPLITS)}")
-        bad = {s: sizes[s] for s in SPLITS if isinstance(sizes[s], bool) or not isinstance(sizes[s], int) or sizes[s] < 1}
+        bad = {s: sizes[s] for s in SPLITS if not is_int(sizes[s]) or sizes[s] < 1}
         if bad:
             raise ValueError(f"star_split_sizes must be positive integers, got {bad} (e.g. star_split_sizes.train=50000)")
         self.split_sizes = {s: int(sizes[s]) for s in SPLITS}

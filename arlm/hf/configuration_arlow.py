@@ -14,6 +14,7 @@ from typing import Any, Optional
 from transformers import PretrainedConfig
 
 from arlm.config import DecoderConfig
+from arlm.value_checks import is_int
 
 PLAIN_ACTIVATIONS = ("relu", "gelu", "silu")
 
@@ -138,7 +139,7 @@ class ArlowConfig(PretrainedConfig):
             value = getattr(self, name)
             for token_id in value if isinstance(value, (list, tuple)) else [value]:
                 if token_id is not None and not (
-                    isinstance(token_id, int) and 0 <= token_id < self.vocab_size
+                    is_int(token_id) and 0 <= token_id < self.vocab_size
                 ):
                     raise ValueError(
                         f"ArlowConfig.{name} must be in [0, vocab_size={self.vocab_size}), "

@@ -26,12 +26,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple, Union
 
-import torch
 from safetensors.torch import load_file
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from arlm.checkpoint_files import load_safely
+from arlm.checkpoint_files import copy_ema_weights, load_safely
 from arlm.hf.configuration_arlow import ArlowConfig
 from arlm.hf.modeling_arlow import ArlowForCausalLM
 from arlm.hf.native_export import native_blocker, to_native
@@ -91,7 +90,7 @@ def export_checkpoint_to_hf(
     if apply_ema is None:
         apply_ema = ema is not None
     if apply_ema:
-        _copy_ema_weights(xlm_model, ema, checkpoint_path)
+        copy_ema_weights(xlm_model, ema, checkpoint_path, fix="use apply_ema=False")
     hf_model = choose_architecture(xlm_to_hf(xlm_model, tokenizer), architecture)
     _write_into_place(output_dir, hf_model, hf_tokenizer)
     return hf_model
@@ -292,27 +291,6 @@ def _load_xlm_state_dict(model: RotaryTransformerARLMModel, state_dict: dict, pa
             f"{unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
         )
     model.load_state_dict(state_dict, strict=True)
-
-
-def _copy_ema_weights(model: RotaryTransformerARLMModel, ema: Optional[dict], path: Path) -> None:
-    """Copy ``torch_ema`` shadow parameters into the model.
-
-    xlm-core's EMA tracks the Harness's trainable parameters in registration order; the model is
-    the Harness's only module with parameters in an arlm run, so the shadows are the model's
-    ``parameters()`` in order.
-    """
-    if ema is None:
-        raise ValueError(f"{path} has no EMA weights (checkpoint['ema']); use apply_ema=False")
-    params = [p for p in model.parameters() if p.requires_grad]
-    shadows = ema["shadow_params"]
-    if len(shadows) != len(params) or any(s.shape != p.shape for s, p in zip(shadows, params)):
-        raise ValueError(
-            f"the EMA weights of {path} ({len(shadows)} tensors) do not match the model's "
-            f"{len(params)} trainable parameters; use apply_ema=False"
-        )
-    with torch.no_grad():
-        for param, shadow in zip(params, shadows):
-            param.copy_(shadow)
 
 
 def _is_space_separated_word_tokenizer(tokenizer: PreTrainedTokenizerBase) -> bool:
