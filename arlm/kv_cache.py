@@ -136,11 +136,12 @@ class StaticKVCache:
         dtype: torch.dtype = torch.float32,
         device: Optional[torch.device] = None,
     ):
-        for name, value in (
-            ("num_layers", num_layers), ("batch_size", batch_size),
-            ("num_kv_heads", num_kv_heads), ("max_length", max_length), ("head_dim", head_dim),
-        ):
-            check_int_at_least(name, value, 1)
+        num_layers, batch_size, num_kv_heads, max_length, head_dim = (
+            check_int_at_least(name, value, 1) for name, value in (
+                ("num_layers", num_layers), ("batch_size", batch_size),
+                ("num_kv_heads", num_kv_heads), ("max_length", max_length), ("head_dim", head_dim),
+            )
+        )
         shape = (batch_size, num_kv_heads, max_length, head_dim)
         self.max_length = max_length
         self.num_layers = num_layers

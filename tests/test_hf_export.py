@@ -115,7 +115,9 @@ def test_auto_export_writes_the_native_twin_when_exact(tmp_path, simple_tokenize
         assert not (tmp_path / "native").exists()
 
 
-def test_export_applies_ema_weights_by_default(tmp_path, simple_tokenizer):
+def model_with_diverged_ema():
+    """A model and its torch_ema tracker whose shadows differ from the model's current weights
+    (the tracker was updated after every weight moved by 0.1, with decay 0.5)."""
     ExponentialMovingAverage = pytest.importorskip("torch_ema").ExponentialMovingAverage
     xlm = xlm_model()
     ema = ExponentialMovingAverage([p for p in xlm.parameters() if p.requires_grad], decay=0.5)
@@ -123,6 +125,11 @@ def test_export_applies_ema_weights_by_default(tmp_path, simple_tokenizer):
         for p in xlm.parameters():
             p.add_(0.1)
     ema.update()
+    return xlm, ema
+
+
+def test_export_applies_ema_weights_by_default(tmp_path, simple_tokenizer):
+    xlm, ema = model_with_diverged_ema()
     path = tmp_path / "ema.ckpt"
     torch.save(lightning_checkpoint(xlm, XLM_KWARGS, ema), path)
     with_ema = export_checkpoint_to_hf(path, tmp_path / "a", simple_tokenizer, architecture="arlow")
@@ -132,17 +139,10 @@ def test_export_applies_ema_weights_by_default(tmp_path, simple_tokenizer):
     assert not torch.equal(without.lm_head.weight, xlm.lm_head.weight)
 
 
-
 def test_ema_weights_copy_into_the_model_or_a_module_holding_it():
     """What ``generate_arlm`` does to the Harness (the model's parent), checked against
     torch_ema's own ``copy_to``; a mismatched EMA state is refused with the fix."""
-    ExponentialMovingAverage = pytest.importorskip("torch_ema").ExponentialMovingAverage
-    xlm = xlm_model()
-    ema = ExponentialMovingAverage([p for p in xlm.parameters() if p.requires_grad], decay=0.5)
-    with torch.no_grad():
-        for p in xlm.parameters():
-            p.add_(0.1)
-    ema.update()
+    xlm, ema = model_with_diverged_ema()
     state = ema.state_dict()
     harness_like = torch.nn.Module()
     harness_like.model = xlm_model()
@@ -155,6 +155,7 @@ def test_ema_weights_copy_into_the_model_or_a_module_holding_it():
         copy_ema_weights(harness_like, short, "run.ckpt", fix="use apply_ema=False")
     with pytest.raises(ValueError, match=r"run.ckpt has no EMA weights .* Fix: use apply_ema=False"):
         copy_ema_weights(harness_like, None, "run.ckpt", fix="use apply_ema=False")
+
 
 def test_export_model_only_safetensors_needs_and_uses_model_config(tmp_path):
     xlm = xlm_model(tie_word_embeddings=False)
