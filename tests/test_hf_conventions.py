@@ -2,11 +2,13 @@
 weights where one exists: attention implementations, per-layer outputs, static cache, meta-device
 loading. Runs under transformers 4 and 5 (no xlm-core needed)."""
 
+import socket
 import warnings
 
 import pytest
 import torch
-from transformers import CompileConfig, LlamaForCausalLM, StaticCache
+from transformers import AutoModelForCausalLM, CompileConfig, LlamaForCausalLM, StaticCache
+from transformers.utils import is_flash_attn_2_available
 
 from arlm import ArlowForCausalLM
 from arlm.decoder import SelfAttention
@@ -37,12 +39,50 @@ def test_attn_implementation_is_honoured_and_gives_the_same_logits(implementatio
     torch.testing.assert_close(got[mask.bool()], want[mask.bool()], atol=1e-5, rtol=1e-5)
 
 
-def test_flash_attention_without_the_package_warns_and_runs_sdpa():
+def _flash_by_config(tmp_path):
+    torch.manual_seed(0)
+    return ArlowForCausalLM(tiny_config(attn_implementation="flash_attention_2"))
+
+
+def _flash_by_from_pretrained(tmp_path):
+    tiny_model().save_pretrained(tmp_path)
+    return ArlowForCausalLM.from_pretrained(tmp_path, attn_implementation="flash_attention_2")
+
+
+def _flash_by_auto_from_config(tmp_path):
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(tiny_config(), attn_implementation="flash_attention_2")
+
+
+def _flash_by_set_attn_implementation(tmp_path):
+    model = tiny_model()
+    model.set_attn_implementation("flash_attention_2")
+    return model
+
+
+@pytest.mark.skipif(is_flash_attn_2_available(), reason="flash_attn and CUDA are available here")
+@pytest.mark.parametrize(
+    "build",
+    [_flash_by_config, _flash_by_from_pretrained, _flash_by_auto_from_config, _flash_by_set_attn_implementation],
+)
+def test_flash_attention_without_the_package_warns_once_and_runs_sdpa(build, tmp_path, monkeypatch):
+    """Without flash_attn (or CUDA) every way of asking for it warns once and runs SDPA, with no
+    network attempt (transformers 5 would otherwise fetch a flash kernel from the Hub)."""
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = ArlowForCausalLM(tiny_config(attn_implementation="flash_attention_2"))
-    assert any("flash_attn" in str(w.message) for w in caught)
-    assert backends(model) == {"sdpa"}
+        model = build(tmp_path).eval()
+    flash_warnings = [w for w in caught if "flash_attn" in str(w.message)]
+    assert len(flash_warnings) == 1, [str(w.message) for w in caught]
+    assert backends(model) == {"sdpa"} and model.config._attn_implementation == "sdpa"
+    ids, mask = left_padded_batch()
+    with torch.no_grad():
+        got, want = model(ids, attention_mask=mask).logits, tiny_model()(ids, attention_mask=mask).logits
+    torch.testing.assert_close(got[mask.bool()], want[mask.bool()], atol=1e-5, rtol=1e-5)
 
 
 def test_set_attn_implementation_switches_every_layer():

@@ -81,31 +81,38 @@ class ArlowPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         init_weights(module, self.config.initializer_range, hf_init)
 
+    def __init__(self, config: ArlowConfig, *args: Any, **kwargs: Any):
+        config._attn_implementation = _available_attn_implementation(config._attn_implementation)
+        super().__init__(config, *args, **kwargs)
+
     def set_attn_implementation(self, attn_implementation: Any, **kwargs: Any) -> None:
         """Switch the attention of every decoder layer, not just the config."""
-        super().set_attn_implementation(attn_implementation, **kwargs)
+        super().set_attn_implementation(_available_attn_implementation(attn_implementation), **kwargs)
         backend = _attention_backend(self.config)
         for module in self.modules():
             if isinstance(module, (SelfAttention, CrossAttention)):
                 module.backend = backend
 
-    def get_correct_attn_implementation(
-        self, requested_attention: Optional[str], is_init_check: bool = False
-    ) -> str:
-        """``flash_attention_*`` without the ``flash_attn`` package runs on SDPA with a warning
-        instead of failing, as the Arlow seed asks."""
-        if (
-            requested_attention is not None
-            and requested_attention.startswith("flash_attention")
-            and not is_flash_attn_2_available()
-        ):
-            warnings.warn(
-                f"attn_implementation={requested_attention!r} needs the flash_attn package (CUDA), "
-                "which is not available; Arlow uses torch SDPA instead.",
-                stacklevel=2,
-            )
-            return "sdpa"
-        return super().get_correct_attn_implementation(requested_attention, is_init_check)
+
+def _available_attn_implementation(requested: Any) -> Any:
+    """``requested``, or ``"sdpa"`` with a warning when it asks for flash attention that this
+    machine cannot run (no ``flash_attn`` package, or no CUDA).
+
+    Applied before ``transformers`` sees the request: from 5.x on, ``transformers`` answers a
+    missing ``flash_attn`` by fetching a kernel from the Hub, which fails offline, while the Arlow
+    seed promises a warning and SDPA."""
+    if (
+        isinstance(requested, str)
+        and requested.startswith("flash_attention")
+        and not is_flash_attn_2_available()
+    ):
+        warnings.warn(
+            f"attn_implementation={requested!r} needs the flash_attn package and CUDA, which this "
+            "machine lacks; Arlow uses torch SDPA instead.",
+            stacklevel=3,
+        )
+        return "sdpa"
+    return requested
 
 
 def _attention_backend(config: ArlowConfig) -> str:
