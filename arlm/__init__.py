@@ -19,8 +19,8 @@ def _warn_if_xlm_models_installed() -> None:
 
 _warn_if_xlm_models_installed()
 
-from arlm.config import DecoderConfig  # noqa: E402
-from arlm.decoder import DecoderStack  # noqa: E402
+from arlm.network.config import DecoderConfig  # noqa: E402
+from arlm.network.decoder import DecoderStack  # noqa: E402
 from arlm.loss_arlm import ARLMLoss  # noqa: E402
 from arlm.model_arlm import RotaryTransformerARLMModel  # noqa: E402
 from arlm.hf import (  # noqa: E402

@@ -17,10 +17,10 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch.utils.data import IterableDataset
 
-from arlm.decoder_inputs import check_token_ids
+from arlm.network.inputs import check_token_ids
 from arlm.prompt_ids import id_lists_to_tensors, prepare_prefix_ids_arlm, prepare_suffix_ids_arlm
 from arlm.types_arlm import CONTINUATION, IGNORE_INDEX, PADDING, PROMPT, ARLMBatch, ARLMSeq2SeqBatch, ARLMSeq2SeqPredictionBatch
-from arlm.value_checks import check_int_at_least
+from arlm.network.value_checks import check_int_at_least
 
 
 

@@ -16,10 +16,10 @@ import lightning.pytorch.core.saving as lightning_saving
 import torch
 from xlm.harness import Harness
 
-from arlm.checkpoint_files import copy_ema_weights
-from arlm.checkpoints import NON_FINITE_STOP_KEY, check_state_dict_shapes, load_newest_valid
-from arlm.matmul_precision import exact_fp32_matmul_on_cpu
-from arlm.resume import NonFiniteLossError, is_non_finite_loss_error, reconcile_learning_rate
+from arlm.runtime.checkpoint_load import copy_ema_weights
+from arlm.runtime.checkpoint_io import NON_FINITE_STOP_KEY, check_state_dict_shapes, load_newest_valid
+from arlm.runtime.cpu_precision import exact_fp32_matmul_on_cpu
+from arlm.runtime.resume import NonFiniteLossError, is_non_finite_loss_error, reconcile_learning_rate
 
 LM_HEAD_KEY = "model.lm_head.weight"
 
@@ -61,13 +61,13 @@ def check_checkpoint_vocabulary(state_dict: Dict[str, Any], model: Any, tokenize
 class ARLMHarness(Harness):
     """``xlm.harness.Harness`` plus :func:`check_model_covers_tokenizer` when the model is built;
     whenever a checkpoint is loaded (resume, eval, generate) :func:`check_checkpoint_vocabulary`
-    and :func:`arlm.checkpoints.check_state_dict_shapes`, and on resume
-    :func:`arlm.resume.reconcile_learning_rate`. ``load_from_checkpoint`` reads with
-    ``weights_only=True`` (:func:`arlm.checkpoints.load_newest_valid`), never with pickle; a NaN/Inf
-    loss stops training with :class:`arlm.resume.NonFiniteLossError` naming what to change, and
+    and :func:`arlm.runtime.checkpoint_io.check_state_dict_shapes`, and on resume
+    :func:`arlm.runtime.resume.reconcile_learning_rate`. ``load_from_checkpoint`` reads with
+    ``weights_only=True`` (:func:`arlm.runtime.checkpoint_io.load_newest_valid`), never with pickle; a NaN/Inf
+    loss stops training with :class:`arlm.runtime.resume.NonFiniteLossError` naming what to change, and
     a checkpoint saved after it (``on_exception.ckpt``) is marked so that resuming skips it.
     :meth:`apply_checkpoint_ema` and a CPU-safe :meth:`from_checkpoint` serve the jobs. On the
-    CPU, fp32 matmuls are exact again (:mod:`arlm.matmul_precision`) once Lightning has placed the
+    CPU, fp32 matmuls are exact again (:mod:`arlm.runtime.cpu_precision`) once Lightning has placed the
     module, for every stage."""
 
     @classmethod

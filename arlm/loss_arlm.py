@@ -5,7 +5,7 @@ from typing import Any, Optional
 import torch.nn.functional as F
 from torch import Tensor
 
-from arlm.decoder_inputs import reads_values_for_free
+from arlm.network.inputs import reads_values_for_free
 from arlm.types_arlm import IGNORE_INDEX, ARLMBatch, ARLMLossDict
 
 REQUIRED_BATCH_KEYS = ("input_ids", "attention_mask", "target_ids")

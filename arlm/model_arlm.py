@@ -6,9 +6,9 @@ from huggingface_hub import PyTorchModelHubMixin
 from jaxtyping import Float, Integer
 from torch import Tensor, nn
 
-from arlm.config import DecoderConfig
-from arlm.decoder import DecoderStack, init_weights
-from arlm.kv_cache import KVCache
+from arlm.network.config import DecoderConfig
+from arlm.network.decoder import DecoderStack, init_weights
+from arlm.network.kv_cache import KVCache
 
 XLM_ARGUMENT_NAMES = {
     "vocab_size": "num_embeddings", "n_layers": "num_layers", "n_heads": "nhead",
@@ -100,7 +100,7 @@ class RotaryTransformerARLMModel(nn.Module, PyTorchModelHubMixin):
         self.reset_parameters()
 
     def reset_parameters(self, std: Optional[float] = None) -> None:
-        """Initialise every weight (:func:`arlm.decoder.init_weights`; ``std`` default
+        """Initialise every weight (:func:`arlm.network.decoder.init_weights`; ``std`` default
         ``config.init_std``, 0.02)."""
         std = self.config.init_std if std is None else std
         for module in self.modules():
@@ -119,7 +119,7 @@ class RotaryTransformerARLMModel(nn.Module, PyTorchModelHubMixin):
         ``attention_mask``: ``None`` (no padding), ``(B, W)`` key padding (True/1 = real) over the
         tokens fed so far, or ``(B, L, keys)`` bool used exactly as given; ``positions`` override
         the RoPE positions the decoder derives from the padding (see
-        :meth:`arlm.decoder.DecoderStack.forward`). ``token_type_ids`` is accepted for the xLM
+        :meth:`arlm.network.decoder.DecoderStack.forward`). ``token_type_ids`` is accepted for the xLM
         batch contract and not used.
         """
         hidden = self.model(x_t, attention_mask=attention_mask, positions=positions, cache=cache)

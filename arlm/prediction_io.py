@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Mapping, Tuple
 import torch
 from torch import Tensor
 
-from arlm.decoder_inputs import reads_values_for_free
+from arlm.network.inputs import reads_values_for_free
 
 
 def prompt_tensors(batch: Mapping[str, Any], device: torch.device) -> Tuple[Tensor, Tensor]:

@@ -8,13 +8,13 @@ import torch
 from jaxtyping import Bool, Integer
 from torch import Tensor
 
-from arlm.attention import positions_from_padding_mask
+from arlm.network.attention import positions_from_padding_mask
 from arlm.datamodule_arlm import id_lists_to_tensors, prepare_prefix_ids_arlm
-from arlm.kv_cache import CACHE_KINDS, KVCache, new_cache
+from arlm.network.kv_cache import CACHE_KINDS, KVCache, new_cache
 from arlm.prediction_io import decode_without_special, prediction_rows, prompt_tensors, special_ids
-from arlm.sampling import Sampler
+from arlm.network.sampling import Sampler
 from arlm.types_arlm import ARLMPredictionDict
-from arlm.value_checks import check_int_at_least
+from arlm.network.value_checks import check_int_at_least
 
 
 class ARLMPredictor:
@@ -31,7 +31,7 @@ class ARLMPredictor:
         max_length: most tokens per row, prompt width included; generation stops at
             ``min(max_steps, max_length - prompt width)`` new tokens (none when the prompts
             already fill ``max_length``).
-        sampling_method, top, p, temperature: see :class:`arlm.sampling.Sampler`
+        sampling_method, top, p, temperature: see :class:`arlm.network.sampling.Sampler`
             (``top`` is top-k, ``p`` is top-p; ``sample_top_k`` with ``top=1`` is greedy).
         cache: ``dynamic`` (grows per step) or ``static`` (preallocated to the output width).
         compile: ``torch.compile`` the one-token decode step (needs ``cache="static"`` so that

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from arlm.types_arlm import PADDING, PROMPT
-from arlm.value_checks import is_int
+from arlm.network.value_checks import is_int
 
 TRUNCATE_MODES = ("block", "max", None)
 BOS_PLACES = (None, "input", "output")

@@ -32,14 +32,14 @@ def tiny_model():
 @pytest.fixture
 def sdpa_calls(monkeypatch):
     """The ``(attn_mask, is_causal)`` of every SDPA call the package makes while the test runs."""
-    import arlm.attention
+    import arlm.network.attention
 
     calls = []
-    sdpa = arlm.attention.F.scaled_dot_product_attention
+    sdpa = arlm.network.attention.F.scaled_dot_product_attention
 
     def recording_sdpa(*args, **kwargs):
         calls.append((kwargs["attn_mask"], kwargs["is_causal"]))
         return sdpa(*args, **kwargs)
 
-    monkeypatch.setattr(arlm.attention.F, "scaled_dot_product_attention", recording_sdpa)
+    monkeypatch.setattr(arlm.network.attention.F, "scaled_dot_product_attention", recording_sdpa)
     return calls

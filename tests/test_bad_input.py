@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from arlm.checkpoints import CheckpointError, load_safely
+from arlm.runtime.checkpoint_io import CheckpointError, load_safely
 from arlm.datamodule_arlm import id_lists_to_tensors, prepare_prefix_ids_arlm
-from arlm.config import DecoderConfig
+from arlm.network.config import DecoderConfig
 from arlm.model_arlm import RotaryTransformerARLMModel
 from arlm.predictor_arlm import ARLMPredictor
-from arlm.sampling import Sampler
+from arlm.network.sampling import Sampler
 from tests.conftest import TINY_MODEL_KWARGS
 
 PAD, BOS = 0, 4
@@ -94,7 +94,7 @@ def test_checkpoint_of_another_depth_names_the_missing_weight_and_the_setting():
 
     from omegaconf import OmegaConf
 
-    from arlm.checkpoints import check_state_dict_shapes
+    from arlm.runtime.checkpoint_io import check_state_dict_shapes
 
     saved = RotaryTransformerARLMModel(**TINY_MODEL_KWARGS)
     deeper = RotaryTransformerARLMModel(**dict(TINY_MODEL_KWARGS, num_layers=2))
@@ -113,7 +113,7 @@ def test_checkpoint_of_another_depth_names_the_missing_weight_and_the_setting():
 def test_resume_prefers_a_newer_last_checkpoint_over_a_stale_on_exception_one(tmp_path):
     import os
 
-    from arlm.checkpoints import load_newest_valid, save_atomically
+    from arlm.runtime.checkpoint_io import load_newest_valid, save_atomically
 
     weights = {"w": torch.zeros(2)}
     save_atomically({"state_dict": weights, "global_step": 5}, tmp_path / "on_exception.ckpt")

@@ -11,8 +11,8 @@ from transformers import AutoModelForCausalLM, CompileConfig, LlamaForCausalLM, 
 from transformers.utils import is_flash_attn_2_available
 
 from arlm import ArlowForCausalLM
-from arlm.decoder import SelfAttention
-from arlm.rope import RotaryEmbedding
+from arlm.network.decoder import SelfAttention
+from arlm.network.rope import RotaryEmbedding
 
 from .test_hf_modeling import left_padded_batch, llama_twin, random_ids, tiny_config, tiny_model
 

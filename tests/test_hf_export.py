@@ -12,7 +12,7 @@ from transformers import (
 )
 
 from arlm import ArlowConfig, ArlowForCausalLM, RotaryTransformerARLMModel
-from arlm.checkpoint_files import copy_ema_weights
+from arlm.runtime.checkpoint_load import copy_ema_weights
 from arlm.hf.export import XLM_MODEL_TARGET, export_checkpoint_to_hf, hf_tokenizer_from, xlm_to_hf
 
 from .conftest import TINY_MODEL_KWARGS, VOCAB_SIZE

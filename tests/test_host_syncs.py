@@ -10,7 +10,7 @@ would cost at every step. The same steps compile with ``fullgraph=True`` and no 
 import pytest
 import torch
 
-from arlm.kv_cache import new_cache
+from arlm.network.kv_cache import new_cache
 from arlm.loss_arlm import ARLMLoss
 from arlm.model_arlm import RotaryTransformerARLMModel
 from arlm.predictor_arlm import ARLMPredictor

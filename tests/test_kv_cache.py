@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from arlm.kv_cache import DynamicKVCache, StaticKVCache
+from arlm.network.kv_cache import DynamicKVCache, StaticKVCache
 from arlm.model_arlm import RotaryTransformerARLMModel
 from tests.conftest import TINY_MODEL_KWARGS, VOCAB_SIZE
 

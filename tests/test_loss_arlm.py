@@ -129,16 +129,16 @@ def test_right_padded_training_batch_reaches_sdpa_without_a_mask(loss_fn, sdpa_c
 
 
 def test_mask_is_built_once_per_forward_not_per_layer(monkeypatch):
-    import arlm.decoder
+    import arlm.network.decoder
 
     calls = []
-    build = arlm.decoder.attention_inputs
+    build = arlm.network.decoder.attention_inputs
 
     def counting_build(*args, **kwargs):
         calls.append(1)
         return build(*args, **kwargs)
 
-    monkeypatch.setattr(arlm.decoder, "attention_inputs", counting_build)
+    monkeypatch.setattr(arlm.network.decoder, "attention_inputs", counting_build)
     model = RotaryTransformerARLMModel(**dict(TINY_MODEL_KWARGS, num_layers=3))
     model(make_batch()["input_ids"], torch.ones(4, 32, dtype=torch.long))
     assert len(calls) == 1

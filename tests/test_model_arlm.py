@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from arlm.config import DecoderConfig
+from arlm.network.config import DecoderConfig
 from arlm.model_arlm import RotaryTransformerARLMModel
 from tests.conftest import TINY_MODEL_KWARGS, VOCAB_SIZE
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch._dynamo.testing
 
-from arlm.decoder import DecoderOutput
+from arlm.network.decoder import DecoderOutput
 from arlm.datamodule_arlm import ARLMSeq2SeqPredCollator, id_lists_to_tensors, prepare_prefix_ids_arlm
 from arlm.metrics_arlm import seq2seq_exact_match_update_fn
 from arlm.model_arlm import RotaryTransformerARLMModel

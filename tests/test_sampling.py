@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from arlm.sampling import Sampler
+from arlm.network.sampling import Sampler
 
 NUCLEUS_PROBS = torch.tensor([[0.05, 0.5, 0.15, 0.3]])  # sorted: 0.5 (id 1), 0.3 (3), 0.15 (2), 0.05 (0)
 

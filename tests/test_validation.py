@@ -1,4 +1,4 @@
-"""``arlm.validation``: bad config values are listed with the key, the value and what is expected."""
+"""``arlm.runtime.config_checks``: bad config values are listed with the key, the value and what is expected."""
 
 import math
 import os
@@ -6,7 +6,7 @@ import os
 import pytest
 from omegaconf import OmegaConf
 
-from arlm.validation import ConfigValueError, check_config, check_output_dir, config_problems
+from arlm.runtime.config_checks import ConfigValueError, check_config, check_output_dir, config_problems
 
 
 @pytest.mark.parametrize("cfg, expected", [
@@ -63,7 +63,7 @@ def test_data_dir_that_is_a_file(tmp_path):
 
 
 def test_run_lock_refuses_a_second_holder_and_an_unusable_lock_path(tmp_path):
-    from arlm.run_lock import RunInProgressError, RunLock, RunLockCallback, RunRefused
+    from arlm.runtime.run_lock import RunInProgressError, RunLock, RunLockCallback, RunRefused
 
     first = RunLock(tmp_path, "job")
     first.acquire()
@@ -80,7 +80,7 @@ def test_run_lock_refuses_a_second_holder_and_an_unusable_lock_path(tmp_path):
 
 
 def test_run_lock_is_left_to_rank_zero(tmp_path, monkeypatch):
-    from arlm.run_lock import RunLock, RunLockCallback
+    from arlm.runtime.run_lock import RunLock, RunLockCallback
 
     holder = RunLock(tmp_path, "job")
     holder.acquire()

@@ -29,7 +29,7 @@ import pyarrow as pa
 from xlm.datamodule import DatasetManager
 from xlm.utils.rank_zero import RankedLogger
 
-from arlm.processes import pid_alive
+from arlm.runtime.processes import pid_alive
 
 logger = RankedLogger(__name__, rank_zero_only=True)
 

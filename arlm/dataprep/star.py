@@ -24,7 +24,7 @@ from xlm.datamodule import parse_hf_dataset_full_name
 from xlm.tasks.star import AsymmetricVariableArmlengthStarGraphGenerator, SimpleStarGraphGenerator
 
 from arlm.dataprep.cache import AtomicCacheDatasetManager, write_dir_atomically
-from arlm.value_checks import is_int
+from arlm.network.value_checks import is_int
 
 STAR_LEVELS: Dict[str, Dict[str, Any]] = {
     "star-small": {

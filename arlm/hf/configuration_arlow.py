@@ -1,11 +1,11 @@
 """``ArlowConfig``: the Hugging Face configuration of the Arlow causal language model.
 
-Arlow is the shared rotary decoder (:mod:`arlm.decoder`) seen through ``transformers``. The
+Arlow is the shared rotary decoder (:mod:`arlm.network.decoder`) seen through ``transformers``. The
 seed's fields keep their names and defaults; the extra fields (``norm_type``, ``gated_mlp``,
 ``bias``, ``rotary_dim``, ``final_norm``, ``hidden_dropout``, ``cross_attention_dim``) default to
 the seed's LLaMA-like network and let an exported xLM model (LayerNorm, ReLU, biases, partial
 rotary) be described exactly. :data:`ARLOW_FIELDS` is the one mapping between these fields and
-:class:`~arlm.config.DecoderConfig`, which checks them (:meth:`ArlowConfig.to_decoder_config`
+:class:`~arlm.network.config.DecoderConfig`, which checks them (:meth:`ArlowConfig.to_decoder_config`
 and :meth:`ArlowConfig.from_decoder_config` read it in both directions).
 """
 
@@ -13,8 +13,8 @@ from typing import Any, Optional
 
 from transformers import PretrainedConfig
 
-from arlm.config import DecoderConfig
-from arlm.value_checks import is_int
+from arlm.network.config import DecoderConfig
+from arlm.network.value_checks import is_int
 
 PLAIN_ACTIVATIONS = ("relu", "gelu", "silu")
 

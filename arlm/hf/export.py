@@ -1,7 +1,7 @@
 """Export an xLM ``arlm`` checkpoint as a Hugging Face directory (config.json, model.safetensors,
 tokenizer files) that ``AutoModelForCausalLM`` / ``AutoTokenizer`` / ``pipeline`` load.
 
-Both faces are the same :class:`~arlm.decoder.DecoderStack` with the same parameter names: the
+Both faces are the same :class:`~arlm.network.decoder.DecoderStack` with the same parameter names: the
 xLM model is rebuilt from its recorded constructor arguments and its state dict loaded as it is
 into an :class:`ArlowForCausalLM`. With ``architecture="auto"`` (default) that network is then
 written as ``LlamaForCausalLM`` or ``GPTNeoXForCausalLM`` when one expresses it exactly
@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from arlm.checkpoint_files import copy_ema_weights, load_safely
+from arlm.runtime.checkpoint_load import copy_ema_weights, load_safely
 from arlm.hf.configuration_arlow import ArlowConfig
 from arlm.hf.modeling_arlow import ArlowForCausalLM
 from arlm.hf.native_export import native_blocker, to_native
@@ -222,7 +222,7 @@ def _write_into_place(
 
 def _read_checkpoint(path: Path) -> Tuple[dict, Optional[Mapping[str, Any]], Optional[dict]]:
     """``(model state dict without the Harness prefix, recorded model config, EMA state)``, read
-    as training reads checkpoints (:func:`arlm.checkpoint_files.load_safely`: weights only)."""
+    as training reads checkpoints (:func:`arlm.runtime.checkpoint_load.load_safely`: weights only)."""
     if path.suffix == ".safetensors" and path.is_file():
         return load_file(str(path)), None, None
     checkpoint = load_safely(path)

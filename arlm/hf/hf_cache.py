@@ -1,4 +1,4 @@
-"""The decoder's :class:`~arlm.kv_cache.KVCache` view of a ``transformers`` ``Cache``, 4.x and 5.x."""
+"""The decoder's :class:`~arlm.network.kv_cache.KVCache` view of a ``transformers`` ``Cache``, 4.x and 5.x."""
 
 from typing import Optional, Tuple
 

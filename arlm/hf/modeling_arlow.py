@@ -1,6 +1,6 @@
 """Arlow through ``transformers``: ``ArlowModel`` and ``ArlowForCausalLM``.
 
-There is no second network here. Both classes hold the shared :class:`~arlm.decoder.DecoderStack`
+There is no second network here. Both classes hold the shared :class:`~arlm.network.decoder.DecoderStack`
 as ``.model`` (attention, RoPE, MLP, norms, masks and positions all come from it), so
 ``ArlowForCausalLM``'s state dict is that of an HF ``*ForCausalLM`` (``model.embed_tokens``,
 ``model.layers.N.self_attn.q_proj``, ..., ``lm_head``) and ``ArlowModel``'s holds the same keys
@@ -23,10 +23,10 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.utils import is_flash_attn_2_available
 from transformers.utils.generic import can_return_tuple
 
-from arlm.decoder import CrossAttention, DecoderStack, SelfAttention, init_weights
+from arlm.network.decoder import CrossAttention, DecoderStack, SelfAttention, init_weights
 from arlm.hf.configuration_arlow import ArlowConfig
 from arlm.hf.hf_cache import HFCacheView
-from arlm.rope import RotaryEmbedding, apply_rotary_pos_emb
+from arlm.network.rope import RotaryEmbedding, apply_rotary_pos_emb
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
@@ -41,7 +41,7 @@ ArlowRMSNorm = nn.RMSNorm
 """The norm of a ``norm_type="rmsnorm"`` Arlow: torch's ``RMSNorm`` (LlamaRMSNorm's formula)."""
 
 ArlowRotaryEmbedding = RotaryEmbedding
-"""Arlow's RoPE tables: the shared :class:`arlm.rope.RotaryEmbedding` (rotate-half, fp32)."""
+"""Arlow's RoPE tables: the shared :class:`arlm.network.rope.RotaryEmbedding` (rotate-half, fp32)."""
 
 __all__ = [
     "ArlowForCausalLM",
@@ -54,7 +54,7 @@ __all__ = [
 
 
 class ArlowPreTrainedModel(PreTrainedModel):
-    """Weights initialised by the decoder's :func:`~arlm.decoder.init_weights` with
+    """Weights initialised by the decoder's :func:`~arlm.network.decoder.init_weights` with
     ``config.initializer_range``, and the capability flags ``transformers`` reads.
 
     ``gradient_checkpointing_enable()`` sets the decoder's ``gradient_checkpointing`` flag; the

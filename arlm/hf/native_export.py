@@ -1,6 +1,6 @@
 """The same network as a model class that ships in ``transformers``, when one expresses it exactly.
 
-An Arlow network (the shared :class:`~arlm.decoder.DecoderStack`) is
+An Arlow network (the shared :class:`~arlm.network.decoder.DecoderStack`) is
 
 * ``LlamaForCausalLM`` when it has RMSNorm, SwiGLU, full rotary and a final norm (the parameter
   names are Llama's already; ``attention_bias = mlp_bias = bias``);

@@ -32,8 +32,8 @@ from omegaconf import DictConfig, OmegaConf
 from xlm.utils.model_loading import load_model_for_inference
 from xlm.utils.rank_zero import RankedLogger
 
-from arlm.matmul_precision import exact_fp32_matmul_on_cpu
-from arlm.validation import check_output_dir
+from arlm.runtime.cpu_precision import exact_fp32_matmul_on_cpu
+from arlm.runtime.config_checks import check_output_dir
 
 logger = RankedLogger(__name__, rank_zero_only=True)
 

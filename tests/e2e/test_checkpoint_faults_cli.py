@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from arlm.checkpoints import load_safely
+from arlm.runtime.checkpoint_io import load_safely
 from tests.e2e.faults import resize_tmpfs, tmpfs
 from tests.e2e.xlm_cli import REPO_ROOT, STAR_SIZES, TINY_MODEL, XLM, offline_env, run_xlm
 

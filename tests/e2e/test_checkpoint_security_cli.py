@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from arlm.checkpoints import load_safely
+from arlm.runtime.checkpoint_io import load_safely
 from tests.e2e.faults import write_crafted_checkpoint
 from tests.e2e.xlm_cli import REPO_ROOT, STAR_SIZES, TINY_MODEL, TINY_TRAIN, offline_env, run_xlm
 

@@ -8,7 +8,7 @@ written at the NaN stop, resumes from ``last.ckpt`` and finishes.
 
 import pytest
 
-from arlm.checkpoints import load_safely
+from arlm.runtime.checkpoint_io import load_safely
 from tests.e2e.xlm_cli import REPO_ROOT, STAR_SIZES, TINY_MODEL, offline_env, run_xlm
 
 pytestmark = pytest.mark.slow

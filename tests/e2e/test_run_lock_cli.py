@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from arlm.checkpoints import load_safely
+from arlm.runtime.checkpoint_io import load_safely
 from tests.e2e.xlm_cli import REPO_ROOT, STAR_SIZES, TINY_MODEL, TINY_TRAIN, XLM, offline_env, run_xlm
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ command diverges again. Here:
 
 * :class:`NonFiniteLossError` replaces the harness's bare "NaN loss encountered" with the step,
   the learning rate in use and the settings to change;
-* the ``on_exception.ckpt`` written for it is marked (:data:`arlm.checkpoints.NON_FINITE_STOP_KEY`,
+* the ``on_exception.ckpt`` written for it is marked (:data:`arlm.runtime.checkpoint_io.NON_FINITE_STOP_KEY`,
   set by ``ARLMHarness.on_save_checkpoint``), and resuming skips marked checkpoints, so the next
   run resumes from the last periodic checkpoint (``last.ckpt``);
 * :func:`reconcile_learning_rate` makes a resumed run use the learning rate of the command, not

@@ -10,8 +10,8 @@ Derived fields are filled and every invariant is checked here, once; ``arg_names
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
-from arlm.attention import resolve_attention_backend
-from arlm.value_checks import is_finite_number, is_int, is_number
+from arlm.network.attention import resolve_attention_backend
+from arlm.network.value_checks import is_finite_number, is_int, is_number
 
 NORMS = ("layernorm", "rmsnorm")
 ACTIVATIONS = ("relu", "gelu", "silu", "swiglu")
@@ -19,14 +19,14 @@ ACTIVATIONS = ("relu", "gelu", "silu", "swiglu")
 
 @dataclass
 class DecoderConfig:
-    """Hyper-parameters of :class:`arlm.decoder.DecoderStack` and its LM head.
+    """Hyper-parameters of :class:`arlm.network.decoder.DecoderStack` and its LM head.
 
     ``activation``: ``relu``/``gelu``/``silu`` give a two-matrix MLP (``up_proj``, ``down_proj``);
     ``swiglu`` gives the gated MLP of Llama (``gate_proj``, ``up_proj``, ``down_proj``).
     Derived when left ``None``: ``n_kv_heads = n_heads``, ``d_ff = 4 * d_model``,
     ``rotary_dim = head_dim`` (RoPE rotates the whole head), ``cross_attention_dim = d_model``.
     ``init_std`` is the standard deviation of the normal initialisation of every linear and
-    embedding weight (:func:`arlm.decoder.init_weights`).
+    embedding weight (:func:`arlm.network.decoder.init_weights`).
     """
 
     vocab_size: int

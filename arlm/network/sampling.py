@@ -18,7 +18,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from arlm.value_checks import check_int_at_least, is_number
+from arlm.network.value_checks import check_int_at_least, is_number
 
 SAMPLING_METHODS = ("greedy", "sample", "sample_top_k", "sample_top_p")
 

@@ -3,7 +3,7 @@
 The decoder asks a cache three things (:class:`KVCache`): the slots this forward's tokens take
 (``slots``), how many keys attention will see (``key_length``), and to store this forward's
 keys/values (``update``). From them it derives RoPE positions and the attention mask itself
-(:func:`arlm.attention.attention_inputs`); callers only pass token ids, the padding mask and
+(:func:`arlm.network.attention.attention_inputs`); callers only pass token ids, the padding mask and
 the cache.
 
 - :class:`DynamicKVCache` grows with every update: the keys it returns are exactly the
@@ -20,14 +20,14 @@ import torch
 from jaxtyping import Float, Integer
 from torch import Tensor
 
-from arlm.config import DecoderConfig
-from arlm.value_checks import check_int_at_least
+from arlm.network.config import DecoderConfig
+from arlm.network.value_checks import check_int_at_least
 
 CACHE_KINDS = ("dynamic", "static")
 
 
 class KVCache(Protocol):
-    """What :class:`arlm.decoder.DecoderStack` needs from a key/value cache
+    """What :class:`arlm.network.decoder.DecoderStack` needs from a key/value cache
     (``arlm.hf.hf_cache.HFCacheView`` makes a transformers ``Cache`` one).
 
     ``preallocated`` caches return all ``key_length`` slots from ``update`` (the unwritten ones

@@ -6,7 +6,7 @@ import torch
 from jaxtyping import Float, Integer
 from torch import Tensor, nn
 
-from arlm.value_checks import is_int
+from arlm.network.value_checks import is_int
 
 
 class RotaryEmbedding(nn.Module):

@@ -13,7 +13,7 @@ from typing import Any, List, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from arlm.value_checks import is_finite_number, is_int
+from arlm.network.value_checks import is_finite_number, is_int
 
 POSITIVE_INT_KEYS = (
     "global_batch_size", "per_device_batch_size", "per_device_val_batch_size", "block_size",

@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from arlm.config import DecoderConfig
+from arlm.network.config import DecoderConfig
 
 
 def reads_values_for_free(tensor: Optional[Tensor]) -> bool:
@@ -64,7 +64,7 @@ def check_decoder_inputs(
 
     ``vocab_size`` is the embedding's current size (it outgrows ``config.vocab_size`` after
     ``resize_token_embeddings``); ``key_len`` and ``past_len`` as in
-    :func:`arlm.attention.attention_inputs` (``past_len`` is ``None`` for a preallocated cache);
+    :func:`arlm.network.attention.attention_inputs` (``past_len`` is ``None`` for a preallocated cache);
     ``cached``: a cache was passed.
     Call :func:`check_input_ranks` first.
     """

@@ -15,11 +15,11 @@ from jaxtyping import Float, Integer
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from arlm.attention import attend, attend_eager, attention_inputs
-from arlm.config import DecoderConfig
-from arlm.decoder_inputs import check_decoder_inputs, check_input_ranks, reads_values_for_free
-from arlm.kv_cache import KVCache
-from arlm.rope import RotaryEmbedding, apply_rotary_pos_emb
+from arlm.network.attention import attend, attend_eager, attention_inputs
+from arlm.network.config import DecoderConfig
+from arlm.network.inputs import check_decoder_inputs, check_input_ranks, reads_values_for_free
+from arlm.network.kv_cache import KVCache
+from arlm.network.rope import RotaryEmbedding, apply_rotary_pos_emb
 
 
 def make_norm(config: DecoderConfig, dim: int) -> nn.Module:
@@ -178,7 +178,7 @@ class DecoderStack(nn.Module):
 
     The model is causal by construction and owns its masks, positions and cache bookkeeping:
     callers pass token ids, at most a padding mask and, to decode incrementally, a cache
-    (:class:`arlm.kv_cache.KVCache`). Both faces hold one as ``.model``, so ``model.config`` is
+    (:class:`arlm.network.kv_cache.KVCache`). Both faces hold one as ``.model``, so ``model.config`` is
     this :class:`DecoderConfig` in either.
     """
 
@@ -211,7 +211,7 @@ class DecoderStack(nn.Module):
         output_attentions: bool = False,
     ) -> DecoderOutput:
         """Hidden states after the final norm (and, when asked, per-layer outputs and attention
-        weights, the latter computed by :func:`arlm.attention.attend_eager`).
+        weights, the latter computed by :func:`arlm.network.attention.attend_eager`).
 
         ``attention_mask``: ``None`` (no padding), ``(B, W)`` key padding over the tokens fed so
         far (True/1 = real token; ``W = L`` without a cache; with one, columns past the tokens

@@ -5,7 +5,7 @@
   error (a full disk included) the temporary file is removed and the old target is untouched. A
   hard kill can leave ``.<name>.tmp-<pid>`` behind; :func:`remove_orphaned_temporaries` deletes
   those of dead processes.
-* :func:`arlm.checkpoint_files.load_safely` reads a checkpoint with
+* :func:`arlm.runtime.checkpoint_load.load_safely` reads a checkpoint with
   ``torch.load(weights_only=True)`` and names what is wrong with a file it cannot use.
 * :func:`load_newest_valid` loads the checkpoint Lightning or xlm-core picked automatically
   (``last.ckpt``, ``on_exception.ckpt``, ``best.ckpt``) and, if it is unreadable, holds non-finite
@@ -25,8 +25,8 @@ import torch
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from arlm.checkpoint_files import CheckpointError, load_safely
-from arlm.processes import pid_alive
+from arlm.runtime.checkpoint_load import CheckpointError, load_safely
+from arlm.runtime.processes import pid_alive
 
 log = logging.getLogger(__name__)
 
