@@ -3,8 +3,9 @@
 The configs are the package ``hydra_plugins.arlm.configs``: the checkout's top-level ``configs/``
 for an editable install (setuptools maps the package there; nothing is copied or linked), the
 wheel's copy otherwise. xLM's own route, ``<installed package>/configs``, cannot serve an editable
-install: ``arlm/configs`` does not exist in the checkout. The entry is appended after xLM's core
-configs (which keep precedence over same-named files) and before the directories xLM discovers.
+install: ``arlm/configs`` does not exist in the checkout. Hydra runs scanned plugins before the
+ones xLM registers, so the entry comes after xLM's primary configs (which win over same-named
+files) and before xLM's ``configs/common`` and the model directories xLM discovers.
 This module imports neither arlm nor torch: Hydra imports it in every application it runs.
 
 The job types (``configs/commands.yaml``) are xLM's business, not Hydra's: see :mod:`arlm.jobs`.
