@@ -1,6 +1,11 @@
+import json
 import os
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
+
+import pytest
 
 
 def run_import(extra_path=None):
@@ -24,3 +29,35 @@ def test_import_warns_when_xlm_models_is_installed(tmp_path):
     stderr = run_import(tmp_path).stderr
     assert "'xlm-models' distribution (0.3.1) is installed" in stderr
     assert "pip uninstall -y xlm-models" in stderr
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_git_tree_holds_no_symlink():
+    listing = subprocess.run(["git", "ls-files", "-s"], cwd=REPO_ROOT, capture_output=True, text=True)
+    if listing.returncode != 0:
+        pytest.skip(f"not a git checkout: {listing.stderr.strip()}")
+    links = [line.split("\t", 1)[1] for line in listing.stdout.splitlines() if line.startswith("120000 ")]
+    assert links == []
+
+
+def test_pyproject_lists_every_package_of_arlm():
+    listed = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    on_disk = {
+        ".".join(init.parent.relative_to(REPO_ROOT).parts) for init in (REPO_ROOT / "arlm").rglob("__init__.py")
+    }
+    assert on_disk == {name for name in listed if name.split(".")[0] == "arlm"}
+
+
+def test_editable_install_maps_the_data_packages_onto_the_checkout():
+    pytest.importorskip("hydra")
+    from arlm.jobs import xlm_models_dir
+    from hydra_plugins.arlm_search_path import installed_configs_dir
+
+    assert Path(installed_configs_dir()) == REPO_ROOT / "configs"
+    assert xlm_models_dir() == REPO_ROOT / "xlm-models"
+    # The one registration: the directory above xlm_models.json, whose configs/ lists the job types.
+    registration = json.loads((xlm_models_dir() / "xlm_models.json").read_text())
+    assert registration == {"arlm_jobs": ".."}
+    assert (xlm_models_dir() / ".." / "configs" / "commands.yaml").is_file()

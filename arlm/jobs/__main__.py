@@ -1,5 +1,5 @@
 """``python -m arlm.jobs`` prints the directory to put on ``XLM_MODELS_PATH`` for arlm's job types."""
 
-from arlm.jobs import JOBS_DIR
+from arlm.jobs import xlm_models_dir
 
-print(JOBS_DIR)
+print(xlm_models_dir())

@@ -1,10 +1,14 @@
-"""The three ways xLM finds arlm, each exercised with the real ``xlm`` CLI in a subprocess.
+"""The ways xLM finds arlm, each exercised with the real ``xlm`` CLI in a subprocess.
 
-1. Repository root after ``pip install -e .``: the editable package (configs via ``arlm/configs``)
-   plus the root ``xlm_models.json`` that registers the job types (``arlm/jobs``).
-2. A wheel installed into a clean virtual environment, run from an unrelated directory, with no
-   environment variable (arlm is one of xlm-core's core names) and with XLM_MODELS_PACKAGES=arlm.
-3. Another project's ``xlm_models.json`` pointing at a checkout.
+The Hydra configs (top-level ``configs/``) reach Hydra through the plugin
+``hydra_plugins/arlm_search_path.py`` wherever arlm is installed; the job types
+(``configs/commands.yaml``) reach xLM through the one ``xlm-models/xlm_models.json``.
+1. Repository root after ``pip install -e .``: both with no environment variable.
+2. The editable install run from another directory: configs with no variable, job types with
+   ``XLM_MODELS_PATH=$(python -m arlm.jobs)``.
+3. A wheel installed into a clean virtual environment, run from an unrelated directory: the same,
+   and with XLM_MODELS_PACKAGES=arlm.
+4. Another project's ``xlm_models.json`` pointing at a checkout.
 The clean environments reuse this venv's dependencies through a ``.pth`` file and get only the
 wheel installed (offline), so that ``import arlm`` can only resolve to the wheel's copy.
 """
@@ -13,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -73,13 +78,57 @@ def _assert_clean_discovery(out: str) -> None:
         assert trouble not in out, f"discovery reported {trouble!r}:\n{out[:3000]}"
 
 
+def _python_m_arlm_jobs(python: Path) -> str:
+    return subprocess.run(
+        [str(python), "-m", "arlm.jobs"], check=True, capture_output=True, text=True, cwd="/",
+    ).stdout.strip()
+
+
 def test_repo_root_after_editable_install(tmp_path):
     env = offline_env(tmp_path / "data", tmp_path / "logs")
     out = run_xlm(NAME, cwd=REPO_ROOT, env=env).stdout
     _assert_clean_discovery(out)
+    assert "Model: arlm_jobs at xlm-models/.." in out
     assert "star_easy__arlm_seq2seq__rotary_transformer_tiny_arlm" in out
     probe = run_xlm(GENERATE_PROBE, cwd=REPO_ROOT, env=env, check=False)
     assert "generation.ckpt_path=/nonexistent.ckpt does not exist" in probe.stdout
+
+
+def test_editable_install_from_another_directory(tmp_path):
+    env = offline_env(tmp_path / "data", tmp_path / "logs")
+    out = run_xlm(NAME, cwd=tmp_path, env=env).stdout
+    _assert_clean_discovery(out)
+    assert "star_easy__arlm_seq2seq__rotary_transformer_tiny_arlm" in out
+    registration = _python_m_arlm_jobs(Path(sys.executable))
+    assert registration == str(REPO_ROOT / "xlm-models")
+    env["XLM_MODELS_PATH"] = registration
+    probe = run_xlm(GENERATE_PROBE, cwd=tmp_path, env=env, check=False)
+    _assert_clean_discovery(probe.stdout)
+    assert "generation.ckpt_path=/nonexistent.ckpt does not exist" in probe.stdout
+
+
+def test_wheel_carries_the_checkouts_configs_and_registration(wheel):
+    """One copy of ``configs/`` (commands.yaml included) and of ``xlm-models/xlm_models.json``,
+    under ``hydra_plugins/arlm`` in the checkout's layout; nothing under ``arlm/configs``, where
+    xLM's package discovery would read ``commands.yaml`` twice; no ``hydra_plugins/__init__.py``,
+    which would hide every other Hydra plugin."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        shipped_configs = {
+            name.removeprefix("hydra_plugins/arlm/configs/"): archive.read(name)
+            for name in names if name.startswith("hydra_plugins/arlm/configs/")
+        }
+        shipped_registration = archive.read("hydra_plugins/arlm/xlm_models/xlm_models.json")
+    checkout_configs = {
+        path.relative_to(REPO_ROOT / "configs").as_posix(): path.read_bytes()
+        for path in (REPO_ROOT / "configs").rglob("*.yaml")
+    }
+    assert "commands.yaml" in checkout_configs
+    assert shipped_configs == checkout_configs
+    assert shipped_registration == (REPO_ROOT / "xlm-models" / "xlm_models.json").read_bytes()
+    assert "hydra_plugins/arlm_search_path.py" in names
+    assert not [name for name in names if name.startswith("arlm/configs/")]
+    assert "hydra_plugins/__init__.py" not in names
 
 
 def test_wheel_in_clean_venv_resolves_arlm_to_the_wheel(wheel_venv):
@@ -88,7 +137,8 @@ def test_wheel_in_clean_venv_resolves_arlm_to_the_wheel(wheel_venv):
         check=True, capture_output=True, text=True, cwd="/",
     ).stdout.strip()
     assert location.startswith(str(wheel_venv)), location
-    assert (Path(location).parent / "configs" / "experiment" / "star_easy_arlm.yaml").is_file()
+    site = Path(location).parents[1]
+    assert (site / "hydra_plugins" / "arlm" / "configs" / "experiment" / "star_easy_arlm.yaml").is_file()
 
 
 def test_wheel_from_unrelated_dir_trains_without_env_var(wheel_venv, tmp_path):
@@ -109,11 +159,9 @@ def test_wheel_with_xlm_models_packages(wheel_venv, tmp_path):
 
 
 def test_wheel_job_types_through_xlm_models_path(wheel_venv, tmp_path):
-    jobs_dir = subprocess.run(
-        [str(wheel_venv / "bin" / "python"), "-m", "arlm.jobs"], check=True, capture_output=True, text=True, cwd="/",
-    ).stdout.strip()
-    assert jobs_dir.startswith(str(wheel_venv))
-    env = offline_env(tmp_path / "data", tmp_path / "logs", {"XLM_MODELS_PATH": jobs_dir})
+    registration = _python_m_arlm_jobs(wheel_venv / "bin" / "python")
+    assert registration.startswith(str(wheel_venv))
+    env = offline_env(tmp_path / "data", tmp_path / "logs", {"XLM_MODELS_PATH": registration})
     probe = run_xlm(GENERATE_PROBE, cwd=tmp_path, env=env, xlm=[str(wheel_venv / "bin" / "xlm")], check=False)
     _assert_clean_discovery(probe.stdout)
     assert "generation.ckpt_path=/nonexistent.ckpt does not exist" in probe.stdout
@@ -129,4 +177,16 @@ def test_other_project_json_pointing_at_a_checkout(tmp_path):
     out = run_xlm(NAME, cwd=project, env=env, xlm=xlm).stdout
     assert f"Model: arlm at {REPO_ROOT}" in out and "star_easy__arlm_seq2seq" in out
     probe = run_xlm(GENERATE_PROBE, cwd=project, env=env, xlm=xlm, check=False)
+    assert "generation.ckpt_path=/nonexistent.ckpt does not exist" in probe.stdout
+
+
+def test_other_project_json_naming_the_checkout_other_than_arlm_is_clean(tmp_path):
+    """Any name but ``arlm`` (the package's) keeps xLM's discovery free of warnings."""
+    venv = _clean_venv(tmp_path / "plain-venv")
+    project = tmp_path / "other_project"
+    project.mkdir()
+    (project / "xlm_models.json").write_text('{"arlm_jobs": "%s"}' % REPO_ROOT)
+    env = offline_env(tmp_path / "data", tmp_path / "logs", {"PYTHONPATH": str(REPO_ROOT)})
+    probe = run_xlm(GENERATE_PROBE, cwd=project, env=env, xlm=[str(venv / "bin" / "xlm")], check=False)
+    _assert_clean_discovery(probe.stdout)
     assert "generation.ckpt_path=/nonexistent.ckpt does not exist" in probe.stdout

@@ -8,7 +8,6 @@ from typing import Dict, List, Optional, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 XLM = Path(sys.executable).parent / "xlm"
-JOBS_DIR = REPO_ROOT / "arlm" / "jobs"
 
 # A STAR-easy run small enough for a test: 1-layer model, 4 steps, one val/test batch.
 STAR_SIZES = ["star_split_sizes.train=256", "star_split_sizes.validation=32", "star_split_sizes.test=32"]
