@@ -120,7 +120,8 @@ class ArlowConfig(PretrainedConfig):
 
     @property
     def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+        """Channels per attention head, as the network derives them (:attr:`DecoderConfig.head_dim`)."""
+        return self.to_decoder_config().head_dim
 
     def _validate(self) -> None:
         """Raise a ``ValueError`` naming the offending field and what was expected: the network's
