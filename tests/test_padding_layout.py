@@ -144,3 +144,22 @@ def test_declaration_survives_the_harness_device_transfer(collated):
         moved = Harness.transfer_batch_to_device(None, batch, torch.device("meta"), 0)
         assert moved["right_padded"] is True and moved["input_ids"].device.type == "meta"
         ARLMLoss(model("meta"))(moved)["loss"].backward()
+
+
+def test_no_query_is_left_without_keys(monkeypatch):
+    """Some SDPA kernels (cuDNN's) answer a query that sees no key with NaN, which the next layer
+    spreads to real tokens; the decoder's mask never leaves a query without a key, so such a
+    kernel still gives the CPU loss."""
+    loss = ARLMLoss(model())
+    batch = padded_batch("left")
+    on_cpu = loss(batch)["loss"]
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def nan_for_queries_without_keys(q, k, v, attn_mask=None, **kwargs):
+        out = sdpa(q, k, v, attn_mask=attn_mask, **kwargs)
+        if attn_mask is None:
+            return out
+        return out.masked_fill(~attn_mask.any(dim=-1, keepdim=True), float("nan"))
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", nan_for_queries_without_keys)
+    assert torch.equal(loss(batch)["loss"], on_cpu)

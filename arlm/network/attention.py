@@ -133,14 +133,22 @@ def _causal_mask(
     starts_sequence: bool,
     preallocated: bool,
 ) -> Tuple[Optional[Bool[Tensor, "batch_or_1 1 q_len keys"]], bool]:
-    """SDPA's ``(mask, is_causal)``: query ``i`` sees the real keys ``<= slots[i]``."""
+    """SDPA's ``(mask, is_causal)``: query ``i`` sees the real keys ``<= slots[i]``.
+
+    A padding query (left padding) would see no key at all, and some SDPA kernels (cuDNN's on
+    recent GPUs) answer a fully masked row with NaN, which the next layer spreads to real tokens
+    through ``0 * NaN``; so every query also sees its own slot. Real queries never see padding,
+    so their outputs are unchanged, on every device.
+    """
     q_len = slots.shape[0]
     if padding is None and not preallocated and (starts_sequence or q_len == 1):
         return None, starts_sequence and q_len > 1
-    visible = torch.arange(key_len, device=slots.device)[None, :] <= slots[:, None]  # (q_len, keys)
+    keys = torch.arange(key_len, device=slots.device)[None, :]
+    visible = keys <= slots[:, None]  # (q_len, keys)
     if padding is None:
         return visible[None, None], False
-    return visible[None, None] & padding[:, None, None, :], False
+    itself = keys == slots[:, None]
+    return visible[None, None] & (padding[:, None, None, :] | itself[None, None]), False
 
 
 def _with_width(padding: Tensor, width: int) -> Tensor:
