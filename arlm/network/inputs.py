@@ -33,7 +33,7 @@ def check_token_ids(input_ids: Tensor, vocab_size: int, what: str = "the embeddi
         )
 
 
-def check_input_ranks(input_ids: Optional[Tensor], inputs_embeds: Optional[Tensor]) -> None:
+def _check_input_ranks(input_ids: Optional[Tensor], inputs_embeds: Optional[Tensor]) -> None:
     """Exactly one of ``input_ids`` (integer, ``(batch, seq)``) and ``inputs_embeds``
     (``(batch, seq, d_model)``), else a ``ValueError``."""
     if (input_ids is None) == (inputs_embeds is None):
@@ -68,7 +68,7 @@ def check_decoder_inputs(
     ``resize_token_embeddings``). The number of keys comes from the cache, as in
     :func:`arlm.network.attention.attention_inputs`.
     """
-    check_input_ranks(input_ids, inputs_embeds)
+    _check_input_ranks(input_ids, inputs_embeds)
     B, L = (input_ids if inputs_embeds is None else inputs_embeds).shape[:2]
     if B == 0 or L == 0:
         raise ValueError(f"empty batch: input of shape {(B, L)}; need at least one token per row")
