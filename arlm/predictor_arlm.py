@@ -201,3 +201,8 @@ class ARLMPredictor:
                     f"ARLMPredictor.{name} is not set; xlm-core sets it after building the "
                     f"predictor, or pass {name}= to the constructor"
                 )
+        if not isinstance(self.model, ARLMModel):
+            raise TypeError(
+                f"ARLMPredictor.model must hold the decoder as .model and the output projection as "
+                f".lm_head (RotaryTransformerARLMModel or ArlowForCausalLM), got {type(self.model).__name__}"
+            )

@@ -1,6 +1,6 @@
 """Typed batch and output contracts of the ARLM components (collator -> loss -> model -> metrics)."""
 
-from typing import Iterator, List, Protocol, TypedDict
+from typing import Iterator, List, Protocol, TypedDict, runtime_checkable
 
 from jaxtyping import Bool, Float, Integer
 from torch import Tensor, nn
@@ -103,11 +103,13 @@ class ARLMPredictionDict(TypedDict):
     output_start_idx: int
 
 
+@runtime_checkable
 class ARLMModel(Protocol):
     """What ``ARLMPredictor`` uses of a model, met by either face (``RotaryTransformerARLMModel``
     and ``ArlowForCausalLM``): the decoder as ``.model`` (its ``config``, called with token ids,
     a padding mask and a cache), the output projection as ``.lm_head`` (``out_features`` is the
-    vocabulary size) and ``parameters()`` (their device and dtype place the cache)."""
+    vocabulary size) and ``parameters()`` (their device and dtype place the cache).
+    ``isinstance(model, ARLMModel)`` checks that the attributes exist."""
 
     model: DecoderStack
     lm_head: nn.Linear
