@@ -8,7 +8,9 @@ Layouts (``P`` prompt, ``T`` target, ``B`` BOS when the tokenizer has one, ``E``
 - Seq2seq prediction (:class:`ARLMSeq2SeqPredCollator`): ``_ _ P P B`` left-padded, so that every
   row's next token is the first target token; the reference ``T T E _`` travels as ``target_ids``.
 
-Training targets are ``input_ids`` shifted left by one with -100 wherever no loss is taken.
+Training targets are ``input_ids`` shifted left by one with -100 wherever no loss is taken, and
+training batches declare ``right_padded=True`` (a Python bool, decided here on the CPU), so that
+``ARLMLoss`` runs the model without a mask on every device.
 """
 
 import warnings
@@ -18,10 +20,9 @@ import torch
 from torch.utils.data import IterableDataset
 
 from arlm.network.inputs import check_token_ids
-from arlm.prompt_ids import id_lists_to_tensors, prepare_prefix_ids_arlm, prepare_suffix_ids_arlm
+from arlm.prompt_ids import id_lists_to_tensors, prepare_prefix_ids_arlm, prepare_suffix_ids_arlm, right_pad
 from arlm.types_arlm import CONTINUATION, IGNORE_INDEX, PADDING, PROMPT, ARLMBatch, ARLMSeq2SeqBatch, ARLMSeq2SeqPredictionBatch
 from arlm.network.value_checks import check_int_at_least
-
 
 
 def _check_examples(examples: Sequence[Mapping[str, Any]], required: Tuple[str, ...], who: str):
@@ -69,15 +70,6 @@ def _shifted_targets(rows: List[List[int]], loss_starts: List[int], width: int) 
     return targets
 
 
-def _right_pad(rows: List[List[int]], width: int, pad_id: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for b, row in enumerate(rows):
-        ids[b, : len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[b, : len(row)] = 1
-    return ids, mask
-
-
 class _ARLMCollator:
     """Constructor shared by the ARLM collators (kwargs as xlm-core's collator YAMLs give them).
 
@@ -118,11 +110,11 @@ class DefaultARLMCollator(_ARLMCollator):
     def __call__(self, examples: List[Mapping[str, Any]]) -> ARLMBatch:
         _check_examples(examples, ("input_ids",), type(self).__name__)
         rows = [list(e["input_ids"])[: self.block_size] for e in examples]
-        input_ids, attention_mask = _right_pad(rows, self.block_size, _pad_token_id(self.tokenizer))
+        batch = id_lists_to_tensors(right_pad(rows, self.block_size, _pad_token_id(self.tokenizer)))
         return self._checked({
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
+            **batch,
             "target_ids": _shifted_targets(rows, [0] * len(rows), self.block_size),
+            "right_padded": True,
         })
 
 
@@ -174,16 +166,16 @@ class ARLMSeq2SeqCollator(_ARLMCollator):
             prompt = list(e["prompt_ids"]) + sep
             rows.append((prompt + _target_of(e) + eos)[: self.block_size])
             loss_starts.append(len(prompt))
-        input_ids, attention_mask = _right_pad(rows, self.block_size, _pad_token_id(self.tokenizer))
-        token_type_ids = torch.full_like(input_ids, PADDING)
+        batch = id_lists_to_tensors(right_pad(rows, self.block_size, _pad_token_id(self.tokenizer)))
+        token_type_ids = torch.full_like(batch["input_ids"], PADDING)
         for b, (row, start) in enumerate(zip(rows, loss_starts)):
             token_type_ids[b, : min(start, len(row))] = PROMPT
             token_type_ids[b, start : len(row)] = CONTINUATION
         return self._checked({
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
+            **batch,
             "target_ids": _shifted_targets(rows, loss_starts, self.block_size),
             "token_type_ids": token_type_ids,
+            "right_padded": True,
         })
 
 

@@ -3,7 +3,6 @@
 from typing import Any, Optional
 
 import torch.nn.functional as F
-from torch import Tensor
 
 from arlm.network.inputs import reads_values_for_free
 from arlm.types_arlm import IGNORE_INDEX, ARLMBatch, ARLMLossDict
@@ -15,12 +14,18 @@ class ARLMLoss:
     """Mean cross entropy of ``model(input_ids)`` against ``target_ids`` (already shifted).
 
     The Harness builds it from config with no arguments and then sets ``.model`` and
-    ``.tokenizer``. Batches are right-padded (as the ARLM collators make them), so causality
-    alone keeps every real token from seeing padding and the model runs without any mask or
-    positions: SDPA's fast kernels stay eligible. A batch on the CPU in eager mode is checked
-    for free: one that is not right-padded gets its key-padding mask. On an accelerator, and
-    under ``torch.compile``, the right-padding contract is trusted: checking it would stall the
-    device (or break the graph) at every step.
+    ``.tokenizer``. What the model sees depends on the batch alone, never on its device:
+
+    - a batch declaring ``right_padded=True`` (the ARLM training collators do, on the CPU where
+      they build it) runs without any mask or positions: causality alone keeps every real token
+      from seeing the padding after it, and SDPA's fast kernels stay eligible. Where checking
+      the declaration is free (CPU tensors, eager mode) a false one raises ``ValueError``;
+      elsewhere it is trusted.
+    - any other batch gives the model its ``attention_mask``, so padding anywhere (left, middle)
+      is hidden and positions count real tokens only.
+
+    Neither path reads a tensor value on the host, so an accelerator never waits and
+    ``torch.compile`` sees no graph break.
 
     Targets equal to -100 carry no loss. A batch whose targets are all -100 gives a loss of
     exactly 0 (not NaN), so it can never poison training.
@@ -51,9 +56,7 @@ class ARLMLoss:
     ) -> ARLMLossDict:
         _validate_batch(batch)
         input_ids, target_ids = batch["input_ids"], batch["target_ids"]
-        key_padding = None
-        if reads_values_for_free(batch["attention_mask"]) and not is_right_padded(batch["attention_mask"]):
-            key_padding = batch["attention_mask"]
+        key_padding = None if _declared_right_padded(batch) else batch["attention_mask"]
         logits = self.model(input_ids, attention_mask=key_padding)
         nlls = F.cross_entropy(
             logits.flatten(0, 1).float(), target_ids.flatten(),
@@ -69,10 +72,26 @@ class ARLMLoss:
         }
 
 
-def is_right_padded(attention_mask: Tensor) -> bool:
-    """True when every row is ``1...1 0...0`` (padding never precedes a real token)."""
-    mask = attention_mask.bool()
-    return not bool((mask[:, 1:] & ~mask[:, :-1]).any())
+def _declared_right_padded(batch: ARLMBatch) -> bool:
+    """The batch's ``right_padded`` declaration (absent: False), checked against its mask where
+    that is free."""
+    declared = batch.get("right_padded", False)
+    if not isinstance(declared, bool):
+        raise ValueError(
+            f"batch['right_padded'] must be True or False (a Python bool set by the collator), "
+            f"got {declared!r} ({type(declared).__name__})"
+        )
+    mask = batch["attention_mask"]
+    if declared and reads_values_for_free(mask):
+        real_after_padding = mask[:, 1:].bool() & ~mask[:, :-1].bool()  # (B, L - 1)
+        if bool(real_after_padding.any()):
+            row, column = real_after_padding.nonzero()[0].tolist()
+            raise ValueError(
+                f"the batch declares right_padded=True but row {row} of its attention_mask has a "
+                f"real token at column {column + 1} after padding; a collator that does not "
+                f"right-pad must leave right_padded out (the loss then masks padding wherever it is)"
+            )
+    return declared
 
 
 def _validate_batch(batch: ARLMBatch) -> None:

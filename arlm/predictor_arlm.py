@@ -9,12 +9,12 @@ from jaxtyping import Bool, Integer
 from torch import Tensor
 
 from arlm.network.attention import positions_from_padding_mask
-from arlm.datamodule_arlm import id_lists_to_tensors, prepare_prefix_ids_arlm
 from arlm.network.kv_cache import CACHE_KINDS, KVCache, new_cache
-from arlm.prediction_io import decode_without_special, prediction_rows, prompt_tensors, special_ids
 from arlm.network.sampling import Sampler
-from arlm.types_arlm import ARLMPredictionDict
 from arlm.network.value_checks import check_int_at_least
+from arlm.prediction_io import decode_without_special, prediction_rows, prompt_tensors, special_ids
+from arlm.prompt_ids import id_lists_to_tensors, prepare_prefix_ids_arlm
+from arlm.types_arlm import ARLMModel, ARLMPredictionDict
 
 
 class ARLMPredictor:
@@ -24,7 +24,8 @@ class ARLMPredictor:
     ``noise_schedule`` (accepted for symmetry with the other families, unused). A plain object,
     not an ``nn.Module``: it has no parameters of its own, and the model stays registered once,
     under the Harness. ``model`` is either face, ``RotaryTransformerARLMModel`` or
-    ``ArlowForCausalLM``: both hold the decoder as ``.model`` and the head as ``.lm_head``.
+    ``ArlowForCausalLM``: both hold the decoder as ``.model`` and the head as ``.lm_head``
+    (:class:`arlm.types_arlm.ARLMModel`).
 
     Args:
         max_steps: most tokens generated per prompt.
@@ -50,7 +51,7 @@ class ARLMPredictor:
         sampling_method: str = "sample",
         top: int = 1000,
         p: float = 0.9,
-        model: Optional[torch.nn.Module] = None,
+        model: Optional[ARLMModel] = None,
         temperature: float = 1.0,
         cache: str = "dynamic",
         compile: bool = False,
@@ -200,3 +201,8 @@ class ARLMPredictor:
                     f"ARLMPredictor.{name} is not set; xlm-core sets it after building the "
                     f"predictor, or pass {name}= to the constructor"
                 )
+        if not isinstance(self.model, ARLMModel):
+            raise TypeError(
+                f"ARLMPredictor.model must hold the decoder as .model and the output projection as "
+                f".lm_head (RotaryTransformerARLMModel or ArlowForCausalLM), got {type(self.model).__name__}"
+            )

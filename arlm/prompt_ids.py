@@ -2,7 +2,8 @@
 
 ``prepare_prefix_ids_arlm`` left-pads prompts, ``prepare_suffix_ids_arlm`` right-pads
 continuations; both take upstream's signature and return a dict of lists, checking every
-argument; :func:`id_lists_to_tensors` turns the result into tensors.
+argument. :func:`right_pad` is the one right-padder (the training collators use it too);
+:func:`id_lists_to_tensors` turns the lists into tensors.
 """
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -97,17 +98,22 @@ def prepare_suffix_ids_arlm(
         + ([eos] if add_eos and eos is not None else [])
         for row in rows
     ]
-    width = _width(framed, max_seq_len, truncate)
+    padded = right_pad(framed, _width(framed, max_seq_len, truncate), pad)
+    return {**padded, "target_ids": [list(row) for row in padded["input_ids"]]}
+
+
+def right_pad(rows: Sequence[Sequence[int]], width: int, pad_token_id: int) -> Dict[str, List[List[int]]]:
+    """Each row cut to its first ``width`` ids and followed by ``pad_token_id`` up to ``width``.
+
+    Returns lists of ``width`` ids per row: ``input_ids`` and ``attention_mask`` (1 on real
+    tokens, 0 on padding). The ids are taken as given; callers check them.
+    """
     input_ids, attention_mask = [], []
-    for row in framed:
-        row = row[:width]
-        input_ids.append(row + [pad] * (width - len(row)))
+    for row in rows:
+        row = list(row[:width])
+        input_ids.append(row + [pad_token_id] * (width - len(row)))
         attention_mask.append([1] * len(row) + [0] * (width - len(row)))
-    return {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "target_ids": [list(row) for row in input_ids],
-    }
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
 def id_lists_to_tensors(batch: Mapping[str, List[List[int]]]) -> Dict[str, torch.Tensor]:

@@ -1,10 +1,12 @@
 """Typed batch and output contracts of the ARLM components (collator -> loss -> model -> metrics)."""
 
-from typing import List, Optional, Protocol, TypedDict
+from typing import Iterator, List, Protocol, TypedDict, runtime_checkable
 
 from jaxtyping import Bool, Float, Integer
-from torch import Tensor
+from torch import Tensor, nn
 from typing_extensions import NotRequired
+
+from arlm.network.decoder import DecoderStack
 
 IGNORE_INDEX = -100
 """``target_ids`` value of a position that carries no loss (the prompt, the last real token, padding)."""
@@ -14,32 +16,34 @@ PROMPT, CONTINUATION, PADDING = 0, 1, 2
 
 
 class ARLMBatch(TypedDict):
-    """Language-modelling batch, right-padded (real tokens first in every row).
+    """Language-modelling batch (what ``ARLMLoss`` reads).
 
     Attributes:
         input_ids: token ids; padding positions hold ``pad_token_id``.
-        attention_mask: 1 for real tokens, 0 for padding.
+        attention_mask: 1 for real tokens, 0 for padding, anywhere in a row.
         target_ids: ``input_ids`` shifted left by one; -100 where no loss is taken
             (the last real token, padding, and for seq2seq the prompt).
-        token_type_ids: optional channel for downstream code; ignored by the model.
+        right_padded: a plain Python ``bool`` set by the collator that built the batch: True
+            declares every row ``real... pad...``, so the model runs on causality alone, without
+            a mask (SDPA's fast kernels stay eligible). Absent or False: the loss passes
+            ``attention_mask`` to the model, which hides the padding and takes positions from
+            it, wherever the padding is. The ARLM training collators set it to True. The
+            Lightning device transfer leaves it as it is (only tensors move).
+
+    Other keys (e.g. a ``token_type_ids`` channel) pass through and are ignored by the loss.
     """
 
     input_ids: Integer[Tensor, "batch seq"]
     attention_mask: Integer[Tensor, "batch seq"]
     target_ids: Integer[Tensor, "batch seq"]
-    token_type_ids: NotRequired[Integer[Tensor, "batch seq"]]
+    right_padded: NotRequired[bool]
 
 
-class ARLMSeq2SeqBatch(TypedDict):
-    """Seq2seq training batch ``[prompt][BOS][target][EOS][pad...]``, right-padded.
+class ARLMSeq2SeqBatch(ARLMBatch):
+    """Seq2seq training batch ``[prompt][BOS][target][EOS][pad...]``: an :class:`ARLMBatch` whose
+    ``target_ids`` are -100 on the prompt too, plus ``token_type_ids``: 0 on the prompt, 1 on
+    BOS/target/EOS and 2 on padding."""
 
-    ``target_ids`` is -100 on the prompt and on padding; ``token_type_ids`` is 0 on the
-    prompt, 1 on BOS/target/EOS and 2 on padding.
-    """
-
-    input_ids: Integer[Tensor, "batch seq"]
-    attention_mask: Integer[Tensor, "batch seq"]
-    target_ids: Integer[Tensor, "batch seq"]
     token_type_ids: Integer[Tensor, "batch seq"]
 
 
@@ -99,13 +103,15 @@ class ARLMPredictionDict(TypedDict):
     output_start_idx: int
 
 
+@runtime_checkable
 class ARLMModel(Protocol):
-    """What the loss and the predictor call on the network."""
+    """What ``ARLMPredictor`` uses of a model, met by either face (``RotaryTransformerARLMModel``
+    and ``ArlowForCausalLM``): the decoder as ``.model`` (its ``config``, called with token ids,
+    a padding mask and a cache), the output projection as ``.lm_head`` (``out_features`` is the
+    vocabulary size) and ``parameters()`` (their device and dtype place the cache).
+    ``isinstance(model, ARLMModel)`` checks that the attributes exist."""
 
-    def __call__(
-        self,
-        x_t: Integer[Tensor, "batch seq"],
-        attention_mask: Optional[Tensor] = None,
-        positions: Optional[Integer[Tensor, "batch seq"]] = None,
-        token_type_ids: Optional[Integer[Tensor, "batch seq"]] = None,
-    ) -> Float[Tensor, "batch seq vocab"]: ...
+    model: DecoderStack
+    lm_head: nn.Linear
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...

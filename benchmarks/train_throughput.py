@@ -32,7 +32,8 @@ def make_batch(batch: int, seq: int, vocab: int) -> dict:
     input_ids = input_ids.masked_fill(~attention_mask.bool(), 0)
     target_ids = torch.cat([input_ids[:, 1:], torch.full((batch, 1), -100)], dim=1)
     target_ids = target_ids.masked_fill(~torch.cat([attention_mask[:, 1:], attention_mask[:, :1] * 0], 1).bool(), -100)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "target_ids": target_ids}
+    # right_padded: the declaration the ARLM training collators make (ARLMLoss then needs no mask).
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "target_ids": target_ids, "right_padded": True}
 
 
 def build_arlm(args):

@@ -46,7 +46,7 @@ def test_default_collator_ignores_extra_keys(simple_tokenizer):
     batch = DefaultARLMCollator(simple_tokenizer, block_size=4)(
         [{"input_ids": [10, 11], "token_ids": [1], "attention_mask": [1, 1]}]
     )
-    assert set(batch) == {"input_ids", "attention_mask", "target_ids"}
+    assert set(batch) == {"input_ids", "attention_mask", "target_ids", "right_padded"}
 
 
 # --- ARLMSeq2SeqCollator -------------------------------------------------------------------

@@ -8,6 +8,7 @@ import torch
 from arlm import RotaryTransformerARLMModel
 from arlm.hf.export import xlm_to_hf
 from arlm.predictor_arlm import ARLMPredictor
+from arlm.types_arlm import ARLMModel
 
 from .conftest import TINY_MODEL_KWARGS, VOCAB_SIZE
 
@@ -27,6 +28,7 @@ def test_predictor_over_either_face_equals_generate(simple_tokenizer, cache):
     torch.manual_seed(0)
     xlm = RotaryTransformerARLMModel(**dict(TINY_MODEL_KWARGS, num_layers=2, padding_idx=PAD)).eval()
     hf = xlm_to_hf(xlm, simple_tokenizer)
+    assert isinstance(xlm, ARLMModel) and isinstance(hf, ARLMModel)
     prompts, mask = left_padded_prompts()
 
     def predicted(model):

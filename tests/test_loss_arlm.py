@@ -9,8 +9,9 @@ from arlm.model_arlm import RotaryTransformerARLMModel
 from tests.conftest import TINY_MODEL_KWARGS, VOCAB_SIZE
 
 
-def make_batch(batch=4, seq=32, seed=0, pad_last_row=0):
-    """Right-padded LM batch: targets are the inputs shifted left, -100 at the end and on pads."""
+def make_batch(batch=4, seq=32, seed=0, pad_last_row=0, right_padded=None):
+    """Right-padded LM batch: targets are the inputs shifted left, -100 at the end and on pads;
+    ``right_padded``: the collator's declaration (None: absent)."""
     g = torch.Generator().manual_seed(seed)
     input_ids = torch.randint(7, VOCAB_SIZE, (batch, seq), generator=g)
     attention_mask = torch.ones(batch, seq, dtype=torch.long)
@@ -20,7 +21,10 @@ def make_batch(batch=4, seq=32, seed=0, pad_last_row=0):
     target_ids = torch.cat([input_ids[:, 1:], torch.full((batch, 1), -100)], dim=1)
     target_ids = target_ids.masked_fill(~attention_mask.roll(-1, dims=1).bool(), -100)
     target_ids[:, -1] = -100
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "target_ids": target_ids}
+    out = {"input_ids": input_ids, "attention_mask": attention_mask, "target_ids": target_ids}
+    if right_padded is not None:
+        out["right_padded"] = right_padded
+    return out
 
 
 @pytest.fixture
@@ -116,15 +120,16 @@ def test_mismatched_shapes(loss_fn):
         loss_fn(batch)
 
 
-def test_training_step_compiles_without_graph_breaks(loss_fn):
+@pytest.mark.parametrize("right_padded", [True, None])
+def test_training_step_compiles_without_graph_breaks(loss_fn, right_padded):
     torch._dynamo.reset()
-    explanation = torch._dynamo.explain(loss_fn.loss_fn)(make_batch(pad_last_row=3))
+    explanation = torch._dynamo.explain(loss_fn.loss_fn)(make_batch(pad_last_row=3, right_padded=right_padded))
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
 
 
 def test_right_padded_training_batch_reaches_sdpa_without_a_mask(loss_fn, sdpa_calls):
-    loss_fn(make_batch(pad_last_row=7))
+    loss_fn(make_batch(pad_last_row=7, right_padded=True))
     assert sdpa_calls and all(mask is None and causal for mask, causal in sdpa_calls)
 
 

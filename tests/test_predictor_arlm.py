@@ -204,6 +204,13 @@ def test_built_without_components_exposes_them_for_injection():
         predictor.predict(prompt_batch())
 
 
+def test_a_model_without_decoder_and_head_is_named(simple_tokenizer):
+    """Only what :class:`ARLMModel` describes is used: a bare module is refused by name."""
+    predictor = ARLMPredictor(max_steps=4, max_length=16, tokenizer=simple_tokenizer, model=torch.nn.Linear(4, 4))
+    with pytest.raises(TypeError, match=r"\.model .* \.lm_head .* got Linear"):
+        predictor.predict(prompt_batch())
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from transformers import PretrainedConfig
 
-from arlm.network.config import DecoderConfig
+from arlm.network.config import DecoderConfig, channels_per_head
 from arlm.network.value_checks import is_int
 
 PLAIN_ACTIVATIONS = ("relu", "gelu", "silu")
@@ -120,7 +120,10 @@ class ArlowConfig(PretrainedConfig):
 
     @property
     def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+        """Channels per attention head, derived as the network does
+        (:func:`~arlm.network.config.channels_per_head`) from the two fields alone: ``transformers``
+        5 reads it before this config is checked."""
+        return channels_per_head(self.hidden_size, self.num_attention_heads)
 
     def _validate(self) -> None:
         """Raise a ``ValueError`` naming the offending field and what was expected: the network's

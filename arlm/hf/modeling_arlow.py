@@ -124,27 +124,31 @@ def _attention_backend(config: ArlowConfig) -> str:
 
 
 def run_decoder(
-    decoder: DecoderStack,
-    config: ArlowConfig,
-    training: bool,
-    input_ids: Optional[Tensor],
-    attention_mask: Optional[Tensor],
-    position_ids: Optional[Tensor],
-    cache: Optional[Cache],
-    inputs_embeds: Optional[Tensor],
-    use_cache: Optional[bool],
-    cache_position: Optional[Tensor],
-    encoder_hidden_states: Optional[Tensor],
-    encoder_attention_mask: Optional[Tensor],
-    output_attentions: Optional[bool],
-    output_hidden_states: Optional[bool],
+    owner: ArlowPreTrainedModel,
+    *,
+    input_ids: Optional[Tensor] = None,
+    attention_mask: Optional[Tensor] = None,
+    position_ids: Optional[Tensor] = None,
+    past_key_values: Optional[Cache] = None,
+    cache: Optional[Cache] = None,
+    inputs_embeds: Optional[Tensor] = None,
+    use_cache: Optional[bool] = None,
+    cache_position: Optional[Tensor] = None,
+    encoder_hidden_states: Optional[Tensor] = None,
+    encoder_attention_mask: Optional[Tensor] = None,
+    output_attentions: Optional[bool] = None,
+    output_hidden_states: Optional[bool] = None,
 ) -> BaseModelOutputWithPast:
-    """``decoder`` called with the ``transformers`` conventions of both Arlow classes.
+    """``owner.model`` (the decoder) called with the ``transformers`` conventions of both Arlow
+    classes; the keyword arguments are :meth:`ArlowModel.forward`'s.
 
-    ``use_cache`` defaults to ``config.use_cache`` in eval mode and to False in training (and
-    while gradient checkpointing); a ``DynamicCache`` is created when one is wanted and none is
-    given. ``output_*`` default to the config's flags.
+    The cache is ``cache`` (transformers 5.24 on) or else ``past_key_values``. ``use_cache``
+    defaults to ``config.use_cache`` in eval mode and to False in training (and while gradient
+    checkpointing); a ``DynamicCache`` is created when one is wanted and none is given.
+    ``output_*`` default to the config's flags.
     """
+    config, decoder, training = owner.config, owner.model, owner.training
+    cache = past_key_values if cache is None else cache
     if encoder_hidden_states is not None and not config.use_cross_attention:
         raise ValueError(
             "encoder_hidden_states were given but config.use_cross_attention is False; "
@@ -223,9 +227,11 @@ class ArlowModel(ArlowPreTrainedModel):
         final output, and every layer's attention weights.
         """
         return run_decoder(
-            self.model, self.config, self.training, input_ids, attention_mask, position_ids,
-            cache if cache is not None else past_key_values, inputs_embeds, use_cache, cache_position,
-            encoder_hidden_states, encoder_attention_mask, output_attentions, output_hidden_states,
+            self, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            past_key_values=past_key_values, cache=cache, inputs_embeds=inputs_embeds,
+            use_cache=use_cache, cache_position=cache_position,
+            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
         )
 
 
@@ -273,9 +279,11 @@ class ArlowForCausalLM(ArlowPreTrainedModel, GenerationMixin):
         if labels is not None:
             _check_labels(labels, tuple(batch_shape))
         outputs = run_decoder(
-            self.model, self.config, self.training, input_ids, attention_mask, position_ids,
-            cache if cache is not None else past_key_values, inputs_embeds, use_cache, cache_position,
-            encoder_hidden_states, encoder_attention_mask, output_attentions, output_hidden_states,
+            self, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            past_key_values=past_key_values, cache=cache, inputs_embeds=inputs_embeds,
+            use_cache=use_cache, cache_position=cache_position,
+            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
         )
         hidden = outputs.last_hidden_state
         if isinstance(logits_to_keep, int) and logits_to_keep and labels is None:

@@ -11,12 +11,18 @@ enough.
 import importlib.util
 import warnings
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Integer
 from torch import Tensor
+
+from arlm.network.inputs import reads_values_for_free
+from arlm.network.rope import RotaryEmbedding
+
+if TYPE_CHECKING:
+    from arlm.network.kv_cache import KVCache
 
 ATTENTION_BACKENDS = ("sdpa", "eager", "flash_attn")
 
@@ -39,53 +45,110 @@ def resolve_attention_backend(requested: str) -> str:
     return requested
 
 
-@dataclass
+@dataclass(frozen=True)
 class AttentionInputs:
-    """What every layer of one forward shares: RoPE positions and SDPA's ``(mask, is_causal)``."""
+    """What every decoder layer of one forward shares, built once by :func:`attention_inputs`.
 
-    positions: Integer[Tensor, "batch_or_1 q_len"]
+    Attributes:
+        cos, sin: RoPE tables at the new tokens' positions, in the activations' dtype.
+        mask: SDPA's boolean mask (True = may attend), or ``None`` when causality alone is enough.
+        is_causal: SDPA's ``is_causal`` (top-left aligned causal mask, used when ``mask`` is None).
+        slots: the index of each new token in the sequence fed so far (its cache slot).
+        encoder_states: the keys/values of cross-attention, or ``None`` (the blocks are skipped).
+        encoder_mask: their key padding (True = real), broadcast to ``(B, 1, 1, enc_seq)``.
+        need_weights: layers return their self-attention weights (computed by :func:`attend_eager`).
+    """
+
+    cos: Float[Tensor, "batch_or_1 q_len rot"]
+    sin: Float[Tensor, "batch_or_1 q_len rot"]
     mask: Optional[Bool[Tensor, "batch_or_1 1 q_len keys"]]
     is_causal: bool
+    slots: Integer[Tensor, " q_len"]
+    encoder_states: Optional[Float[Tensor, "batch enc_seq enc_dim"]] = None
+    encoder_mask: Optional[Bool[Tensor, "batch 1 1 enc_seq"]] = None
+    need_weights: bool = False
 
 
 def attention_inputs(
-    attention_mask: Optional[Tensor],
-    positions: Optional[Integer[Tensor, "batch q_len"]],
-    slots: Integer[Tensor, " q_len"],
-    key_len: int,
-    past_len: Optional[int],
+    rotary: RotaryEmbedding,
+    hidden: Float[Tensor, "batch q_len d_model"],
+    attention_mask: Optional[Tensor] = None,
+    positions: Optional[Integer[Tensor, "batch q_len"]] = None,
+    cache: Optional["KVCache"] = None,
+    encoder_hidden_states: Optional[Float[Tensor, "batch enc_seq enc_dim"]] = None,
+    encoder_attention_mask: Optional[Tensor] = None,
+    need_weights: bool = False,
 ) -> AttentionInputs:
-    """RoPE positions and the attention mask of one forward, built once and shared by every layer.
+    """RoPE tables, mask and cache slots of one forward, built once and shared by every layer.
 
     Args:
+        rotary: the decoder's RoPE tables.
+        hidden: the embedded new tokens (their number, dtype and device are read).
         attention_mask: ``None`` (no padding), ``(B, W)`` key padding (True/1 = real token) over
-            the tokens fed so far (columns past ``key_len`` are ignored, missing ones count as
-            padding), or ``(B, q_len, key_len)`` used exactly as given (True = may attend).
+            the tokens fed so far (columns past the keys are ignored, missing ones count as
+            padding), or ``(B, q_len, keys)`` used exactly as given (True = may attend).
         positions: explicit RoPE positions; by default ``cumsum(padding) - 1`` at the new tokens
-            (a left-padded row is positioned as it would be alone), or their ``slots``.
-        slots: the index of each new token in the sequence fed so far (its cache slot).
-        key_len: the number of keys attention sees (``past + q_len``, or a preallocated cache's
-            capacity, whose unwritten slots causality hides).
-        past_len: tokens cached before this forward, when known on the host (growing caches);
-            ``None`` for a preallocated cache.
+            (a left-padded row is positioned as it would be alone), or their slots.
+        cache: where the keys live (:class:`arlm.network.kv_cache.KVCache`): it gives the new
+            tokens' slots and how many keys attention sees (``past + q_len``, or a preallocated
+            cache's capacity, whose unwritten slots causality hides). ``None``: the keys are the
+            new tokens.
+        encoder_hidden_states, encoder_attention_mask: cross-attention's keys and their padding.
+        need_weights: ask the layers for their attention weights.
 
     Causality is by slot: query ``i`` sees the keys ``<= slots[i]``. The mask is ``None``
     whenever causality alone is enough (no padding and no cache offset, or one new token over a
-    growing cache), so SDPA's fast kernels stay eligible.
+    growing cache), so SDPA's fast kernels stay eligible. A ``(B, W)`` mask that hides nothing is
+    dropped when that is known for free (:func:`arlm.network.inputs.reads_values_for_free`):
+    the result is the same, only the kernel differs.
     """
+    q_len, device = hidden.shape[1], hidden.device
+    slots = torch.arange(q_len, device=device) if cache is None else cache.slots(q_len, device)
+    key_len = q_len if cache is None else cache.key_length(q_len)
+    preallocated = cache is not None and cache.preallocated
+    # A growing cache (or none) returns exactly past + new keys, so the host knows whether these
+    # tokens start the sequence; a preallocated cache counts its written slots on the device.
+    starts_sequence = not preallocated and key_len == q_len
     if attention_mask is not None and attention_mask.dim() == 3:
-        return AttentionInputs(
-            slots[None] if positions is None else positions, attention_mask.bool()[:, None], False
-        )
-    padding = None if attention_mask is None else _with_width(attention_mask.bool(), key_len)
-    if positions is None:
-        positions = slots[None] if padding is None else positions_from_padding_mask(padding).index_select(1, slots)
+        positions = slots[None] if positions is None else positions
+        mask, is_causal = attention_mask.bool()[:, None], False
+    else:
+        padding = None if attention_mask is None else _with_width(attention_mask.bool(), key_len)
+        if starts_sequence and reads_values_for_free(padding) and bool(padding.all()):
+            padding = None
+        if positions is None:
+            positions = slots[None] if padding is None else positions_from_padding_mask(padding).index_select(1, slots)
+        mask, is_causal = _causal_mask(padding, slots, key_len, starts_sequence, preallocated)
+    cos, sin = rotary(positions, hidden.dtype)
+    encoder_mask = None
+    if encoder_attention_mask is not None:
+        encoder_mask = encoder_attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S_enc)
+    return AttentionInputs(cos, sin, mask, is_causal, slots, encoder_hidden_states, encoder_mask, need_weights)
+
+
+def _causal_mask(
+    padding: Optional[Bool[Tensor, "batch keys"]],
+    slots: Integer[Tensor, " q_len"],
+    key_len: int,
+    starts_sequence: bool,
+    preallocated: bool,
+) -> Tuple[Optional[Bool[Tensor, "batch_or_1 1 q_len keys"]], bool]:
+    """SDPA's ``(mask, is_causal)``: query ``i`` sees the real keys ``<= slots[i]``.
+
+    A padding query (left padding) would see no key at all, and some SDPA kernels (cuDNN's on
+    recent GPUs) answer a fully masked row with NaN, which the next layer spreads to real tokens
+    through ``0 * NaN``; so every query also sees its own slot. Real queries never see padding,
+    so their outputs are unchanged, on every device.
+    """
     q_len = slots.shape[0]
-    if padding is None and past_len is not None and (past_len == 0 or q_len == 1):
-        return AttentionInputs(positions, None, past_len == 0 and q_len > 1)
-    visible = torch.arange(key_len, device=slots.device)[None, :] <= slots[:, None]  # (q_len, keys)
-    mask = visible[None, None] if padding is None else visible[None, None] & padding[:, None, None, :]
-    return AttentionInputs(positions, mask, False)
+    if padding is None and not preallocated and (starts_sequence or q_len == 1):
+        return None, starts_sequence and q_len > 1
+    keys = torch.arange(key_len, device=slots.device)[None, :]
+    visible = keys <= slots[:, None]  # (q_len, keys)
+    if padding is None:
+        return visible[None, None], False
+    itself = keys == slots[:, None]
+    return visible[None, None] & (padding[:, None, None, :] | itself[None, None]), False
 
 
 def _with_width(padding: Tensor, width: int) -> Tensor:

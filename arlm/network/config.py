@@ -17,6 +17,12 @@ NORMS = ("layernorm", "rmsnorm")
 ACTIVATIONS = ("relu", "gelu", "silu", "swiglu")
 
 
+def channels_per_head(d_model: int, n_heads: int) -> int:
+    """The width of one attention head: ``d_model // n_heads`` (``DecoderConfig`` checks that
+    ``n_heads`` divides ``d_model``). Each face's ``head_dim`` is this, on its own field names."""
+    return d_model // n_heads
+
+
 @dataclass
 class DecoderConfig:
     """Hyper-parameters of :class:`arlm.network.decoder.DecoderStack` and its LM head.
@@ -104,7 +110,7 @@ class DecoderConfig:
 
     @property
     def head_dim(self) -> int:
-        return self.d_model // self.n_heads
+        return channels_per_head(self.d_model, self.n_heads)
 
     def _arg(self, name: str) -> str:
         """The face's name for field ``name``."""

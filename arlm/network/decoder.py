@@ -15,9 +15,9 @@ from jaxtyping import Float, Integer
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from arlm.network.attention import attend, attend_eager, attention_inputs
+from arlm.network.attention import AttentionInputs, attend, attend_eager, attention_inputs
 from arlm.network.config import DecoderConfig
-from arlm.network.inputs import check_decoder_inputs, check_input_ranks, reads_values_for_free
+from arlm.network.inputs import check_decoder_inputs
 from arlm.network.kv_cache import KVCache
 from arlm.network.rope import RotaryEmbedding, apply_rotary_pos_emb
 
@@ -47,29 +47,24 @@ class SelfAttention(nn.Module):
     def forward(
         self,
         x: Float[Tensor, "batch seq d_model"],
-        cos: Tensor,
-        sin: Tensor,
-        mask: Optional[Tensor],
-        is_causal: bool,
+        inputs: AttentionInputs,
         cache: Optional[KVCache] = None,
-        slots: Optional[Tensor] = None,
-        need_weights: bool = False,
     ) -> Tuple[Float[Tensor, "batch seq d_model"], Optional[Float[Tensor, "batch heads seq keys"]]]:
-        """The attention output and, with ``need_weights`` (run on :func:`attend_eager`), the
-        attention weights; ``None`` in their place otherwise."""
+        """The attention output and, with ``inputs.need_weights`` (run on :func:`attend_eager`),
+        the attention weights; ``None`` in their place otherwise."""
         B, L, _ = x.shape
         q = self.q_proj(x).view(B, L, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, Dh)
         k = self.k_proj(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, L, Dh)
         v = self.v_proj(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        q, k = apply_rotary_pos_emb(q, k, inputs.cos, inputs.sin)
         if cache is not None:
-            k, v = cache.update(k, v, self.layer_idx, slots)  # (B, KV, keys, Dh)
+            k, v = cache.update(k, v, self.layer_idx, inputs.slots)  # (B, KV, keys, Dh)
         dropout = self.dropout if self.training else 0.0
         weights = None
-        if need_weights:
-            out, weights = attend_eager(q, k, v, mask, is_causal, dropout)
+        if inputs.need_weights:
+            out, weights = attend_eager(q, k, v, inputs.mask, inputs.is_causal, dropout)
         else:
-            out = attend(q, k, v, mask, is_causal, dropout, self.backend)  # (B, H, L, Dh)
+            out = attend(q, k, v, inputs.mask, inputs.is_causal, dropout, self.backend)  # (B, H, L, Dh)
         return self.o_proj(out.transpose(1, 2).reshape(B, L, -1)), weights
 
 
@@ -87,19 +82,16 @@ class CrossAttention(nn.Module):
         self.v_proj = nn.Linear(enc, d, bias=config.bias)
         self.o_proj = nn.Linear(d, d, bias=config.bias)
 
-    def forward(
-        self,
-        x: Float[Tensor, "batch seq d_model"],
-        encoder_hidden_states: Float[Tensor, "batch enc_seq enc_dim"],
-        encoder_mask: Optional[Tensor],
-    ) -> Float[Tensor, "batch seq d_model"]:
+    def forward(self, x: Float[Tensor, "batch seq d_model"], inputs: AttentionInputs) -> Float[Tensor, "batch seq d_model"]:
+        """Attention over ``inputs.encoder_states`` (not None), their padding ``inputs.encoder_mask``."""
+        encoder_states = inputs.encoder_states
         B, L, _ = x.shape
-        S = encoder_hidden_states.shape[1]
-        q = self.q_proj(x).view(B, L, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(encoder_hidden_states).view(B, S, self.n_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(encoder_hidden_states).view(B, S, self.n_heads, self.head_dim).transpose(1, 2)
+        S = encoder_states.shape[1]
+        q = self.q_proj(x).view(B, L, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, Dh)
+        k = self.k_proj(encoder_states).view(B, S, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, S, Dh)
+        v = self.v_proj(encoder_states).view(B, S, self.n_heads, self.head_dim).transpose(1, 2)
         dropout = self.dropout if self.training else 0.0
-        out = attend(q, k, v, encoder_mask, False, dropout, self.backend)
+        out = attend(q, k, v, inputs.encoder_mask, False, dropout, self.backend)
         return self.o_proj(out.transpose(1, 2).reshape(B, L, -1))
 
 
@@ -141,23 +133,15 @@ class DecoderLayer(nn.Module):
     def forward(
         self,
         x: Float[Tensor, "batch seq d_model"],
-        cos: Tensor,
-        sin: Tensor,
-        mask: Optional[Tensor],
-        is_causal: bool,
+        inputs: AttentionInputs,
         cache: Optional[KVCache] = None,
-        slots: Optional[Tensor] = None,
-        encoder_hidden_states: Optional[Tensor] = None,
-        encoder_mask: Optional[Tensor] = None,
-        need_weights: bool = False,
     ) -> Tuple[Float[Tensor, "batch seq d_model"], Optional[Tensor]]:
-        """The layer's output and its self-attention weights (``need_weights``; else ``None``)."""
-        h, weights = self.self_attn(
-            self.input_layernorm(x), cos, sin, mask, is_causal, cache, slots, need_weights
-        )
+        """The layer's output and its self-attention weights (``inputs.need_weights``; else
+        ``None``). Cross-attention runs when the layer has it and ``inputs`` carry encoder states."""
+        h, weights = self.self_attn(self.input_layernorm(x), inputs, cache)
         x = x + self.dropout(h)
-        if encoder_hidden_states is not None and hasattr(self, "cross_attn"):
-            h = self.cross_attn(self.cross_attn_layernorm(x), encoder_hidden_states, encoder_mask)
+        if inputs.encoder_states is not None and hasattr(self, "cross_attn"):
+            h = self.cross_attn(self.cross_attn_layernorm(x), inputs)
             x = x + self.dropout(h)
         return x + self.dropout(self.mlp(self.post_attention_layernorm(x))), weights
 
@@ -221,40 +205,27 @@ class DecoderStack(nn.Module):
         that hides nothing is dropped when that is known for free (CPU, eager), so SDPA runs on
         causality alone; on an accelerator pass ``None`` when there is no padding.
         """
-        check_input_ranks(input_ids, inputs_embeds)
-        B, L = (input_ids if inputs_embeds is None else inputs_embeds).shape[:2]
-        key_len = L if cache is None else cache.key_length(L)
-        past_len = None if cache is not None and cache.preallocated else key_len - L
         check_decoder_inputs(
-            self.config, self.embed_tokens.num_embeddings, input_ids, inputs_embeds, attention_mask,
-            positions, encoder_hidden_states, key_len, past_len, cache is not None,
+            self.config, vocab_size=self.embed_tokens.num_embeddings, input_ids=input_ids,
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, positions=positions,
+            encoder_hidden_states=encoder_hidden_states, cache=cache,
         )
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
-        if (
-            past_len == 0 and attention_mask is not None and attention_mask.dim() == 2
-            and reads_values_for_free(attention_mask) and bool(attention_mask[:, :key_len].all())
-        ):
-            attention_mask = None
-        slots = torch.arange(L, device=x.device) if cache is None else cache.slots(L, x.device)
-        attn = attention_inputs(attention_mask, positions, slots, key_len, past_len)
-        cos, sin = self.rotary_emb(attn.positions, x.dtype)
-        encoder_mask = None
-        if encoder_attention_mask is not None:
-            encoder_mask = encoder_attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S_enc)
+        inputs = attention_inputs(
+            self.rotary_emb, x, attention_mask=attention_mask, positions=positions, cache=cache,
+            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
+            need_weights=output_attentions,
+        )
         x = self.dropout(x)
         hidden_states: list = []
         attentions: list = []
         for layer in self.layers:
             if output_hidden_states:
                 hidden_states.append(x)
-            args = (
-                x, cos, sin, attn.mask, attn.is_causal, cache, slots, encoder_hidden_states,
-                encoder_mask, output_attentions,
-            )
             if self.gradient_checkpointing and self.training:
-                x, weights = checkpoint(layer, *args, use_reentrant=False)
+                x, weights = checkpoint(layer, x, inputs, cache, use_reentrant=False)
             else:
-                x, weights = layer(*args)
+                x, weights = layer(x, inputs, cache)
             if output_attentions:
                 attentions.append(weights)
         x = self.norm(x)

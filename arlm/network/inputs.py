@@ -7,12 +7,14 @@ eager mode; on an accelerator the batch is checked where it is built, on the CPU
 collators check token ids against the tokenizer).
 """
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch import Tensor
 
-from arlm.network.config import DecoderConfig
+if TYPE_CHECKING:
+    from arlm.network.config import DecoderConfig
+    from arlm.network.kv_cache import KVCache
 
 
 def reads_values_for_free(tensor: Optional[Tensor]) -> bool:
@@ -31,7 +33,7 @@ def check_token_ids(input_ids: Tensor, vocab_size: int, what: str = "the embeddi
         )
 
 
-def check_input_ranks(input_ids: Optional[Tensor], inputs_embeds: Optional[Tensor]) -> None:
+def _check_input_ranks(input_ids: Optional[Tensor], inputs_embeds: Optional[Tensor]) -> None:
     """Exactly one of ``input_ids`` (integer, ``(batch, seq)``) and ``inputs_embeds``
     (``(batch, seq, d_model)``), else a ``ValueError``."""
     if (input_ids is None) == (inputs_embeds is None):
@@ -49,41 +51,41 @@ def check_input_ranks(input_ids: Optional[Tensor], inputs_embeds: Optional[Tenso
 
 
 def check_decoder_inputs(
-    config: DecoderConfig,
+    config: "DecoderConfig",
+    *,
     vocab_size: int,
-    input_ids: Optional[Tensor],
-    inputs_embeds: Optional[Tensor],
-    attention_mask: Optional[Tensor],
-    positions: Optional[Tensor],
-    encoder_hidden_states: Optional[Tensor],
-    key_len: int,
-    past_len: Optional[int],
-    cached: bool,
+    input_ids: Optional[Tensor] = None,
+    inputs_embeds: Optional[Tensor] = None,
+    attention_mask: Optional[Tensor] = None,
+    positions: Optional[Tensor] = None,
+    encoder_hidden_states: Optional[Tensor] = None,
+    cache: Optional["KVCache"] = None,
 ) -> None:
-    """Raise a ``ValueError`` naming the offending value.
+    """Raise a ``ValueError`` naming the offending value of one decoder forward.
 
-    ``vocab_size`` is the embedding's current size (it outgrows ``config.vocab_size`` after
-    ``resize_token_embeddings``); ``key_len`` and ``past_len`` as in
-    :func:`arlm.network.attention.attention_inputs` (``past_len`` is ``None`` for a preallocated cache);
-    ``cached``: a cache was passed.
-    Call :func:`check_input_ranks` first.
+    The arguments are :meth:`arlm.network.decoder.DecoderStack.forward`'s; ``vocab_size`` is
+    the embedding's current size (it outgrows ``config.vocab_size`` after
+    ``resize_token_embeddings``). The number of keys comes from the cache, as in
+    :func:`arlm.network.attention.attention_inputs`.
     """
+    _check_input_ranks(input_ids, inputs_embeds)
     B, L = (input_ids if inputs_embeds is None else inputs_embeds).shape[:2]
     if B == 0 or L == 0:
         raise ValueError(f"empty batch: input of shape {(B, L)}; need at least one token per row")
-    if past_len is not None and past_len + L > config.max_positions:
-        raise ValueError(f"sequence length {past_len + L} exceeds max_length {config.max_positions}")
-    if past_len is None and key_len > config.max_positions:
-        raise ValueError(
-            f"a preallocated KV cache of {key_len} slots exceeds max_length {config.max_positions}"
+    key_len = L if cache is None else cache.key_length(L)
+    if key_len > config.max_positions:
+        keys = (
+            f"a preallocated KV cache of {key_len} slots" if cache is not None and cache.preallocated
+            else f"sequence length {key_len}"
         )
+        raise ValueError(f"{keys} exceeds max_length {config.max_positions}")
     if positions is not None:
         if positions.dtype.is_floating_point or positions.dtype == torch.bool:
             raise ValueError(f"positions must be an integer tensor, got dtype {positions.dtype}")
         if tuple(positions.shape) != (B, L):
             raise ValueError(f"positions must have shape {(B, L)}, got {tuple(positions.shape)}")
     if attention_mask is not None:
-        _check_mask_shape(attention_mask, B, L, key_len, past_len, cached)
+        _check_mask_shape(attention_mask, B, L, key_len, cache)
     if encoder_hidden_states is not None:
         if not config.cross_attention:
             raise ValueError("encoder_hidden_states given but the model has no cross-attention")
@@ -103,9 +105,7 @@ def check_decoder_inputs(
         )
 
 
-def _check_mask_shape(
-    mask: Tensor, B: int, L: int, key_len: int, past_len: Optional[int], cached: bool
-) -> None:
+def _check_mask_shape(mask: Tensor, B: int, L: int, key_len: int, cache: Optional["KVCache"]) -> None:
     """``(B, W)`` padding (``W = L`` without a cache, ``W >= past + L`` with a growing one, any
     width with a preallocated one) or ``(B, L, key_len)``."""
     if mask.dtype.is_floating_point:
@@ -115,7 +115,7 @@ def _check_mask_shape(
         return
     if mask.dim() == 2 and shape[0] == B:
         width = shape[1]
-        if width == key_len or (cached and (past_len is None or width > key_len)):
+        if width == key_len or (cache is not None and (cache.preallocated or width > key_len)):
             return
     raise ValueError(
         f"attention_mask must have shape (batch, keys)={(B, key_len)} or "

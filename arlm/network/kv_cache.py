@@ -30,8 +30,11 @@ class KVCache(Protocol):
     """What :class:`arlm.network.decoder.DecoderStack` needs from a key/value cache
     (``arlm.hf.hf_cache.HFCacheView`` makes a transformers ``Cache`` one).
 
-    ``preallocated`` caches return all ``key_length`` slots from ``update`` (the unwritten ones
-    hidden by causality); growing caches return exactly the tokens seen so far.
+    ``preallocated``: True for a cache that returns all ``key_length`` slots from ``update`` (the
+    unwritten ones hidden by causality) and counts its written slots on the device, so the host
+    never knows how many tokens precede a forward; False for a growing cache, whose
+    ``key_length(num_new) - num_new`` is exactly the number of tokens seen so far. The decoder
+    reads it to choose the mask and the length checks.
     """
 
     preallocated: bool

@@ -11,13 +11,9 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
-
-# Lightning checkpoints of arlm runs hold only tensors and plain containers (checked with
-# ``torch.serialization.get_unsafe_globals_in_checkpoint``): no class needs to be allowed.
-SAFE_GLOBALS: List[Any] = []
 
 
 class CheckpointError(ValueError):
@@ -47,13 +43,13 @@ def _describe_unreadable(path: Path, error: BaseException) -> str:
 
 
 def load_safely(path: Union[str, Path], map_location: Any = "cpu") -> Dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` with :data:`SAFE_GLOBALS`; a :class:`CheckpointError` otherwise."""
+    """``torch.load(path, weights_only=True)``: Lightning checkpoints of arlm runs hold only
+    tensors and plain containers, so no class is allowed; a :class:`CheckpointError` otherwise."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist or is not a file")
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
         raise CheckpointError(_describe_unreadable(path, error)) from error
     if not isinstance(checkpoint, dict):
