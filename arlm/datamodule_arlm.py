@@ -23,6 +23,14 @@ from arlm.types_arlm import CONTINUATION, IGNORE_INDEX, PADDING, PROMPT, ARLMBat
 from arlm.network.value_checks import check_int_at_least
 
 
+def tokenizer_vocab_size(tokenizer: Any) -> Optional[int]:
+    """Number of ids the tokenizer can emit: ``full_vocab_size`` (xLM tokenizers), else
+    ``len(tokenizer)``; None when it states neither."""
+    size = getattr(tokenizer, "full_vocab_size", None)
+    if size is None and hasattr(tokenizer, "__len__"):
+        size = len(tokenizer)
+    return None if size is None else int(size)
+
 
 def _check_examples(examples: Sequence[Mapping[str, Any]], required: Tuple[str, ...], who: str):
     if len(examples) == 0:
@@ -101,9 +109,7 @@ class _ARLMCollator:
         """``batch`` after checking its token ids against the tokenizer's vocabulary (when the
         tokenizer states its size), here on the CPU where the batch is built: the model checks
         them only on CPU tensors."""
-        vocab = getattr(self.tokenizer, "full_vocab_size", None)
-        if vocab is None and hasattr(self.tokenizer, "__len__"):
-            vocab = len(self.tokenizer)
+        vocab = tokenizer_vocab_size(self.tokenizer)
         if vocab is not None:
             check_token_ids(batch["input_ids"], vocab, f"the vocabulary of the {type(self.tokenizer).__name__}")
         return batch
