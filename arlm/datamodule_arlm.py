@@ -23,14 +23,6 @@ from arlm.types_arlm import CONTINUATION, IGNORE_INDEX, PADDING, PROMPT, ARLMBat
 from arlm.network.value_checks import check_int_at_least
 
 
-def tokenizer_vocab_size(tokenizer: Any) -> Optional[int]:
-    """Number of ids the tokenizer can emit: ``full_vocab_size`` (xLM tokenizers), else
-    ``len(tokenizer)``; None when it states neither."""
-    size = getattr(tokenizer, "full_vocab_size", None)
-    if size is None and hasattr(tokenizer, "__len__"):
-        size = len(tokenizer)
-    return None if size is None else int(size)
-
 
 def _check_examples(examples: Sequence[Mapping[str, Any]], required: Tuple[str, ...], who: str):
     if len(examples) == 0:
@@ -65,6 +57,15 @@ def _eos(tokenizer: Any) -> List[int]:
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no eos_token_id; seq2seq collators need one")
     return [tokenizer.eos_token_id]
+
+
+def tokenizer_vocab_size(tokenizer: Any) -> Optional[int]:
+    """Number of ids the tokenizer can emit: ``full_vocab_size`` (xLM tokenizers), else
+    ``len(tokenizer)``; None when it states neither."""
+    size = getattr(tokenizer, "full_vocab_size", None)
+    if size is None and hasattr(tokenizer, "__len__"):
+        size = len(tokenizer)
+    return None if size is None else int(size)
 
 
 def _shifted_targets(rows: List[List[int]], loss_starts: List[int], width: int) -> torch.Tensor:
