@@ -60,6 +60,15 @@ def _eos(tokenizer: Any) -> List[int]:
     return [tokenizer.eos_token_id]
 
 
+def tokenizer_vocab_size(tokenizer: Any) -> Optional[int]:
+    """Number of ids the tokenizer can emit: ``full_vocab_size`` (xLM tokenizers), else
+    ``len(tokenizer)``; None when it states neither."""
+    size = getattr(tokenizer, "full_vocab_size", None)
+    if size is None and hasattr(tokenizer, "__len__"):
+        size = len(tokenizer)
+    return None if size is None else int(size)
+
+
 def _shifted_targets(rows: List[List[int]], loss_starts: List[int], width: int) -> torch.Tensor:
     """``target[i] = row[i + 1]`` for ``i + 1 >= loss_start``, else -100; -100 on padding."""
     targets = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
@@ -93,9 +102,7 @@ class _ARLMCollator:
         """``batch`` after checking its token ids against the tokenizer's vocabulary (when the
         tokenizer states its size), here on the CPU where the batch is built: the model checks
         them only on CPU tensors."""
-        vocab = getattr(self.tokenizer, "full_vocab_size", None)
-        if vocab is None and hasattr(self.tokenizer, "__len__"):
-            vocab = len(self.tokenizer)
+        vocab = tokenizer_vocab_size(self.tokenizer)
         if vocab is not None:
             check_token_ids(batch["input_ids"], vocab, f"the vocabulary of the {type(self.tokenizer).__name__}")
         return batch

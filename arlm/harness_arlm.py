@@ -8,32 +8,30 @@ larger than the model) or as a wall of ``size mismatch`` lines from ``load_state
 fail early with the numbers and the fix.
 """
 
+import logging
 from pathlib import Path
-from typing import Any, Dict, Union
-from unittest import mock
+from typing import Any, Dict, Optional, Union
 
-import lightning.pytorch.core.saving as lightning_saving
 import torch
 from xlm.harness import Harness
 
+from arlm.datamodule_arlm import tokenizer_vocab_size
 from arlm.runtime.checkpoint_load import copy_ema_weights
 from arlm.runtime.checkpoint_io import NON_FINITE_STOP_KEY, check_state_dict_shapes, load_newest_valid
 from arlm.runtime.cpu_precision import exact_fp32_matmul_on_cpu
 from arlm.runtime.resume import NonFiniteLossError, is_non_finite_loss_error, reconcile_learning_rate
 
+log = logging.getLogger(__name__)
+
 LM_HEAD_KEY = "model.lm_head.weight"
 
 
-def tokenizer_vocab_size(tokenizer: Any) -> int:
-    """Number of ids the tokenizer can emit (``full_vocab_size`` for xLM tokenizers, else ``len``)."""
-    return int(getattr(tokenizer, "full_vocab_size", None) or len(tokenizer))
-
-
 def check_model_covers_tokenizer(model: Any, tokenizer: Any) -> None:
-    """Raise ``ValueError`` if the model's vocabulary is smaller than the tokenizer's."""
+    """Raise ``ValueError`` if the model's vocabulary is smaller than the tokenizer's (a tokenizer
+    that states no size, see :func:`arlm.datamodule_arlm.tokenizer_vocab_size`, is not checked)."""
     model_vocab = model.lm_head.out_features
     tok_vocab = tokenizer_vocab_size(tokenizer)
-    if model_vocab < tok_vocab:
+    if tok_vocab is not None and model_vocab < tok_vocab:
         raise ValueError(
             f"model.num_embeddings={model_vocab} is smaller than the vocabulary of the tokenizer "
             f"({type(tokenizer).__name__}, {tok_vocab} ids), so some token ids have no embedding. "
@@ -71,15 +69,32 @@ class ARLMHarness(Harness):
     module, for every stage."""
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, *args: Any, **kwargs: Any) -> "ARLMHarness":
-        """Lightning's ``load_from_checkpoint`` with its one file read replaced: Lightning calls
-        ``pl_load`` (pickle) and offers no hook, so the replacement is scoped to this call."""
+    def load_from_checkpoint(
+        cls, checkpoint_path: Any, map_location: Any = None, *, strict: Optional[bool] = None, **kwargs: Any
+    ) -> "ARLMHarness":
+        """Lightning's ``load_from_checkpoint`` without unpickling: the file is read by
+        :func:`arlm.runtime.checkpoint_io.load_newest_valid` (``weights_only=True``, the newest
+        valid checkpoint beside an unusable automatic one), onto ``map_location`` (default CPU).
 
-        def safe_load(path: Any, map_location: Any = None) -> Dict[str, Any]:
-            return load_newest_valid(path, map_location or "cpu")[1]
-
-        with mock.patch.object(lightning_saving, "pl_load", safe_load):
-            return super().load_from_checkpoint(checkpoint_path, map_location, *args, **kwargs)
+        Lightning 2.5 reads with ``weights_only=False`` and takes no argument to change that, so
+        the module is built here as Lightning builds it: ``cls(cfg=<saved config>, **kwargs)``
+        (a ``cfg`` in ``kwargs`` replaces the saved one), then ``configure_model``,
+        ``on_load_checkpoint`` (vocabulary, shapes, EMA) and ``load_state_dict``, then moved to
+        the device of the loaded weights. ``strict`` defaults to ``strict_loading``."""
+        checkpoint = load_newest_valid(checkpoint_path, map_location or "cpu")[1]
+        module = cls(**{"cfg": checkpoint.get("hyper_parameters") or {}, **kwargs})
+        module.configure_model()
+        module.on_load_checkpoint(checkpoint)
+        state_dict = checkpoint["state_dict"]
+        strict = module.strict_loading if strict is None else strict
+        keys = module.load_state_dict(state_dict, strict=strict)
+        if keys.missing_keys or keys.unexpected_keys:
+            log.warning(
+                f"{checkpoint_path}: weights of the model missing from the checkpoint {keys.missing_keys}, "
+                f"weights of the checkpoint the model lacks {keys.unexpected_keys}"
+            )
+        device = next((value.device for value in state_dict.values() if isinstance(value, torch.Tensor)), None)
+        return module if device is None else module.to(device)
 
     def setup(self, stage: str) -> None:
         super().setup(stage)

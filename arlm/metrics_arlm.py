@@ -12,7 +12,7 @@ from typing import Any, Dict, Mapping, Optional
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
-from torchmetrics import Metric
+from torchmetrics import MeanMetric
 
 from arlm.types_arlm import IGNORE_INDEX
 
@@ -125,36 +125,33 @@ def corpus_nll_metric_update_fn(
     return {"nlls": nlls, "mask": torch.ones_like(nlls, dtype=torch.bool) if mask is None else mask}
 
 
-class CorpusTokenNLL(Metric):
+class CorpusTokenNLL(MeanMetric):
     """Token-level mean NLL over everything seen since the last reset (a whole split):
     ``sum of target-token NLL / number of target tokens``, in nats.
 
-    The two sums are float64/int64 states reduced by summing across processes, so the value is
-    the same whatever the batching and the number of devices. NaN before any target token.
+    torchmetrics' ``MeanMetric`` with its two sums (``mean_value``, ``weight``) in float64, reduced
+    by summing across processes, so the value is the same whatever the batching and the number of
+    devices; NaN NLLs are kept (they make the value NaN). NaN before any target token.
     """
 
-    full_state_update = False
     higher_is_better = False
 
     def __init__(self, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.add_state("nll_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("num_tokens", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        super().__init__(nan_strategy="disable", **kwargs)
+        self.set_dtype(torch.float64)
 
     def update(self, nlls: Float[Tensor, "*batch"], mask: Bool[Tensor, "*batch"]) -> None:
         """Add the NLL of the positions where ``mask`` is True (``nlls`` and ``mask`` same shape)."""
         if nlls.shape != mask.shape:
             raise ValueError(f"nlls shape {tuple(nlls.shape)} differs from mask shape {tuple(mask.shape)}")
-        mask = mask.bool()
-        self.nll_sum += nlls.detach().double()[mask].sum()
-        self.num_tokens += mask.sum()
+        super().update(nlls.detach()[mask.bool()])
 
     def compute(self) -> Tensor:
-        return (self.nll_sum / self.num_tokens).float()
+        return super().compute().float()
 
 
 class CorpusPerplexity(CorpusTokenNLL):
     """Corpus perplexity, as language-modelling papers report it: ``exp(CorpusTokenNLL)``."""
 
     def compute(self) -> Tensor:
-        return (self.nll_sum / self.num_tokens).exp().float()
+        return MeanMetric.compute(self).exp().float()

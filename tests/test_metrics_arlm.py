@@ -147,3 +147,21 @@ def test_corpus_metric_without_target_mask_counts_every_entry():
     assert metric.compute().item() == 2.0
     with pytest.raises(ValueError, match=r"nlls shape \(1, 2\) differs from mask shape \(2,\)"):
         metric.update(torch.zeros(1, 2), torch.ones(2, dtype=torch.bool))
+
+
+def test_corpus_metrics_accumulate_in_float64():
+    """2**24 + 1 + 1 is 2**24 in float32; the corpus sums keep every token."""
+    nll, ppl = m.CorpusTokenNLL(), m.CorpusPerplexity()
+    for metric in (nll, ppl):
+        metric.update(torch.tensor([[2.0**24, 1.0, 1.0]]), torch.ones(1, 3, dtype=torch.bool))
+        assert metric.mean_value.dtype == metric.weight.dtype == torch.float64
+    assert nll.compute().dtype == torch.float32
+    assert nll.compute().item() == (2**24 + 2) / 3
+    nll.reset()
+    assert nll.mean_value.dtype == torch.float64
+
+
+def test_corpus_metrics_keep_a_nan_nll():
+    metric = m.CorpusTokenNLL()
+    metric.update(torch.tensor([[1.0, math.nan]]), torch.ones(1, 2, dtype=torch.bool))
+    assert math.isnan(metric.compute().item())

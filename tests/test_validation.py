@@ -87,3 +87,44 @@ def test_run_lock_is_left_to_rank_zero(tmp_path, monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     cfg = OmegaConf.create({"job_type": "train", "job_name": "job", "paths": {"output_dir": str(tmp_path)}})
     RunLockCallback().on_job_start(config=cfg)
+
+
+BOOLEAN_KEYS = [
+    "generation.use_ema", "resume_from_checkpoint", "compile", "strict_model_only_load", "skip_init_weights",
+    "dataloader_pin_memory", "dataloader_persistent_workers", "export_hf.overwrite", "export_hf.apply_ema",
+    "post_training.apply_ema", "datamodule.rewrite_manual_cache", "model.force_flash_attn",
+    "model.final_layer_without_normalization",
+]
+
+
+@pytest.mark.parametrize("key", BOOLEAN_KEYS)
+@pytest.mark.parametrize("value", ["no", "0", "off", "yes", "true", 1, 0])
+def test_a_boolean_key_refuses_strings_and_numbers(key, value):
+    cfg = OmegaConf.create({})
+    OmegaConf.update(cfg, key, value, force_add=True)
+    (problem,) = config_problems(cfg)
+    assert problem.startswith(f"{key}={value!r} must be true or false, got {type(value).__name__} {value!r};")
+    assert problem.endswith(f"Fix: {key}=true or {key}=false")
+
+
+@pytest.mark.parametrize("key", BOOLEAN_KEYS)
+@pytest.mark.parametrize("value", [True, False, None])
+def test_a_boolean_key_takes_true_false_or_null(key, value):
+    cfg = OmegaConf.create({})
+    OmegaConf.update(cfg, key, value, force_add=True)
+    assert config_problems(cfg) == []
+
+
+def test_unknown_keys_and_unresolvable_values_are_left_alone():
+    cfg = OmegaConf.create({
+        "model": {"num_embeddings": "${tokenizer:full_vocab_size}", "anything": "no"},
+        "trainer": {"accelerator": "auto", "max_steps": "${oc.env:ARLM_NO_SUCH_VARIABLE}"},
+        "xlm_core_key": {"flag": "no"},
+    })
+    assert config_problems(cfg) == []
+
+
+def test_job_name_must_be_set():
+    assert config_problems(OmegaConf.create({"job_name": None})) == [
+        "job_name=None must be a non-empty name without '/' (it names logs/<job_name>/)"
+    ]

@@ -6,12 +6,19 @@ nor Hydra); this job reads its arguments from the Hydra config and builds the ru
     xlm job_type=export_hf experiment=star_easy_arlm \
         +export_hf.checkpoint_path=<run>/checkpoints/last.ckpt +export_hf.output_dir=<dir> \
         [+export_hf.architecture=auto|native|arlow] [+export_hf.overwrite=true] [+export_hf.apply_ema=true|false]
+
+``overwrite`` and ``apply_ema`` are booleans (``true``/``false``): :mod:`arlm.runtime.config_checks`
+refuses anything else (``no``, ``0``, ...) before the job starts.
 """
+
+import logging
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from arlm.hf.export import describe_architecture, export_checkpoint_to_hf
+
+log = logging.getLogger(__name__)
 
 
 def export_hf_job(cfg: DictConfig) -> None:
@@ -35,6 +42,6 @@ def export_hf_job(cfg: DictConfig) -> None:
         model_config=OmegaConf.to_container(cfg.model, resolve=True),
         apply_ema=options.get("apply_ema"),
         architecture=options.get("architecture", "auto"),
-        overwrite=bool(options.get("overwrite", False)),
+        overwrite=options.get("overwrite") is True,
     )
-    print(f"Exported {options.checkpoint_path} to {options.output_dir} as {describe_architecture(model)}")
+    log.info(f"Exported {options.checkpoint_path} to {options.output_dir} as {describe_architecture(model)}")

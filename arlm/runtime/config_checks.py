@@ -2,41 +2,268 @@
 
 Without them ``global_batch_size=-16`` trains as if it were 16, ``per_device_batch_size=0`` ends
 in a ``ZeroDivisionError`` inside a resolver, ``trainer.max_steps=abc`` in a ``TypeError`` inside
-Lightning, ``+generation.max_batches=-1`` writes an empty file, and a checkpoint path that is a
-directory is reported by xlm-core as not existing. :class:`ConfigCheckCallback`
-(a Hydra callback, registered by ``model_type/arlm``) runs :func:`check_config` before the job.
+Lightning, ``+generation.max_batches=-1`` writes an empty file, ``+export_hf.overwrite=no``
+replaces a directory (the string ``"no"`` is true in Python), and a checkpoint path that is a
+directory is reported by xlm-core as not existing.
+
+The keys checked are stated once, as a typed schema: :class:`ConfigSchema` and the dataclasses
+under it follow the config's nesting, and each field's type says what its value must be
+(:data:`PositiveInt`, :data:`Flag`, :data:`CheckpointFile`, ...; ``Optional`` allows null). Only
+these keys are described: every other key of xlm-core's config is left alone, and a key the
+config lacks (or whose interpolation cannot be resolved yet) is not checked.
+:func:`config_problems` is the validator; :class:`ConfigCheckCallback` (a Hydra callback,
+registered by ``model_type/arlm``) runs :func:`check_config` before every job.
 """
 
 import os
-from typing import Any, List, Optional
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Annotated, Any, Iterator, List, Optional, Tuple, Union, get_args, get_origin, get_type_hints
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from arlm.network.value_checks import is_finite_number, is_int
 
-POSITIVE_INT_KEYS = (
-    "global_batch_size", "per_device_batch_size", "per_device_val_batch_size", "block_size",
-    "trainer.max_steps", "trainer.num_nodes", "trainer.log_every_n_steps", "generation.max_batches",
-    "callbacks.checkpoint_every_n_steps.every_n_train_steps",
-)
-NON_NEGATIVE_INT_KEYS = (
-    "num_dataloader_workers", "trainer.num_sanity_val_steps", "lr_scheduler.num_warmup_steps",
-    "input_block_size", "seed",
-)
-NON_NEGATIVE_NUMBER_KEYS = ("trainer.gradient_clip_val", "optimizer.weight_decay")
-BOOL_KEYS = ("generation.use_ema", "resume_from_checkpoint", "compile")
-EVAL_SPLITS = ("validation", "test")
-CHECKPOINT_KEYS = (
-    "eval.ckpt_path", "eval.checkpoint_path", "eval.model_only_checkpoint_path",
-    "generation.ckpt_path", "generation.checkpoint_path", "generation.model_only_checkpoint_path",
-    "resume_checkpoint_path", "model_only_checkpoint_path",
-)
 MISSING = object()
 
 
 class ConfigValueError(ValueError):
     """A config key holds a value of the wrong kind or range."""
+
+
+# --- Value kinds: what one key's value must be; ``problem`` words the refusal or returns None ---
+
+
+@dataclass(frozen=True)
+class Integer:
+    """An integer (not a bool) >= ``minimum``."""
+
+    minimum: int
+
+    def problem(self, key: str, value: Any) -> Optional[str]:
+        if is_int(value) and value >= self.minimum:
+            return None
+        kind = "a positive integer" if self.minimum == 1 else f"an integer >= {self.minimum}"
+        return f"{key}={value!r} ({type(value).__name__}) must be {kind}, e.g. {key}=16"
+
+
+@dataclass(frozen=True)
+class FiniteNumber:
+    """A finite int or float (not a bool): > 0 when ``positive``, else >= 0."""
+
+    positive: bool
+    example: str = ""
+
+    def problem(self, key: str, value: Any) -> Optional[str]:
+        if self.positive:
+            if is_finite_number(value) and value > 0:
+                return None
+            return f"{key}={value!r} must be a positive finite number, e.g. {key}={self.example}"
+        if is_finite_number(value) and value >= 0:
+            return None
+        return f"{key}={value!r} must be a finite number >= 0 (or null)"
+
+
+@dataclass(frozen=True)
+class Boolean:
+    """A real boolean: what Hydra makes of ``true`` / ``false``. Strings (``'no'``, ``'off'``,
+    ``'0'``) and numbers (``0``, ``1``) are refused, not read as truthy or falsy."""
+
+    def problem(self, key: str, value: Any) -> Optional[str]:
+        if isinstance(value, bool):
+            return None
+        return (
+            f"{key}={value!r} must be true or false, got {type(value).__name__} {value!r}; strings "
+            f"('no', 'off', '0') and numbers (0, 1) are not read as booleans. Fix: {key}=true or {key}=false"
+        )
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of ``choices``."""
+
+    choices: Tuple[str, ...]
+
+    def problem(self, key: str, value: Any) -> Optional[str]:
+        return None if value in self.choices else f"{key}={value!r} must be one of {list(self.choices)}"
+
+
+@dataclass(frozen=True)
+class StepsOrEpochFraction:
+    """``trainer.val_check_interval``: a positive integer (steps) or a float in (0, 1] (of an epoch)."""
+
+    def problem(self, key: str, value: Any) -> Optional[str]:
+        if (is_int(value) and value > 0) or (isinstance(value, float) and 0.0 < value <= 1.0):
+            return None
+        return (
+            f"{key}={value!r} must be a positive integer (validate every that many "
+            f"training steps) or a fraction in (0, 1] of an epoch"
+        )
+
+
+@dataclass(frozen=True)
+class RunName:
+    """``job_name``: names ``logs/<job_name>/``, so a non-empty name without ``/``."""
+
+    def problem(self, key: str, value: Any) -> Optional[str]:
+        if isinstance(value, str) and value.strip() and "/" not in value and value not in (".", ".."):
+            return None
+        return f"{key}={value!r} must be a non-empty name without '/' (it names logs/<job_name>/)"
+
+
+@dataclass(frozen=True)
+class CheckpointFilePath:
+    """A checkpoint file, not a directory (xlm-core would say a directory does not exist). A
+    missing path is left to the jobs, whose messages name the fix; ``""``/``none``/``null`` mean unset."""
+
+    def problem(self, key: str, value: Any) -> Optional[str]:
+        path = str(value)
+        if path.lower() in ("", "none", "null") or not os.path.isdir(path):
+            return None
+        names = os.listdir(path)
+        if any(name.endswith(".distcp") for name in names):
+            return None
+        ckpts = sorted(name for name in names if name.endswith(".ckpt"))
+        pick = "last.ckpt" if "last.ckpt" in ckpts else (ckpts[0] if ckpts else "")
+        hint = f"; it holds {ckpts[:4]}, e.g. pass {os.path.join(path, pick)}" if ckpts else ""
+        return f"{key}={value} is a directory, not a checkpoint file{hint}"
+
+
+@dataclass(frozen=True)
+class PreparedDataDirectory:
+    """``datamodule.manual_cache_dir``: a directory if it exists (a path that is not a string is left alone)."""
+
+    def problem(self, key: str, value: Any) -> Optional[str]:
+        if isinstance(value, str) and os.path.exists(value) and not os.path.isdir(value):
+            return f"the prepared-data directory (DATA_DIR / {key}) {value} is a file, not a directory"
+        return None
+
+
+PositiveInt = Annotated[int, Integer(minimum=1)]
+NonNegativeInt = Annotated[int, Integer(minimum=0)]
+PositiveNumber = Annotated[float, FiniteNumber(positive=True, example="0.001")]
+NonNegativeNumber = Annotated[float, FiniteNumber(positive=False)]
+Flag = Annotated[bool, Boolean()]
+CheckpointFile = Annotated[str, CheckpointFilePath()]
+EvalSplit = Annotated[str, OneOf(("validation", "test"))]
+JobName = Annotated[str, RunName()]
+ValCheckInterval = Annotated[Union[int, float], StepsOrEpochFraction()]
+PreparedDataDir = Annotated[str, PreparedDataDirectory()]
+
+
+# --- The schema: the keys arlm checks, nested as in the composed config ---
+
+
+@dataclass
+class TrainerKeys:
+    max_steps: Optional[PositiveInt]
+    num_nodes: Optional[PositiveInt]
+    log_every_n_steps: Optional[PositiveInt]
+    num_sanity_val_steps: Optional[NonNegativeInt]
+    gradient_clip_val: Optional[NonNegativeNumber]
+    val_check_interval: Optional[ValCheckInterval]
+
+
+@dataclass
+class OptimizerKeys:
+    lr: Optional[PositiveNumber]
+    weight_decay: Optional[NonNegativeNumber]
+
+
+@dataclass
+class LrSchedulerKeys:
+    num_warmup_steps: Optional[NonNegativeInt]
+
+
+@dataclass
+class PeriodicCheckpointKeys:
+    every_n_train_steps: Optional[PositiveInt]
+
+
+@dataclass
+class CallbackKeys:
+    checkpoint_every_n_steps: PeriodicCheckpointKeys
+
+
+@dataclass
+class DatamoduleKeys:
+    manual_cache_dir: Optional[PreparedDataDir]
+    rewrite_manual_cache: Optional[Flag]
+
+
+@dataclass
+class ModelKeys:
+    force_flash_attn: Optional[Flag]
+    final_layer_without_normalization: Optional[Flag]
+
+
+@dataclass
+class EvalKeys:
+    split: Optional[EvalSplit]
+    ckpt_path: Optional[CheckpointFile]
+    checkpoint_path: Optional[CheckpointFile]
+    model_only_checkpoint_path: Optional[CheckpointFile]
+
+
+@dataclass
+class GenerationKeys:
+    """``job_type=generate_arlm``."""
+
+    max_batches: Optional[PositiveInt]
+    use_ema: Optional[Flag]
+    ckpt_path: Optional[CheckpointFile]
+    checkpoint_path: Optional[CheckpointFile]
+    model_only_checkpoint_path: Optional[CheckpointFile]
+
+
+@dataclass
+class ExportHfKeys:
+    """``job_type=export_hf`` (``apply_ema`` null: use the EMA weights when the checkpoint has them)."""
+
+    overwrite: Optional[Flag]
+    apply_ema: Optional[Flag]
+
+
+@dataclass
+class PostTrainingKeys:
+    """xlm-core's ``job_type=extract_checkpoint``."""
+
+    apply_ema: Optional[Flag]
+
+
+@dataclass
+class ConfigSchema:
+    """The keys of a composed arlm config that :func:`config_problems` checks."""
+
+    job_name: JobName
+    seed: Optional[NonNegativeInt]
+    global_batch_size: Optional[PositiveInt]
+    per_device_batch_size: Optional[PositiveInt]
+    per_device_val_batch_size: Optional[PositiveInt]
+    block_size: Optional[PositiveInt]
+    input_block_size: Optional[NonNegativeInt]
+    num_dataloader_workers: Optional[NonNegativeInt]
+    dataloader_pin_memory: Optional[Flag]
+    dataloader_persistent_workers: Optional[Flag]
+    compile: Optional[Flag]
+    resume_from_checkpoint: Optional[Flag]
+    resume_checkpoint_path: Optional[CheckpointFile]
+    model_only_checkpoint_path: Optional[CheckpointFile]
+    strict_model_only_load: Optional[Flag]
+    skip_init_weights: Optional[Flag]
+    trainer: TrainerKeys
+    optimizer: OptimizerKeys
+    lr_scheduler: LrSchedulerKeys
+    callbacks: CallbackKeys
+    datamodule: DatamoduleKeys
+    model: ModelKeys
+    eval: EvalKeys
+    generation: GenerationKeys
+    export_hf: ExportHfKeys
+    post_training: PostTrainingKeys
+
+
+# --- The validator ---
 
 
 def _select(cfg: DictConfig, key: str) -> Any:
@@ -46,91 +273,37 @@ def _select(cfg: DictConfig, key: str) -> Any:
         return MISSING
 
 
-def check_positive_int(value: Any, key: str, minimum: int = 1) -> int:
-    """Return ``value`` if it is an integer >= ``minimum``; else raise :class:`ConfigValueError`."""
-    if not is_int(value) or value < minimum:
-        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ConfigValueError(f"{key}={value!r} ({type(value).__name__}) must be {kind}, e.g. {key}=16")
-    return value
+def _kind_of(hint: Any) -> Tuple[bool, Any]:
+    """``(null allowed, value kind)`` of a leaf annotation ``[Optional[]Annotated[T, kind]]``."""
+    nullable = get_origin(hint) is Union and type(None) in get_args(hint)
+    if nullable:
+        (hint,) = [arg for arg in get_args(hint) if arg is not type(None)]
+    return nullable, hint.__metadata__[0]
 
 
-def _check_val_check_interval(value: Any) -> Optional[str]:
-    if is_int(value) and value > 0:
-        return None
-    if isinstance(value, float) and 0.0 < value <= 1.0:
-        return None
-    return (
-        f"trainer.val_check_interval={value!r} must be a positive integer (validate every that many "
-        f"training steps) or a fraction in (0, 1] of an epoch"
-    )
-
-
-def _checkpoint_path_problem(path: str) -> Optional[str]:
-    """A directory given as a checkpoint file (xlm-core would say it does not exist); a missing
-    path is left to the jobs, whose messages name the fix."""
-    if os.path.isdir(path) and not any(name.endswith(".distcp") for name in os.listdir(path)):
-        ckpts = sorted(name for name in os.listdir(path) if name.endswith(".ckpt"))
-        pick = "last.ckpt" if "last.ckpt" in ckpts else (ckpts[0] if ckpts else "")
-        hint = f"; it holds {ckpts[:4]}, e.g. pass {os.path.join(path, pick)}" if ckpts else ""
-        return f"is a directory, not a checkpoint file{hint}"
-    return None
+def _schema_problems(cfg: DictConfig, schema: type, prefix: str) -> Iterator[str]:
+    hints = get_type_hints(schema, include_extras=True)
+    for field in fields(schema):
+        key, hint = prefix + field.name, hints[field.name]
+        if is_dataclass(hint):
+            yield from _schema_problems(cfg, hint, f"{key}.")
+            continue
+        value = _select(cfg, key)
+        nullable, kind = _kind_of(hint)
+        if value is MISSING or (value is None and nullable):
+            continue
+        problem = kind.problem(key, value)
+        if problem is not None:
+            yield problem
 
 
 def config_problems(cfg: DictConfig) -> List[str]:
-    """Every problem :func:`check_config` would raise for, in key order."""
-    problems = []
-    for key in POSITIVE_INT_KEYS:
-        value = _select(cfg, key)
-        if value is MISSING or value is None:
-            continue
-        try:
-            check_positive_int(value, key)
-        except ConfigValueError as error:
-            problems.append(str(error))
-    for key in NON_NEGATIVE_INT_KEYS:
-        value = _select(cfg, key)
-        if value is not MISSING and value is not None:
-            try:
-                check_positive_int(value, key, minimum=0)
-            except ConfigValueError as error:
-                problems.append(str(error))
-    for key in NON_NEGATIVE_NUMBER_KEYS:
-        value = _select(cfg, key)
-        if value is MISSING or value is None:
-            continue
-        if not is_finite_number(value) or value < 0:
-            problems.append(f"{key}={value!r} must be a finite number >= 0 (or null)")
-    data_dir = _select(cfg, "datamodule.manual_cache_dir")
-    if isinstance(data_dir, str) and os.path.exists(data_dir) and not os.path.isdir(data_dir):
-        problems.append(f"the prepared-data directory (DATA_DIR / datamodule.manual_cache_dir) {data_dir} is a file, not a directory")
-    interval = _select(cfg, "trainer.val_check_interval")
-    if interval is not MISSING and interval is not None and _check_val_check_interval(interval):
-        problems.append(_check_val_check_interval(interval))
-    for key in CHECKPOINT_KEYS:
-        value = _select(cfg, key)
-        if value is MISSING or value is None or str(value).lower() in ("", "none", "null"):
-            continue
-        problem = _checkpoint_path_problem(str(value))
-        if problem:
-            problems.append(f"{key}={value} {problem}")
-    for key in BOOL_KEYS:
-        value = _select(cfg, key)
-        if value is not MISSING and value is not None and not isinstance(value, bool):
-            problems.append(f"{key}={value!r} must be true or false")
-    job_name = _select(cfg, "job_name")
-    if job_name is not MISSING and (not isinstance(job_name, str) or not job_name.strip() or "/" in job_name or job_name in (".", "..")):
-        problems.append(f"job_name={job_name!r} must be a non-empty name without '/' (it names logs/<job_name>/)")
-    split = _select(cfg, "eval.split")
-    if split is not MISSING and split is not None and split not in EVAL_SPLITS:
-        problems.append(f"eval.split={split!r} must be one of {list(EVAL_SPLITS)}")
-    lr = _select(cfg, "optimizer.lr")
-    if lr is not MISSING and lr is not None and (not is_finite_number(lr) or lr <= 0):
-        problems.append(f"optimizer.lr={lr!r} must be a positive finite number, e.g. optimizer.lr=0.001")
-    return problems
+    """Every value of ``cfg`` that breaks :class:`ConfigSchema`, in the schema's order, one message each."""
+    return list(_schema_problems(cfg, ConfigSchema, ""))
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigValueError` listing every bad value of :data:`POSITIVE_INT_KEYS` and co."""
+    """Raise :class:`ConfigValueError` listing every value of ``cfg`` that breaks :class:`ConfigSchema`."""
     problems = config_problems(cfg)
     if problems:
         raise ConfigValueError("Invalid configuration: " + "; ".join(problems))

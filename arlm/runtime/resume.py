@@ -89,5 +89,4 @@ def reconcile_learning_rate(checkpoint: Dict[str, Any], cfg: Any) -> Optional[st
         f"lr={old_lrs[0]:g}, this command sets optimizer.lr={new_lr:g}; the schedule continues with {new_lr:g}"
     )
     logger.warning(message)
-    print(f"arlm: {message}", flush=True)
     return message

@@ -2,19 +2,21 @@
 
 Two ``train`` commands with one ``job_name`` share ``logs/<job_name>/``: their checkpoints,
 ``config_tree.txt``, predictions and the next resume would mix. :class:`RunLockCallback` (a Hydra
-callback, so it runs before the job writes anything) takes an exclusive ``fcntl.flock`` on
-``<paths.output_dir>/run.lock`` and keeps it until the process ends. The kernel drops the lock
-when its holder dies, however it dies, so a lock left by a killed run never blocks; the file
-itself only records who holds it (pid, start time, command) for the message of the run refused.
+callback, so it runs before the job writes anything) takes ``<paths.output_dir>/run.lock`` with
+``filelock`` (an exclusive ``flock``, tried once) and keeps it until the process ends. The kernel
+drops the lock when its holder dies, however it dies, so a lock left by a killed run never
+blocks. The file stays in place (``preserve_lock_file``) and holds only who holds it (pid, start
+time, command), written by the holder once it has the lock and read for the message of the run
+refused; a contender opens it without truncating it.
 """
 
-import fcntl
 import os
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any, Optional
+from typing import Any, Optional
 
+from filelock import FileLock, Timeout
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -37,38 +39,39 @@ class RunRefused(SystemExit):
     by a callback into a warning and goes on, so the refusal must be a ``SystemExit``."""
 
 
+def holder_description() -> str:
+    """``"pid <pid>, started <time>, command: <argv>"`` of this process."""
+    return f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}, command: {' '.join(sys.argv)}"
+
+
+def _record_holder(fd: int) -> None:
+    """Replace the lock file's contents with :func:`holder_description` (``fd`` is locked by us)."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{holder_description()}\n".encode(), 0)
+
+
 class RunLock:
-    """Exclusive, non-blocking ``flock`` on ``<directory>/run.lock``; :meth:`acquire` raises if taken."""
+    """``<directory>/run.lock`` held by one process; :meth:`acquire` raises if another one holds it."""
 
     def __init__(self, directory: Path, job_name: str = ""):
         self.path = Path(directory) / LOCK_NAME
         self.job_name = job_name
-        self._file: Optional[IO[str]] = None
+        self._lock = FileLock(self.path, blocking=False, preserve_lock_file=True, on_acquired=_record_holder)
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")
+        """Take the lock and record this process in it; :class:`RunInProgressError` naming the
+        holder when another process has it, ``OSError`` when the file cannot be opened or locked."""
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown process"
-            handle.close()
+            self._lock.acquire()
+        except Timeout:
+            holder = self.path.read_text(errors="replace").strip() or "unknown process"
             raise RunInProgressError(
                 f"Another run with job_name={self.job_name} is running ({holder}); it holds {self.path}. "
                 f"Fix: wait for it to finish or stop it, or give this run another job_name=..."
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}, command: {' '.join(sys.argv)}\n")
-        handle.flush()
-        self._file = handle
 
     def release(self) -> None:
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
+        self._lock.release()
 
 
 class RunLockCallback(Callback):
@@ -84,18 +87,17 @@ class RunLockCallback(Callback):
         output_dir = OmegaConf.select(config, "paths.output_dir", default=None)
         if output_dir is None:
             return
-        self.lock = RunLock(Path(output_dir), str(OmegaConf.select(config, "job_name", default="")))
+        lock = RunLock(Path(output_dir), str(OmegaConf.select(config, "job_name", default="")))
         try:
-            self.lock.acquire()
+            lock.acquire()
         except RunInProgressError as error:
-            self.lock = None
             raise RunRefused(f"{type(error).__name__}: {error}") from None
         except OSError as error:
-            self.lock = None
             raise RunRefused(
-                f"Cannot take the run lock {Path(output_dir) / LOCK_NAME} of job_name={config.job_name}: {error}. "
+                f"Cannot take the run lock {lock.path} of job_name={config.job_name}: {error}. "
                 f"Fix: make {output_dir} a writable directory and {LOCK_NAME} in it a file (or remove it)"
             ) from None
+        self.lock = lock
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
         if self.lock is not None:

@@ -24,6 +24,20 @@ def test_non_positive_or_non_integer_keys_are_refused(star_data_dir, tmp_path, o
     assert not list((tmp_path / "logs").glob("*/checkpoints"))
 
 
+@pytest.mark.parametrize("job, override", [
+    (TRAIN, "resume_from_checkpoint=no"),
+    (TRAIN, "compile=0"),
+    (["job_type=generate_arlm", "experiment=star_easy_arlm", *STAR_SIZES], "+generation.use_ema=off"),
+])
+def test_a_boolean_key_refuses_a_string_or_a_number(star_data_dir, tmp_path, job, override):
+    proc = run_xlm([*job, override], cwd=REPO_ROOT, env=offline_env(star_data_dir, tmp_path / "logs"), check=False)
+    key = override.lstrip("+").split("=")[0]
+    assert proc.returncode != 0
+    assert f"ConfigValueError: Invalid configuration: {key}=" in proc.stdout
+    assert "must be true or false" in proc.stdout and f"Fix: {key}=true or {key}=false" in proc.stdout
+    assert "Loading model" not in proc.stdout and not list((tmp_path / "logs").glob("*/checkpoints"))
+
+
 def test_negative_generation_max_batches_is_refused(star_data_dir, tmp_path):
     proc = run_xlm(["job_type=generate_arlm", "experiment=star_easy_arlm", *STAR_SIZES, "+generation.max_batches=-1"],
                    cwd=REPO_ROOT, env=offline_env(star_data_dir, tmp_path / "logs"), check=False)

@@ -112,6 +112,23 @@ def test_export_refuses_to_overwrite_unless_asked(last_checkpoint, tmp_path):
     assert "GPTNeoXForCausalLM" in (out / "config.json").read_text()
 
 
+@pytest.mark.parametrize("flags, refused", [
+    (["+export_hf.overwrite=no"], "export_hf.overwrite='no'"),
+    (["+export_hf.overwrite=true", "+export_hf.apply_ema=no"], "export_hf.apply_ema='no'"),
+    (["+export_hf.overwrite=1"], "export_hf.overwrite=1"),
+])
+def test_a_flag_that_is_not_a_boolean_is_refused_before_the_directory_is_touched(last_checkpoint, tmp_path, flags, refused):
+    env, ckpt_path = last_checkpoint
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me\n")
+    proc = export(ckpt_path, out, env, *flags, check=False)
+    assert proc.returncode != 0
+    assert f"ConfigValueError: Invalid configuration: {refused} must be true or false" in proc.stdout
+    assert [p.name for p in out.iterdir()] == ["mine.txt"] and (out / "mine.txt").read_text() == "keep me\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]
+
+
 def test_export_hf_job_without_paths_says_what_it_needs(last_checkpoint):
     env, _ = last_checkpoint
     proc = run_xlm(["job_type=export_hf", *STAR], cwd=REPO_ROOT, env=env, check=False)
