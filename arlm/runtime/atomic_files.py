@@ -8,15 +8,15 @@ its name tells a dead writer's leftover from a live one, and every write (and
 :func:`remove_dead_writers_temporaries`) deletes those of dead processes in its directory.
 
 * :func:`write_file_atomically`: bytes, text or a callback writing into a binary file.
-* :func:`write_directory_atomically`: a callback fills a staging directory, which is renamed
-  into place. A target that exists and is not an empty directory is refused unless ``replace``
+* :func:`write_directory_atomically`: a callback fills a new staging directory, which is
+  renamed into place. A target that exists and is not an empty directory is refused unless ``replace``
   is asked, and the refusal holds at the moment of the rename: of two writers racing into one
   new directory exactly one succeeds, the other gets :class:`TargetExistsError`. ``replace``
   swaps the new directory in atomically (Linux ``renameat2(RENAME_EXCHANGE)``; elsewhere two
   renames) and deletes only the target it replaced.
 
 What is created gets the permissions a plain ``open()`` / ``mkdir`` would get under the umask
-(``tempfile.mkstemp``/``mkdtemp`` would give 0600/0700). This module imports neither torch,
+(``tempfile.mkstemp``/``mkdtemp`` would give 0600/0700, safetensors 0.8 gives its files 0600). This module imports neither torch,
 Lightning, Hydra nor xLM, so the Hugging Face exporter uses it without xlm-core installed.
 """
 
@@ -72,9 +72,22 @@ class TargetExistsError(FileExistsError):
         self.while_writing = while_writing
 
 
+def underlying_os_error(error: BaseException) -> Optional[OSError]:
+    """``error`` if it is an ``OSError``, else the first one it was raised from or while handling
+    (``torch.save`` turns a failed ``write`` into a ``RuntimeError`` raised during the ``OSError``)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def is_no_space(error: BaseException) -> bool:
-    """True for a full filesystem or quota (``ENOSPC``/``EDQUOT``, also as a message of a wrapped error)."""
-    return getattr(error, "errno", None) in NO_SPACE_ERRNOS or "No space left" in str(error)
+    """True for a full filesystem or quota (``ENOSPC``/``EDQUOT``) behind ``error``."""
+    os_error = underlying_os_error(error)
+    return (os_error is not None and os_error.errno in NO_SPACE_ERRNOS) or "No space left" in str(error)
 
 
 def pid_alive(pid: int) -> bool:
@@ -132,8 +145,9 @@ def write_file_atomically(path: Union[str, Path], content: FileContent) -> None:
 
     Raises:
         AtomicWriteError: an ``OSError`` while writing (full disk, no permission, ``path`` is a
-            directory); it names ``path`` and the fix. Other errors of ``content`` propagate as
-            they are. In both cases nothing is left but the old ``path``, if any.
+            directory), also one raised inside ``content`` under another error (see
+            :func:`underlying_os_error`); it names ``path`` and the fix. Other errors propagate
+            as they are. In all cases nothing is left but the old ``path``, if any.
     """
     path = Path(path)
     _make_parent(path)
@@ -150,8 +164,9 @@ def write_file_atomically(path: Union[str, Path], content: FileContent) -> None:
         os.replace(tmp, path)
     except BaseException as error:
         _discard(tmp)
-        if isinstance(error, OSError):
-            raise _write_error(path, error) from error
+        reason = underlying_os_error(error) if isinstance(error, Exception) else None
+        if reason is not None:
+            raise _write_error(path, reason) from error
         raise
     _fsync_directory(path.parent)
 
@@ -159,19 +174,19 @@ def write_file_atomically(path: Union[str, Path], content: FileContent) -> None:
 def write_directory_atomically(
     target: Union[str, Path], write: Callable[[Path], None], replace: bool = False
 ) -> None:
-    """Run ``write(staging)``, which must create the directory ``staging`` (it does not exist yet:
-    ``save_pretrained``, ``save_to_disk``, ``mkdir`` do), then put it at ``target``.
+    """Run ``write(staging)`` to fill the new, empty directory ``staging``, then put it at ``target``.
 
     Without ``replace``, ``target`` must be absent or an empty directory, when this is called and
     when the staging directory is renamed onto it. With ``replace``, whatever is at ``target`` (a
     directory, a file, a symbolic link: the link, never what it points to) is swapped out and
-    deleted; nothing else is.
+    deleted; nothing else is. Whatever ``write`` creates gets the permissions of a plain
+    ``open()`` / ``mkdir`` under the umask (some writers, e.g. safetensors 0.8, make 0600 files).
 
     Raises:
         TargetExistsError: ``target`` is taken and ``replace`` is False (checked before ``write``
             runs and again at the rename).
-        AtomicWriteError: an ``OSError`` while writing; it names ``target`` and the fix.
-        ValueError: ``write`` did not create the directory ``staging``.
+        AtomicWriteError: an ``OSError`` while writing (as for :func:`write_file_atomically`);
+            it names ``target`` and the fix.
     """
     target = Path(target)
     _make_parent(target)
@@ -180,15 +195,16 @@ def write_directory_atomically(
         raise TargetExistsError(target, occupant(target), while_writing=False)
     staging = temporary_path(target)
     try:
+        os.mkdir(staging, 0o777)
         write(staging)
-        if staging.is_symlink() or not staging.is_dir():
-            raise ValueError(f"the writer of {target} did not create its staging directory {staging}")
+        _give_plain_permissions(staging, directory_mode=staging.stat().st_mode & 0o777)
         _fsync_tree(staging)
         _put_in_place(staging, target, replace)
     except BaseException as error:
         _discard(staging)
-        if isinstance(error, OSError) and not isinstance(error, TargetExistsError):
-            raise _write_error(target, error) from error
+        reason = underlying_os_error(error) if isinstance(error, Exception) else None
+        if reason is not None and not isinstance(error, TargetExistsError):
+            raise _write_error(target, reason) from error
         raise
     _fsync_directory(target.parent)
 
@@ -276,6 +292,19 @@ def _discard(path: Path) -> None:
             path.unlink(missing_ok=True)
     except OSError:
         pass
+
+
+def _give_plain_permissions(root: Path, directory_mode: int) -> None:
+    """``chmod`` the directories under ``root`` to ``directory_mode`` (``0o777 & ~umask``: what
+    ``mkdir`` gave ``root``) and the files to what ``open()`` gives (``0o666 & ~umask``;
+    executable files ``directory_mode``)."""
+    file_mode = directory_mode & 0o666
+    for directory, _, files in os.walk(root):
+        os.chmod(directory, directory_mode)
+        for name in files:
+            path = os.path.join(directory, name)
+            if not os.path.islink(path):
+                os.chmod(path, directory_mode if os.stat(path).st_mode & 0o111 else file_mode)
 
 
 def _fsync_tree(root: Path) -> None:
