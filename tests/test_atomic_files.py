@@ -196,19 +196,21 @@ def test_files_a_writer_makes_private_get_the_umask_permissions_too(tmp_path):
 
 
 def test_dead_writers_temporaries_are_removed_once_logged_and_nothing_else(tmp_path, caplog, capsys):
-    dead, live = dead_pid(), os.getpid()
-    (tmp_path / f".hf.partial-{dead}-ab12").mkdir()
-    (tmp_path / f".hf.partial-{dead}-ab12" / "model.safetensors").write_bytes(b"x")
-    (tmp_path / f".last.ckpt.partial-{dead}-cd34").write_bytes(b"x")
-    kept = [f".prediction.jsonl.partial-{live}-ef56", ".notes.partial-abc-1", "last.ckpt", ".hidden"]
+    dead, live, host = dead_pid(), os.getpid(), atomic_files.HOST
+    (tmp_path / f".hf.partial-{dead}-ab12@{host}").mkdir()
+    (tmp_path / f".hf.partial-{dead}-ab12@{host}" / "model.safetensors").write_bytes(b"x")
+    (tmp_path / f".last.ckpt.partial-{dead}-cd34").write_bytes(b"x")  # no host: taken as this one's
+    other_host = f".train.partial-{dead}-9f8e@another-node"  # its process cannot be seen from here
+    kept = [f".prediction.jsonl.partial-{live}-ef56@{host}", other_host, ".notes.partial-abc-1", "last.ckpt", ".hidden"]
     for name in kept:
         (tmp_path / name).write_bytes(b"x")
     with caplog.at_level(logging.INFO, logger="arlm.runtime.atomic_files"):
         write_file_atomically(tmp_path / "best.ckpt", b"new")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, "best.ckpt"])
-    (record,) = caplog.records
-    assert f".hf.partial-{dead}-ab12" in record.getMessage() and f".last.ckpt.partial-{dead}-cd34" in record.getMessage()
-    assert str(tmp_path) in record.getMessage()
+    removed, kept_elsewhere = caplog.records
+    assert removed.levelname == "WARNING" and str(tmp_path) in removed.getMessage()
+    assert f".hf.partial-{dead}-ab12@{host}" in removed.getMessage() and f".last.ckpt.partial-{dead}-cd34" in removed.getMessage()
+    assert f"of writers on other hosts (this is {host}); delete them if those writers are gone: {other_host}" in kept_elsewhere.getMessage()
     assert capsys.readouterr().out == ""
     assert remove_dead_writers_temporaries(tmp_path) == []
 
@@ -239,6 +241,7 @@ def test_a_live_writers_temporary_is_kept_and_a_sigkilled_ones_removed_by_the_ne
         proc.kill()
         proc.wait(timeout=60)
     assert staging.parent == tmp_path and staging.name.startswith(f".hf.partial-{proc.pid}-")
+    assert staging.name.endswith(f"@{atomic_files.HOST}")
     assert (staging / "model.safetensors").is_file() and not target.exists()
 
     write_file_atomically(tmp_path / "last.ckpt", b"a checkpoint save in the same directory")

@@ -3,7 +3,7 @@
 xlm-core decides whether a dataset is prepared by checking that its cache directory exists, so a
 ``prepare_data`` killed half-way through ``save_to_disk`` would leave a directory that every later
 run trusts. Here the dataset is written with :func:`arlm.runtime.atomic_files.write_directory_atomically`
-(a hidden sibling ``.<split>.partial-<pid>-<token>`` renamed into place only when complete): the
+(a hidden sibling ``.<split>.partial-<pid>-<token>@<host>`` renamed into place only when complete): the
 cache directory either holds a whole dataset or does not exist, and re-running ``prepare_data``
 recovers (removing the temporaries of dead runs).
 
@@ -98,8 +98,8 @@ def _fix(cache_dir: Path) -> str:
 
 
 def write_cache_atomically(cache_dir: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(tmp_dir)`` (which creates ``tmp_dir``), add :data:`MANIFEST` to it and rename it
-    to ``cache_dir`` (:func:`arlm.runtime.atomic_files.write_directory_atomically`).
+    """Run ``write(tmp_dir)`` to fill the new, empty directory ``tmp_dir``, add :data:`MANIFEST` to
+    it and rename it to ``cache_dir`` (:func:`arlm.runtime.atomic_files.write_directory_atomically`).
 
     ``cache_dir`` must not exist yet. If another process completes ``cache_dir`` first, its copy
     is kept and ours is discarded. On any error (or interrupt) the temporary directory is

@@ -1,11 +1,13 @@
 """Atomic writes: a file or a directory appears at its path whole, or not at all.
 
 Every write goes to a temporary beside its target (same directory, so the same filesystem) named
-``.<target name>.partial-<pid>-<token>``, is fsynced, and is renamed into place; the directory is
-fsynced after the rename. On any error (a full disk included) the temporary is removed and the
-target is as it was. A hard kill (SIGKILL, power loss) can leave a temporary behind; the pid in
-its name tells a dead writer's leftover from a live one, and every write (and
-:func:`remove_dead_writers_temporaries`) deletes those of dead processes in its directory.
+``.<target name>.partial-<pid>-<token>@<host>``, is fsynced, and is renamed into place; the
+directory is fsynced after the rename. On any error (a full disk included) the temporary is
+removed and the target is as it was. A hard kill (SIGKILL, power loss) can leave a temporary
+behind; the pid and host in its name tell a dead writer's leftover from a live one, and every
+write (and :func:`remove_dead_writers_temporaries`) deletes those of dead processes of this host
+in its directory. Those of other hosts (a shared filesystem) are kept, whose processes cannot be
+seen from here, and named in the log.
 
 * :func:`write_file_atomically`: bytes, text or a callback writing into a binary file.
 * :func:`write_directory_atomically`: a callback fills a new staging directory, which is
@@ -16,8 +18,9 @@ its name tells a dead writer's leftover from a live one, and every write (and
   renames) and deletes only the target it replaced.
 
 What is created gets the permissions a plain ``open()`` / ``mkdir`` would get under the umask
-(``tempfile.mkstemp``/``mkdtemp`` would give 0600/0700, safetensors 0.8 gives its files 0600). This module imports neither torch,
-Lightning, Hydra nor xLM, so the Hugging Face exporter uses it without xlm-core installed.
+(``tempfile.mkstemp``/``mkdtemp`` would give 0600/0700, safetensors 0.8 gives its files 0600).
+This module imports neither torch, Lightning, Hydra nor xLM, so the Hugging Face exporter uses it
+without xlm-core installed.
 """
 
 import ctypes
@@ -26,6 +29,8 @@ import logging
 import os
 import re
 import shutil
+import socket
+import stat
 import sys
 import uuid
 from pathlib import Path
@@ -34,7 +39,10 @@ from typing import BinaryIO, Callable, List, Optional, Union
 log = logging.getLogger(__name__)
 
 TEMPORARY_MARKER = ".partial-"
-TEMPORARY_NAME = re.compile(r"^\.(?P<target>.+)\.partial-(?P<pid>\d+)-(?P<token>[0-9a-zA-Z]+)$")
+TEMPORARY_NAME = re.compile(
+    r"^\.(?P<target>.+)\.partial-(?P<pid>\d{1,7})-(?P<token>[0-9a-zA-Z]+)(@(?P<host>[0-9A-Za-z_-]+))?$"
+)
+HOST = re.sub(r"[^0-9A-Za-z_-]", "_", socket.gethostname().split(".")[0]) or "localhost"
 NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -102,27 +110,38 @@ def pid_alive(pid: int) -> bool:
 
 
 def temporary_path(target: Path) -> Path:
-    """A new ``.<name>.partial-<pid>-<token>`` path beside ``target``."""
-    return target.with_name(f".{target.name}{TEMPORARY_MARKER}{os.getpid()}-{uuid.uuid4().hex[:12]}")
+    """A new ``.<name>.partial-<pid>-<token>@<host>`` path beside ``target``."""
+    return target.with_name(f".{target.name}{TEMPORARY_MARKER}{os.getpid()}-{uuid.uuid4().hex[:12]}@{HOST}")
 
 
 def remove_dead_writers_temporaries(directory: Path) -> List[Path]:
-    """Delete the temporaries in ``directory`` whose writer process is dead; log them once; return them."""
+    """Delete the temporaries in ``directory`` of dead processes of this host (a name without a
+    host is taken as this host's) and return them; log them, and those of other hosts, once."""
     directory = Path(directory)
-    if not directory.is_dir():
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
         return []
-    removed = []
-    for path in directory.iterdir():
+    removed, other_hosts = [], []
+    for path in entries:
         match = TEMPORARY_NAME.match(path.name)
-        if match is None or pid_alive(int(match["pid"])):
+        if match is None:
             continue
-        _discard(path)
-        if not (path.exists() or path.is_symlink()):
-            removed.append(path)
+        if match["host"] not in (None, HOST):
+            other_hosts.append(path)
+        elif not pid_alive(int(match["pid"])):
+            _discard(path)
+            if not (path.exists() or path.is_symlink()):
+                removed.append(path)
     if removed:
         log.warning(
             f"Removed {len(removed)} temporaries left in {directory} by writers that died: "
             + ", ".join(p.name for p in removed)
+        )
+    if other_hosts:
+        log.info(
+            f"Kept {len(other_hosts)} temporaries in {directory} of writers on other hosts (this is {HOST}); "
+            f"delete them if those writers are gone: " + ", ".join(p.name for p in other_hosts)
         )
     return removed
 
@@ -196,8 +215,9 @@ def write_directory_atomically(
     staging = temporary_path(target)
     try:
         os.mkdir(staging, 0o777)
+        directory_mode = stat.S_IMODE(staging.stat().st_mode)
         write(staging)
-        _give_plain_permissions(staging, directory_mode=staging.stat().st_mode & 0o777)
+        _give_plain_permissions(staging, directory_mode)
         _fsync_tree(staging)
         _put_in_place(staging, target, replace)
     except BaseException as error:
@@ -295,16 +315,20 @@ def _discard(path: Path) -> None:
 
 
 def _give_plain_permissions(root: Path, directory_mode: int) -> None:
-    """``chmod`` the directories under ``root`` to ``directory_mode`` (``0o777 & ~umask``: what
-    ``mkdir`` gave ``root``) and the files to what ``open()`` gives (``0o666 & ~umask``;
-    executable files ``directory_mode``)."""
-    file_mode = directory_mode & 0o666
-    for directory, _, files in os.walk(root):
-        os.chmod(directory, directory_mode)
-        for name in files:
-            path = os.path.join(directory, name)
-            if not os.path.islink(path):
-                os.chmod(path, directory_mode if os.stat(path).st_mode & 0o111 else file_mode)
+    """``chmod`` the directories under ``root`` to ``directory_mode`` (what ``mkdir`` gave
+    ``root``: ``0o777 & ~umask``, plus a setgid bit inherited from its parent) and the files to
+    what ``open()`` gives (``0o666 & ~umask``; executable files ``0o777 & ~umask``). A filesystem
+    that refuses ``chmod`` keeps the writer's modes."""
+    modes = {False: directory_mode & 0o666, True: directory_mode & 0o777}
+    try:
+        for directory, _, files in os.walk(root):
+            os.chmod(directory, directory_mode)
+            for name in files:
+                path = os.path.join(directory, name)
+                if not os.path.islink(path):
+                    os.chmod(path, modes[bool(os.stat(path).st_mode & 0o111)])
+    except PermissionError:
+        pass
 
 
 def _fsync_tree(root: Path) -> None:
