@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from xlm.datamodule import SimpleSpaceTokenizer
 
-from arlm.dataprep.cache import AtomicCacheDatasetManager, DataNotPreparedError, write_dir_atomically
+from arlm.dataprep.cache import AtomicCacheDatasetManager, DataNotPreparedError, write_cache_atomically
 from arlm.dataprep.star import METADATA_FILE, StarDatasetManager, generate_star_split
 
 SIZES = {"train": 12, "validation": 4, "test": 5}
@@ -82,14 +82,13 @@ def test_failed_write_leaves_nothing_and_a_retry_succeeds(tmp_path):
     final = tmp_path / "ds" / "train"
 
     def half_write(tmp):
-        tmp.mkdir()
         (tmp / "part-0").write_text("half")
         raise KeyboardInterrupt  # e.g. Ctrl-C in the middle of save_to_disk
 
     with pytest.raises(KeyboardInterrupt):
-        write_dir_atomically(final, half_write)
+        write_cache_atomically(final, half_write)
     assert not final.exists() and list(final.parent.iterdir()) == []
-    write_dir_atomically(final, lambda tmp: (tmp.mkdir(), (tmp / "ok").write_text("1")))
+    write_cache_atomically(final, lambda tmp: (tmp / "ok").write_text("1"))
     assert (final / "ok").read_text() == "1"
 
 
@@ -99,7 +98,7 @@ def test_partial_directories_of_dead_processes_are_removed(tmp_path):
     live = tmp_path / f".train.partial-{os.getpid()}-abcd"
     stale.mkdir()
     live.mkdir()
-    write_dir_atomically(tmp_path / "train", lambda tmp: tmp.mkdir())
+    write_cache_atomically(tmp_path / "train", lambda tmp: None)
     assert not stale.exists() and live.exists() and (tmp_path / "train").is_dir()
 
 
@@ -147,10 +146,9 @@ def test_full_disk_while_caching_names_the_cache_and_leaves_nothing(tmp_path):
     import errno
 
     def write(tmp):
-        tmp.mkdir()
         (tmp / "part.arrow").write_bytes(b"x")
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with pytest.raises(DataNotPreparedError, match=f"Could not write the prepared-data cache {tmp_path / 'train'}.*No space left"):
-        write_dir_atomically(tmp_path / "train", write)
+        write_cache_atomically(tmp_path / "train", write)
     assert list(tmp_path.iterdir()) == []

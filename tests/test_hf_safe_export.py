@@ -1,7 +1,10 @@
 """The export directory is written safely: weights-only checkpoint loading, no overwrite without
 ``overwrite=True``, nothing written on failure, no stale files. No xlm-core needed."""
 
+import logging
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -94,3 +97,30 @@ def test_bad_architecture_is_refused_before_anything(tmp_path):
     with pytest.raises(ValueError, match=r"architecture must be one of \('auto', 'native', 'arlow'\), got 'gpt2'"):
         export_checkpoint_to_hf(tmp_path / "last.ckpt", tmp_path / "out", architecture="gpt2")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_export_gets_the_permissions_of_a_plain_save_pretrained_under_the_umask(tmp_path, mask):
+    write_checkpoint(tmp_path / "last.ckpt")
+    out = tmp_path / "out"
+    old_mask = os.umask(mask)
+    try:
+        export_checkpoint_to_hf(tmp_path / "last.ckpt", out, tokenizer=word_tokenizer())
+    finally:
+        os.umask(old_mask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~mask
+    assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()} == {p.name: 0o666 & ~mask for p in out.iterdir()}
+
+
+def test_export_removes_what_a_killed_export_left_beside_it_and_says_so_once(tmp_path, caplog):
+    write_checkpoint(tmp_path / "last.ckpt")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    leftover = tmp_path / f".out.partial-{dead.stdout.strip()}-0a1b2c"
+    leftover.mkdir()
+    (leftover / "model.safetensors").write_bytes(b"x" * 1000)
+    with caplog.at_level(logging.INFO):
+        export_checkpoint_to_hf(tmp_path / "last.ckpt", tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "out"]
+    assert [r.getMessage() for r in caplog.records if leftover.name in r.getMessage()] == [
+        f"Removed 1 temporaries left in {tmp_path} by writers that died: {leftover.name}"
+    ]

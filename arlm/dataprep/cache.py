@@ -2,9 +2,10 @@
 
 xlm-core decides whether a dataset is prepared by checking that its cache directory exists, so a
 ``prepare_data`` killed half-way through ``save_to_disk`` would leave a directory that every later
-run trusts. Here the dataset is written to a hidden sibling ``.<split>.partial-<pid>-<id>`` and
-renamed into place only when complete: the cache directory either holds a whole dataset or does
-not exist, and re-running ``prepare_data`` recovers (removing partial directories of dead runs).
+run trusts. Here the dataset is written with :func:`arlm.runtime.atomic_files.write_directory_atomically`
+(a hidden sibling ``.<split>.partial-<pid>-<token>@<host>`` renamed into place only when complete): the
+cache directory either holds a whole dataset or does not exist, and re-running ``prepare_data``
+recovers (removing the temporaries of dead runs).
 
 Missing data and failed downloads raise :class:`DataNotPreparedError`, which names the cache
 directory that was looked for and how to fill it.
@@ -12,15 +13,13 @@ directory that was looked for and how to fill it.
 A complete cache records what it holds in ``arlm_cache_manifest.json`` (every file written and
 its size), written inside the temporary directory before the rename. :func:`cache_problem`
 compares a cache with it (caches written before the manifest existed: their arrow files are
-read through); ``prepare_data`` moves a corrupt cache aside and rebuilds it, and loading one
+read through); ``prepare_data`` deletes a corrupt cache and rebuilds it, and loading one
 raises :class:`CorruptCacheError` naming the directory and the fix.
 """
 
-import errno
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -29,11 +28,10 @@ import pyarrow as pa
 from xlm.datamodule import DatasetManager
 from xlm.utils.rank_zero import RankedLogger
 
-from arlm.runtime.processes import pid_alive
+from arlm.runtime.atomic_files import AtomicWriteError, TargetExistsError, temporary_path, write_directory_atomically
 
 logger = RankedLogger(__name__, rank_zero_only=True)
 
-PARTIAL_MARKER = ".partial-"
 MANIFEST = "arlm_cache_manifest.json"
 
 
@@ -99,46 +97,35 @@ def _fix(cache_dir: Path) -> str:
     )
 
 
-def remove_stale_partials(final_dir: Path) -> None:
-    """Delete ``.<name>.partial-<pid>-*`` siblings of ``final_dir`` left by processes that died."""
-    parent = final_dir.parent
-    if not parent.is_dir():
-        return
-    for candidate in parent.glob(f".{final_dir.name}{PARTIAL_MARKER}*"):
-        pid_part = candidate.name.rsplit(PARTIAL_MARKER, 1)[1].split("-", 1)[0]
-        if not pid_part.isdigit() or not pid_alive(int(pid_part)):
-            shutil.rmtree(candidate, ignore_errors=True)
+def write_cache_atomically(cache_dir: Path, write: Callable[[Path], None]) -> None:
+    """Run ``write(tmp_dir)`` to fill the new, empty directory ``tmp_dir``, add :data:`MANIFEST` to
+    it and rename it to ``cache_dir`` (:func:`arlm.runtime.atomic_files.write_directory_atomically`).
 
+    ``cache_dir`` must not exist yet. If another process completes ``cache_dir`` first, its copy
+    is kept and ours is discarded. On any error (or interrupt) the temporary directory is
+    removed; a hard kill leaves it behind under a hidden name, and the next write cleans it.
 
-def write_dir_atomically(final_dir: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(tmp_dir)`` and rename ``tmp_dir`` to ``final_dir`` once it returns.
-
-    ``final_dir`` must not exist yet. If another process completes ``final_dir`` first, its
-    copy is kept and ours is discarded. On any error (or interrupt) the temporary directory
-    is removed; a hard kill leaves it behind under a hidden name, and the next call cleans it.
+    Raises:
+        DataNotPreparedError: the filesystem is full; it names the cache and the fix.
     """
-    final_dir = Path(final_dir)
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(final_dir)
-    tmp_dir = final_dir.parent / f".{final_dir.name}{PARTIAL_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
+    cache_dir = Path(cache_dir)
+
+    def write_with_manifest(tmp_dir: Path) -> None:
         write(tmp_dir)
         write_manifest(tmp_dir)
-        try:
-            os.rename(tmp_dir, final_dir)
-        except OSError:
-            if not final_dir.exists():
-                raise
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-    except BaseException as error:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DataNotPreparedError(
-                f"Could not write the prepared-data cache {final_dir.resolve()}: {error}. The partial "
-                f"copy was removed. Fix: free space on that filesystem "
-                f"or set DATA_DIR to a filesystem with room, then re-run"
-            ) from error
-        raise
+
+    try:
+        write_directory_atomically(cache_dir, write_with_manifest)
+    except TargetExistsError:
+        logger.info(f"Another process wrote the prepared-data cache {cache_dir.resolve()} meanwhile; keeping its copy")
+    except AtomicWriteError as error:
+        if not error.no_space:
+            raise
+        raise DataNotPreparedError(
+            f"Could not write the prepared-data cache {cache_dir.resolve()}: {error.reason}. The partial "
+            f"copy was removed. Fix: free space on that filesystem "
+            f"or set DATA_DIR to a filesystem with room, then re-run"
+        ) from error
 
 
 class AtomicCacheDatasetManager(DatasetManager):
@@ -152,21 +139,22 @@ class AtomicCacheDatasetManager(DatasetManager):
 
     def _manually_cache(self, ds: datasets.Dataset, manual_cache_dir: str) -> None:
         cache_dir = self._get_cache_dir(manual_cache_dir)
-        write_dir_atomically(
+        write_cache_atomically(
             cache_dir, lambda tmp: ds.save_to_disk(str(tmp), num_shards=self.iterable_dataset_shards)
         )
 
     def _check_cache(self, manual_cache_dir: str) -> bool:
-        """True if the cache exists and is whole; a corrupt one is moved aside (and later removed)."""
+        """True if the cache exists and is whole; a corrupt one is moved aside and removed."""
         cache_dir = self._get_cache_dir(manual_cache_dir)
         if not cache_dir.exists():
             return False
         problem = cache_problem(cache_dir)
         if problem is None:
             return True
-        logger.warning(f"The prepared-data cache {cache_dir.resolve()} is corrupt ({problem}); rebuilding it")
-        print(f"arlm: the prepared-data cache {cache_dir.resolve()} is corrupt ({problem}); rebuilding it", flush=True)
-        os.rename(cache_dir, cache_dir.parent / f".{cache_dir.name}{PARTIAL_MARKER}corrupt-{uuid.uuid4().hex[:8]}")
+        logger.warning(f"the prepared-data cache {cache_dir.resolve()} is corrupt ({problem}); rebuilding it")
+        aside = temporary_path(cache_dir)
+        os.rename(cache_dir, aside)
+        shutil.rmtree(aside, ignore_errors=True)
         return False
 
     def setup(self, stage: str, manual_cache_dir: str, *args: Any, **kwargs: Any) -> None:
@@ -186,7 +174,6 @@ class AtomicCacheDatasetManager(DatasetManager):
                 path.unlink()
             message = f"deleted unreadable datasets map caches {[p.name for p in broken]} in {cache_dir.resolve()}; rebuilding them"
             logger.warning(message)
-            print(f"arlm: {message}", flush=True)
             return super().setup(stage, manual_cache_dir, *args, **kwargs)
 
     def _download(self, num_proc: Optional[int] = None) -> datasets.Dataset:

@@ -23,7 +23,7 @@ import numpy as np
 from xlm.datamodule import parse_hf_dataset_full_name
 from xlm.tasks.star import AsymmetricVariableArmlengthStarGraphGenerator, SimpleStarGraphGenerator
 
-from arlm.dataprep.cache import AtomicCacheDatasetManager, write_dir_atomically
+from arlm.dataprep.cache import AtomicCacheDatasetManager, write_cache_atomically
 from arlm.network.value_checks import is_int
 
 STAR_LEVELS: Dict[str, Dict[str, Any]] = {
@@ -123,7 +123,7 @@ class StarDatasetManager(AtomicCacheDatasetManager):
             ds.save_to_disk(str(tmp), num_shards=self.iterable_dataset_shards)
             (tmp / METADATA_FILE).write_text(json.dumps(self._metadata(), indent=2))
 
-        write_dir_atomically(self._get_cache_dir(manual_cache_dir), write)
+        write_cache_atomically(self._get_cache_dir(manual_cache_dir), write)
 
     def _check_cache(self, manual_cache_dir: str) -> bool:
         cache_dir = self._get_cache_dir(manual_cache_dir)

@@ -12,8 +12,11 @@ former, ``"arlow"`` on the latter. The tokenizer is always a plain ``PreTrainedT
 
 The directory is written safely: the checkpoint is read with ``torch.load(weights_only=True)``
 (a pickle cannot run code), the tokenizer is converted before anything is written, everything is
-written into a temporary directory beside ``output_dir`` and renamed into place, and an existing
-file or non-empty directory is replaced only with ``overwrite=True``.
+written into a temporary directory beside ``output_dir`` and renamed into place
+(:func:`arlm.runtime.atomic_files.write_directory_atomically`: files get the permissions of a
+plain ``save_pretrained`` under the umask, temporaries of exports killed earlier are removed), and
+an existing file, symbolic link or non-empty directory is replaced only with ``overwrite=True``.
+Of two exports racing into one new directory, one succeeds and the other raises.
 
 Python: :func:`export_checkpoint_to_hf`. The xLM job type ``xlm job_type=export_hf`` that calls it
 is :mod:`arlm.jobs.export_hf`, so that this module imports without xlm-core and Hydra.
@@ -21,8 +24,6 @@ is :mod:`arlm.jobs.export_hf`, so that this module imports without xlm-core and 
 
 import copy
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple, Union
 
@@ -30,6 +31,7 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from arlm.runtime.atomic_files import TargetExistsError, occupant, write_directory_atomically
 from arlm.runtime.checkpoint_load import copy_ema_weights, load_safely
 from arlm.hf.configuration_arlow import ArlowConfig
 from arlm.hf.modeling_arlow import ArlowForCausalLM
@@ -70,7 +72,8 @@ def export_checkpoint_to_hf(
         overwrite: replace an existing ``output_dir`` (file or non-empty directory).
 
     Raises:
-        ValueError: bad ``architecture``; ``output_dir`` exists and ``overwrite`` is False; the
+        ValueError: bad ``architecture``; ``output_dir`` exists (or another export wrote it
+            meanwhile) and ``overwrite`` is False; the
             file is not a weights-only ``arlm`` checkpoint (another model, unexpected keys, a
             pickle that needs code); EMA weights were asked for and are missing or do not fit;
             ``architecture="native"`` for a network with no exact native twin; a tokenizer that
@@ -92,7 +95,7 @@ def export_checkpoint_to_hf(
     if apply_ema:
         copy_ema_weights(xlm_model, ema, checkpoint_path, fix="use apply_ema=False")
     hf_model = choose_architecture(xlm_to_hf(xlm_model, tokenizer), architecture)
-    _write_into_place(output_dir, hf_model, hf_tokenizer)
+    _write_into_place(output_dir, hf_model, hf_tokenizer, overwrite)
     return hf_model
 
 
@@ -183,41 +186,39 @@ def hf_tokenizer_from(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizer
 
 
 def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
-    if overwrite or not output_dir.exists():
-        return
-    if output_dir.is_dir() and not any(output_dir.iterdir()):
-        return
-    kind = "directory is not empty" if output_dir.is_dir() else "is an existing file"
-    raise ValueError(
+    kind = None if overwrite else occupant(output_dir)
+    if kind is not None:
+        raise _refusal(output_dir, kind)
+
+
+def _refusal(output_dir: Path, kind: str) -> ValueError:
+    return ValueError(
         f"output_dir {output_dir} {kind}; choose a new directory or pass overwrite=True "
         "(+export_hf.overwrite=true) to replace it"
     )
 
 
 def _write_into_place(
-    output_dir: Path, model: PreTrainedModel, tokenizer: Optional[PreTrainedTokenizerFast]
+    output_dir: Path, model: PreTrainedModel, tokenizer: Optional[PreTrainedTokenizerFast], overwrite: bool
 ) -> None:
-    """Save into a temporary directory beside ``output_dir``, then rename it into place (the old
-    ``output_dir``, if any, is moved aside first and removed last)."""
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.export-", dir=output_dir.parent))
-    try:
+    """Save into a temporary directory beside ``output_dir`` and rename it into place
+    (:func:`arlm.runtime.atomic_files.write_directory_atomically`)."""
+
+    def save(staging: Path) -> None:
         model.save_pretrained(staging)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
-        old = None
-        if output_dir.exists() or output_dir.is_symlink():
-            old = staging.with_name(staging.name + ".old")
-            output_dir.rename(old)
-        staging.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old)
-        else:
-            old.unlink()
+
+    try:
+        write_directory_atomically(output_dir, save, replace=overwrite)
+    except TargetExistsError as error:
+        if error.while_writing:
+            raise ValueError(
+                f"output_dir {output_dir} was written by another export while this one ran; that "
+                f"export was kept and this one discarded. Fix: choose a new directory or pass "
+                f"overwrite=True (+export_hf.overwrite=true) to replace it"
+            ) from None
+        raise _refusal(output_dir, error.kind) from None
 
 
 def _read_checkpoint(path: Path) -> Tuple[dict, Optional[Mapping[str, Any]], Optional[dict]]:

@@ -6,7 +6,9 @@ model (``xlm.utils.model_loading.load_model_for_inference``, then the checkpoint
 applied with :meth:`arlm.harness_arlm.ARLMHarness.apply_checkpoint_ema`), runs the
 predictor over the experiment's ``predict`` dataloaders on the chosen device under
 ``torch.no_grad()``, and writes one JSON object per example to
-``<generation.output_dir>/<dataloader name>.jsonl`` (atomically: a temporary file renamed into place).
+``<generation.output_dir>/<dataloader name>.jsonl`` with
+:func:`arlm.runtime.atomic_files.write_file_atomically` (a file that cannot be written, e.g. on a
+full disk, leaves nothing behind and the error names it, the rows lost and the fix).
 
 Config keys (all optional; keys absent from the base config need a leading ``+`` on the CLI):
     generation.ckpt_path: Lightning checkpoint; default ``<checkpointing_dir>/best.ckpt``, then
@@ -24,7 +26,7 @@ the data has a reference, ``answer`` for TinyGSM/GSM8K, ...), with ``text_with_s
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, BinaryIO, Dict, List, Optional
 
 import hydra
 import torch
@@ -32,8 +34,9 @@ from omegaconf import DictConfig, OmegaConf
 from xlm.utils.model_loading import load_model_for_inference
 from xlm.utils.rank_zero import RankedLogger
 
-from arlm.runtime.cpu_precision import exact_fp32_matmul_on_cpu
+from arlm.runtime.atomic_files import AtomicWriteError, write_file_atomically
 from arlm.runtime.config_checks import check_output_dir
+from arlm.runtime.cpu_precision import exact_fp32_matmul_on_cpu
 
 logger = RankedLogger(__name__, rank_zero_only=True)
 
@@ -91,13 +94,29 @@ def _to_device(batch: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def _write_jsonl(path: Path, rows: List[Dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    with open(tmp, "w") as f:
+def write_jsonl(path: Path, rows: List[Dict[str, Any]]) -> None:
+    """Write ``rows`` (without :data:`DROPPED_FIELDS`) to ``path``, one JSON object a line, atomically.
+
+    Raises:
+        AtomicWriteError: the file could not be written (nothing is left but the previous file, if
+            any); it names the file, the number of rows lost and the fix.
+    """
+
+    def write(handle: BinaryIO) -> None:
         for row in rows:
-            f.write(json.dumps({k: v for k, v in row.items() if k not in DROPPED_FIELDS}) + "\n")
-    os.replace(tmp, path)
+            handle.write((json.dumps({k: v for k, v in row.items() if k not in DROPPED_FIELDS}) + "\n").encode("utf-8"))
+
+    try:
+        write_file_atomically(path, write)
+    except AtomicWriteError as error:
+        fix = "free space on that filesystem or" if error.no_space else f"make {path.parent} writable or"
+        raise AtomicWriteError(
+            f"Could not write the {len(rows)} generated rows to {path}: {error.reason}. They are lost: "
+            f"the partial file was removed and {path} is as it was. Fix: {fix} pass another "
+            f"+generation.output_dir=<directory>, then re-run",
+            path,
+            error.reason,
+        ) from error.reason
 
 
 def generate_arlm(cfg: DictConfig) -> List[Path]:
@@ -146,8 +165,7 @@ def generate_arlm(cfg: DictConfig) -> List[Path]:
                 preds = module.predict_step(batch, batch_idx, dl_idx)
                 rows.extend(module.predictor.to_dict(batch, preds))
         path = output_dir / f"{name}.jsonl"
-        _write_jsonl(path, rows)
-        logger.info(f"Wrote {len(rows)} generations for {name} on {device} to {path}")
-        print(f"generate_arlm: wrote {len(rows)} rows to {path}{exact_match_summary(rows)}")
+        write_jsonl(path, rows)
+        logger.info(f"generate_arlm: wrote {len(rows)} rows of {name} generated on {device} to {path}{exact_match_summary(rows)}")
         written.append(path)
     return written

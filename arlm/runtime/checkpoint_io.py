@@ -1,23 +1,20 @@
 """Checkpoint files that cannot be half-written, cannot run code, and are checked before use.
 
-* :func:`save_atomically` writes ``torch.save`` output to a hidden temporary file beside the
-  target (same directory, so the same filesystem), fsyncs it and renames it into place; on any
-  error (a full disk included) the temporary file is removed and the old target is untouched. A
-  hard kill can leave ``.<name>.tmp-<pid>`` behind; :func:`remove_orphaned_temporaries` deletes
-  those of dead processes.
+* :func:`save_atomically` writes ``torch.save`` output with
+  :func:`arlm.runtime.atomic_files.write_file_atomically` (a temporary beside the target, fsynced
+  and renamed into place; on any error, a full disk included, the temporary is removed and the
+  old target is untouched; temporaries of writers killed earlier are deleted).
 * :func:`arlm.runtime.checkpoint_load.load_safely` reads a checkpoint with
   ``torch.load(weights_only=True)`` and names what is wrong with a file it cannot use.
 * :func:`load_newest_valid` loads the checkpoint Lightning or xlm-core picked automatically
   (``last.ckpt``, ``on_exception.ckpt``, ``best.ckpt``) and, if it is unreadable, holds non-finite
   weights or was written at a NaN/Inf stop, the newest valid ``*.ckpt`` beside it instead,
-  printing the one skipped.
+  logging the one skipped.
 * :class:`SafeAtomicCheckpointIO` is the Lightning ``CheckpointIO`` plugin doing all of this for
   every checkpoint the Trainer writes or reads (periodic, best, last, on-exception, resume, eval).
 """
 
-import errno
 import logging
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -25,12 +22,11 @@ import torch
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from arlm.runtime.atomic_files import AtomicWriteError, is_no_space, remove_dead_writers_temporaries, write_file_atomically
 from arlm.runtime.checkpoint_load import CheckpointError, load_safely
-from arlm.runtime.processes import pid_alive
 
 log = logging.getLogger(__name__)
 
-TMP_MARKER = ".tmp-"
 NON_FINITE_STOP_KEY = "arlm_non_finite_stop"
 AUTOMATIC_NAMES = ("last.ckpt", "on_exception.ckpt", "best.ckpt")
 RESUME_NAMES = ("last.ckpt", "on_exception.ckpt")
@@ -63,22 +59,8 @@ def check_usable(path: Path, checkpoint: Dict[str, Any]) -> None:
         raise CheckpointError(f"{path} holds NaN/Inf weights ({bad}); a run that diverged wrote it")
 
 
-def remove_orphaned_temporaries(directory: Path) -> List[Path]:
-    """Delete ``.<name>.tmp-<pid>`` files in ``directory`` whose writer is dead; return them."""
-    removed = []
-    if not directory.is_dir():
-        return removed
-    for tmp in directory.glob(f".*{TMP_MARKER}*"):
-        pid = tmp.name.rsplit(TMP_MARKER, 1)[1]
-        if not pid.isdigit() or (int(pid) != os.getpid() and not pid_alive(int(pid))):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    return removed
-
-
 def _write_fix(error: BaseException, path: Path) -> str:
-    no_space = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(error)
-    if no_space:
+    if is_no_space(error):
         return (
             f"The partial file was removed and the checkpoints already in {path.parent} are intact. Fix: "
             f"free space in (or point LOG_DIR / paths.log_dir to) a filesystem with room, then re-run "
@@ -88,33 +70,17 @@ def _write_fix(error: BaseException, path: Path) -> str:
 
 
 def save_atomically(checkpoint: Dict[str, Any], path: _PATH) -> None:
-    """``torch.save`` to ``.<name>.tmp-<pid>`` beside ``path``, fsync, rename; never a partial ``path``."""
+    """``torch.save`` through :func:`arlm.runtime.atomic_files.write_file_atomically`: never a partial ``path``.
+
+    Raises:
+        CheckpointError: the write failed (full disk, no permission); it names ``path`` and the fix.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}{TMP_MARKER}{os.getpid()}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_orphaned_temporaries(path.parent)
-        with open(tmp, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as error:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        if isinstance(error, (OSError, RuntimeError)) and not isinstance(error, CheckpointError):
-            raise CheckpointError(f"Could not write checkpoint {path}: {error}. {_write_fix(error, path)}") from error
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+        write_file_atomically(path, lambda handle: torch.save(checkpoint, handle))
+    except (AtomicWriteError, RuntimeError) as error:
+        reason = error.reason if isinstance(error, AtomicWriteError) else error
+        raise CheckpointError(f"Could not write checkpoint {path}: {reason}. {_write_fix(error, path)}") from error
 
 
 def _candidates(path: Path) -> List[Path]:
@@ -136,7 +102,7 @@ def load_newest_valid(path: _PATH, map_location: Any = "cpu") -> Tuple[Path, Dic
     file name) is never replaced: its :class:`CheckpointError` is raised as it is.
     """
     path = Path(path)
-    remove_orphaned_temporaries(path.parent)
+    remove_dead_writers_temporaries(path.parent)
     if path.name not in AUTOMATIC_NAMES:
         checkpoint = load_safely(path, map_location)
         check_usable(path, checkpoint)
@@ -154,7 +120,6 @@ def load_newest_valid(path: _PATH, map_location: Any = "cpu") -> Tuple[Path, Dic
             reason = f"which was skipped: {skipped[0]}" if skipped else "which is older"
             message = f"Using {candidate} (global step {checkpoint.get('global_step')}) instead of {path}, {reason}"
             log.warning(message)
-            print(f"arlm: {message}", flush=True)
         return candidate, checkpoint
     raise CheckpointError(
         f"No usable checkpoint in {path.parent}: " + "; ".join(skipped)

@@ -45,7 +45,7 @@ def test_sigkill_during_a_checkpoint_write_on_tmpfs_leaves_no_partial_checkpoint
             deadline = time.time() + 600
             while caught is None and time.time() < deadline and proc.poll() is None:
                 if any(logs.glob("*/checkpoints/last.ckpt")):  # kill a later write, so there is one to resume
-                    caught = next(iter(logs.glob("*/checkpoints/.*.tmp-*")), None)
+                    caught = next(iter(logs.glob("*/checkpoints/.*.partial-*")), None)
                 if caught is None:
                     time.sleep(0.001)
             proc.send_signal(signal.SIGKILL)
@@ -58,7 +58,7 @@ def test_sigkill_during_a_checkpoint_write_on_tmpfs_leaves_no_partial_checkpoint
         assert 0 < resumable < 8
 
         out = run_xlm(run, cwd=REPO_ROOT, env=env).stdout
-        assert not list(checkpoints.glob(".*.tmp-*")), "the orphaned temporary file was not removed"
+        assert not list(checkpoints.glob(".*.partial-*")), "the orphaned temporary file was not removed"
         assert "Restoring states from the checkpoint path" in out
         assert _global_step(checkpoints / "last.ckpt") == 8
 
@@ -71,7 +71,7 @@ def test_full_tmpfs_leaves_only_whole_checkpoints_and_the_same_command_resumes(s
         assert failed.returncode != 0
         assert "Could not write checkpoint" in failed.stdout and "No space left on device" in failed.stdout
         (checkpoints,) = list(logs.glob("*/checkpoints"))
-        assert not list(checkpoints.glob(".*.tmp-*"))
+        assert not list(checkpoints.glob(".*.partial-*"))
         _assert_all_checkpoints_load(checkpoints)
         written = sorted(checkpoints.glob("*.ckpt"))
         assert written, "not even the first checkpoint fitted; the test's tmpfs is too small"

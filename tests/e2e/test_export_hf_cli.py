@@ -3,6 +3,11 @@ directory loads with the Auto classes and gives the trained network's logits; th
 (native GPT-NeoX) export does so in a process where arlm cannot be imported, with the xLM face's
 greedy continuations of a left-padded batch, through ``pipeline`` too."""
 
+import signal
+import subprocess
+import time
+from pathlib import Path
+
 import pytest
 import torch
 from torch_ema import ExponentialMovingAverage
@@ -11,7 +16,7 @@ from xlm.datamodule import SimpleSpaceTokenizer
 
 from arlm import ArlowForCausalLM, RotaryTransformerARLMModel
 from tests.e2e.xlm_cli import (
-    REPO_ROOT, STAR_SIZES, TINY_MODEL, TINY_TRAIN, checkpoint_dir, offline_env, run_xlm,
+    REPO_ROOT, STAR_SIZES, TINY_MODEL, TINY_TRAIN, XLM, checkpoint_dir, offline_env, run_xlm,
 )
 from tests.hf_without_arlm import greedy_reference, load_without_arlm
 
@@ -134,3 +139,73 @@ def test_export_hf_job_without_paths_says_what_it_needs(last_checkpoint):
     proc = run_xlm(["job_type=export_hf", *STAR], cwd=REPO_ROOT, env=env, check=False)
     assert proc.returncode != 0
     assert "export_hf needs +export_hf.checkpoint_path" in proc.stdout
+
+
+# About 100 MB of weights: an export spends long enough writing them to be caught in the act.
+LARGE = dict(d_model=512, num_layers=8, nhead=8, rotary_emb_dim=64, dim_feedforward=2048)
+
+
+@pytest.fixture(scope="module")
+def large_checkpoint(last_checkpoint, tmp_path_factory):
+    """The trained run's checkpoint format with a wider and deeper network (random weights)."""
+    env, ckpt_path = last_checkpoint
+    recorded = dict(torch.load(ckpt_path, map_location="cpu", weights_only=True)["hyper_parameters"]["model"], **LARGE)
+    tokenizer = SimpleSpaceTokenizer.for_numbers(20)
+    kwargs = {k: v for k, v in recorded.items() if k != "_target_"}
+    kwargs.update(num_embeddings=tokenizer.full_vocab_size, padding_idx=tokenizer.pad_token_id)
+    model = RotaryTransformerARLMModel(**kwargs)
+    path = tmp_path_factory.mktemp("large") / "large.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                "hyper_parameters": {"model": recorded}}, path)
+    return env, path
+
+
+def start_export(ckpt_path, out, env) -> subprocess.Popen:
+    command = [str(XLM), "job_type=export_hf", *STAR, f"+export_hf.checkpoint_path={ckpt_path}", f"+export_hf.output_dir={out}"]
+    return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def staging_of(proc: subprocess.Popen, out: Path) -> Path:
+    """The staging directory ``proc`` is writing beside ``out``, as soon as it appears."""
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline:
+        found = next(out.parent.glob(f".{out.name}.partial-{proc.pid}-*"), None)
+        if found is not None:
+            return found
+        time.sleep(0.001)
+    raise AssertionError(f"export {proc.pid} never staged a directory beside {out}:\n{proc.communicate()[0][-4000:]}")
+
+
+def test_of_two_exports_into_one_new_directory_one_succeeds_the_other_fails_naming_it(large_checkpoint, tmp_path):
+    env, ckpt_path = large_checkpoint
+    out = tmp_path / "hf"
+    first = start_export(ckpt_path, out, env)
+    try:
+        staging_of(first, out)
+        first.send_signal(signal.SIGSTOP)  # first has checked that out is new and is writing its copy
+        second = export(ckpt_path, out, env)
+    finally:
+        first.send_signal(signal.SIGCONT)
+        first_output = first.communicate(timeout=600)[0]
+    assert f"Exported {ckpt_path} to {out}" in second.stdout
+    assert first.returncode != 0, "both exports reported success"
+    assert f"output_dir {out} was written by another export while this one ran" in first_output
+    assert AutoModelForCausalLM.from_pretrained(out).config.hidden_size == LARGE["d_model"]
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]
+
+
+def test_a_killed_export_leaves_a_staging_directory_that_the_next_export_removes_saying_so_once(large_checkpoint, tmp_path):
+    env, ckpt_path = large_checkpoint
+    out = tmp_path / "hf"
+    killed = start_export(ckpt_path, out, env)
+    try:
+        staging = staging_of(killed, out)
+        killed.send_signal(signal.SIGKILL)
+    finally:
+        killed.communicate(timeout=60)
+    assert staging.is_dir() and not out.exists()
+
+    proc = export(ckpt_path, out, env)
+    assert f"Exported {ckpt_path} to {out}" in proc.stdout
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]
+    assert proc.stdout.count(f"by writers that died: {staging.name}") == 1

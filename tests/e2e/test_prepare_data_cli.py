@@ -73,4 +73,4 @@ def test_a_truncated_datasets_map_cache_is_deleted_and_rebuilt(star_data_dir, tm
         f.truncate(1000)
 
     out = run_xlm(train, cwd=REPO_ROOT, env=offline_env(data, tmp_path / "logs2")).stdout
-    assert f"arlm: deleted unreadable datasets map caches ['{map_cache.name}'] in {train_cache.resolve()}; rebuilding them" in out
+    assert f"deleted unreadable datasets map caches ['{map_cache.name}'] in {train_cache.resolve()}; rebuilding them" in out

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from tests.e2e.faults import tmpfs
 from tests.e2e.xlm_cli import (
     REPO_ROOT, STAR_SIZES, TINY_MODEL, TINY_TRAIN, checkpoint_dir, offline_env, run_xlm,
 )
@@ -52,6 +53,20 @@ def test_generate_arlm_writes_jsonl_on_cpu(trained, tmp_path):
     assert len(rows) == 32  # the whole (32-row) test split, no batch dropped
     assert all(r["prompt"] and "generated_text" in r and r["truth"] for r in rows)
     assert "exact match" in proc.stdout
+
+
+def test_generate_arlm_on_a_full_disk_leaves_nothing_and_says_what_was_lost(trained, tmp_path):
+    env, log_dir, _ = trained
+    with tmpfs(tmp_path / "gen", "4k") as out_dir:
+        proc = run_xlm(
+            ["job_type=generate_arlm", *STAR, "+generation.device=cpu", f"+generation.output_dir={out_dir}",
+             f"+generation.ckpt_path={checkpoint_dir(log_dir) / 'last.ckpt'}"],
+            cwd=REPO_ROOT, env=env, check=False,
+        )
+        assert proc.returncode != 0
+        assert f"Could not write the 32 generated rows to {out_dir / 'prediction.jsonl'}: [Errno 28] No space left on device" in proc.stdout
+        assert "Fix: free space on that filesystem or pass another +generation.output_dir=" in proc.stdout
+        assert list(out_dir.iterdir()) == [], "a temporary file was left on the full disk"
 
 
 def test_eval_with_missing_checkpoint_names_the_path(trained):
