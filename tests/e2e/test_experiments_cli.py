@@ -26,4 +26,5 @@ def test_star_level_trains_with_its_generated_data(experiment, tmp_path):
         cwd=REPO_ROOT, env=offline_env(tmp_path / "data", logs),
     ).stdout
     assert "test/prediction/exact_" in out
+    assert "test/prediction/planni" in out  # planning_choice_accuracy, read from this level's graphs
     assert torch.load(checkpoint_dir(logs) / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 4
