@@ -5,9 +5,12 @@ xlm-core's ``MetricWrapper`` calls them and splats the result into the torchmetr
 ``MeanMetric`` takes ``value``; ``xlm.metrics.ExactMatch`` takes ``pred, target, pred_length,
 target_length``; ``xlm.metrics.TokenAccuracy`` takes ``pred, target, pred_mask``;
 :class:`CorpusTokenNLL` and :class:`CorpusPerplexity` take ``nlls, mask``.
+:func:`star_planning_choice_update_fn` feeds a ``MeanMetric`` the STAR planning-choice
+diagnostic (``planning_choice_accuracy``), read from the graph in each prompt.
 """
 
-from typing import Any, Dict, Mapping, Optional
+from collections import defaultdict
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 from jaxtyping import Bool, Float
@@ -53,6 +56,109 @@ def seq2seq_token_accuracy_update_fn(
     """Fraction of continuation positions equal to ``target_ids``, every position counted."""
     pred = _generated_suffix_like_target(batch, loss_dict, tokenizer)
     return {"pred": pred, "target": batch["target_ids"], "pred_mask": torch.ones_like(pred, dtype=torch.bool)}
+
+
+def star_planning_prefix(prompt: Sequence[int]) -> List[int]:
+    """The reference STAR answer up to and including its one planning choice, as token ids.
+
+    ``prompt`` is a STAR prompt as xlm-core's ``xlm.tasks.star.preprocess_fn`` writes it, without
+    BOS: the edge list flattened (``u1 v1 u2 v2 ...``), then ``source goal``. Every STAR level has
+    one centre, the only node with more than one outgoing edge; the path runs from the source
+    (the centre itself on STAR-easy, a node of an arm leading into it on medium and hard) along
+    single edges to the centre, then down the one arm that reaches the goal. The choice of that
+    arm is the step a model cannot take by following edges from the node before it.
+
+    Returns the answer in the target layout (each path edge written ``u v``) from the source to
+    the edge ``centre -> first node of the goal's arm`` included: ``2 * (k + 1)`` ids when the
+    centre is the ``k``-th node after the source. Raises ``ValueError``, naming what is wrong,
+    when ``prompt`` is not such a graph: odd or too short length, not exactly one node with
+    several outgoing edges, no single-edge walk from the source to the centre, the goal
+    before the centre or on no arm, or on more than one.
+    """
+    prompt = list(prompt)
+    if len(prompt) < 4 or len(prompt) % 2:
+        raise ValueError(
+            f"a STAR prompt is an edge list (pairs of nodes) followed by source and goal, so an even "
+            f"number >= 4 of tokens; got {len(prompt)}"
+        )
+    *flat, source, goal = prompt
+    successors: Dict[int, List[int]] = defaultdict(list)
+    for u, v in zip(flat[0::2], flat[1::2]):
+        successors[u].append(v)
+    branching = sorted(u for u, vs in successors.items() if len(vs) > 1)
+    if len(branching) != 1:
+        raise ValueError(
+            f"a STAR graph has exactly one node with several outgoing edges (its centre); this one "
+            f"has {len(branching)}: {branching}"
+        )
+    centre, max_walk = branching[0], len(flat) // 2
+    path = [source]
+    while path[-1] != centre:
+        nexts = successors.get(path[-1], [])
+        if path[-1] == goal or not nexts or len(path) > max_walk:
+            raise ValueError(
+                f"no walk along single edges from the source {source} to the centre {centre} before "
+                f"the goal {goal} (stopped at {path})"
+            )
+        path.append(nexts[0])
+    arms = [first for first in successors[centre] if goal in _arm(first, successors, max_walk)]
+    if len(arms) != 1:
+        raise ValueError(
+            f"the goal {goal} must lie on exactly one arm leaving the centre {centre}; it lies on "
+            f"{len(arms)} (arms start at {successors[centre]})"
+        )
+    path.append(arms[0])
+    return [node for edge in zip(path, path[1:]) for node in edge]
+
+
+def _arm(first: int, successors: Mapping[int, List[int]], max_walk: int) -> List[int]:
+    """The nodes reached from ``first`` along single outgoing edges (at most ``max_walk``)."""
+    arm = [first]
+    while len(successors.get(arm[-1], [])) == 1 and len(arm) <= max_walk:
+        arm.append(successors[arm[-1]][0])
+    return arm
+
+
+def star_planning_choice_update_fn(
+    batch: Mapping[str, Any], loss_dict: Mapping[str, Any], tokenizer: Any
+) -> Dict[str, Float[Tensor, " batch"]]:
+    """Per STAR graph, 1.0 when the generated path is right up to and including the arm taken at
+    the centre (:func:`star_planning_prefix`), else 0.0: ``{"value": (B,) float}`` for a
+    ``MeanMetric`` (``planning_choice_accuracy``).
+
+    On STAR-easy the centre is the source, so this is the first node after it; on medium and
+    hard it is the node after the centre, wherever the centre falls in the path. A model that
+    follows edges and guesses the arm scores one over the centre's out-degree (1/3 on easy and
+    medium, 1/5 on hard) here, and exact match stays near that value; past the plateau both rise.
+
+    The reference comes from the graph in the prompt alone: ``batch["input_ids"]`` rows are
+    ``[pad...][prompt][BOS]`` (``ARLMSeq2SeqPredCollator``) with ``attention_mask`` 1 on the
+    prompt and BOS; the generation is ``loss_dict["ids"][:, loss_dict["output_start_idx"]:]``.
+    A row whose prompt is not a STAR graph, or does not end with BOS, raises ``ValueError``
+    naming the row and the prompt. ``tokenizer`` is required (its BOS and node tokens).
+    """
+    if tokenizer is None:
+        raise ValueError("star_planning_choice_update_fn needs the tokenizer (its BOS and node tokens)")
+    bos = tokenizer.bos_token_id
+    generated = loss_dict["ids"][:, loss_dict["output_start_idx"] :]
+    values = []
+    rows = zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist(), generated.tolist())
+    for i, (ids, mask, continuation) in enumerate(rows):
+        prompt = [t for t, real in zip(ids, mask) if real]
+        try:
+            if not prompt or prompt[-1] != bos:
+                raise ValueError(f"a STAR prediction prompt ends with BOS (id {bos})")
+            non_nodes = [t for t in tokenizer.convert_ids_to_tokens(prompt[:-1]) if not t.isdigit()]
+            if non_nodes:
+                raise ValueError(f"STAR nodes are number tokens; the prompt also has {non_nodes[:5]}")
+            reference = star_planning_prefix(prompt[:-1])
+        except ValueError as error:
+            raise ValueError(
+                f"planning_choice_accuracy: row {i} of the prediction batch is not a STAR graph "
+                f"prompt ({error}). Prompt: {tokenizer.decode(prompt)!r}"
+            ) from error
+        values.append(float(continuation[: len(reference)] == reference))
+    return {"value": torch.tensor(values, dtype=torch.float32, device=generated.device)}
 
 
 def mean_metric_update_fn(

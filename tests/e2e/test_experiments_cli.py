@@ -26,4 +26,22 @@ def test_star_level_trains_with_its_generated_data(experiment, tmp_path):
         cwd=REPO_ROOT, env=offline_env(tmp_path / "data", logs),
     ).stdout
     assert "test/prediction/exact_" in out
+    assert "test/prediction/planni" in out  # planning_choice_accuracy, read from this level's graphs
     assert torch.load(checkpoint_dir(logs) / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 4
+
+
+def test_long_star_medium_experiment_composes_as_documented(tmp_path):
+    """star_medium_arlm_long: star_medium_arlm's model and optimizer for 12000 steps, validated
+    every 500, under its own job name (a train command must not resume star_medium_arlm's run)."""
+    env = offline_env(tmp_path / "data", tmp_path / "logs")
+    out = run_xlm(["job_type=name", "experiment=star_medium_arlm_long"], cwd=REPO_ROOT, env=env).stdout
+    default = run_xlm(["job_type=name", "experiment=star_medium_arlm"], cwd=REPO_ROOT, env=env).stdout
+    assert "job_name: \tstar_medium_long__arlm_seq2seq__rotary_transformer_tiny_arlm" in out
+
+    def settings(text):
+        lines = (line.strip("│├└─ \t") for line in text.splitlines())  # the printed config tree
+        keys = ("max_steps", "val_check_interval", "lr", "name", "num_layers", "d_model", "weight_decay", "decay")
+        return {line for line in lines if line.split(":")[0] in keys}
+
+    assert settings(out) - settings(default) == {"max_steps: 12000", "val_check_interval: 500"}
+    assert "planning_choice_accuracy" in out

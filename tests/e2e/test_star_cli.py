@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.e2e.faults import tmpfs
 from tests.e2e.xlm_cli import (
@@ -31,7 +32,27 @@ def test_train_logs_metrics_writes_checkpoints_and_predictions(trained):
     for metric in ("test/prediction/exact_", "test/prediction/token_", "test/lm/accumulated_lo"):
         assert metric in out, f"{metric} missing from the post-fit test table"
     rows = [json.loads(line) for p in log_dir.glob("*/runs/*/predictions/val/prediction/*.jsonl") for line in open(p)]
-    assert rows and {"generated_text", "truth", "metric_exact_match"} <= set(rows[0])
+    assert rows and {"generated_text", "truth", "metric_exact_match", "metric_planning_choice_accuracy"} <= set(rows[0])
+
+
+def logged_scalars(log_dir):
+    """``{tag: [(step, value), ...]}`` of every scalar the run's TensorBoard logger wrote."""
+    (events,) = log_dir.glob("*/tensorboard/version_0")
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+
+
+def test_validation_and_test_log_the_planning_choice_beside_exact_match(trained):
+    """Every validation (steps 2 and 4) and the post-fit test log planning_choice_accuracy."""
+    _, log_dir, out = trained
+    scalars = logged_scalars(log_dir)
+    for split, steps in (("val", [1, 3]), ("test", [4])):
+        for name in ("exact_match", "planning_choice_accuracy"):
+            values = scalars[f"{split}/prediction/{name}"]
+            assert [step for step, _ in values] == steps, f"{split}/prediction/{name}: {values}"
+            assert all(0.0 <= value <= 1.0 for _, value in values)
+    assert "test/prediction/planni" in out  # the post-fit table (names cut at its column width)
 
 
 def test_eval_finds_the_checkpoint_and_reports_validation_metrics(trained):
