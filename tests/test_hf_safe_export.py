@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from arlm import RotaryTransformerARLMModel
-from arlm.hf.export import XLM_MODEL_TARGET, export_checkpoint_to_hf
+from arlm.hf.export import export_checkpoint_to_hf
+from arlm.hf.xlm_checkpoint import XLM_MODEL_TARGET
 
 from .test_hf_native_export import BASE, word_tokenizer
 
