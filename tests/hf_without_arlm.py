@@ -84,8 +84,8 @@ torch.save(
 
 
 def run_without_arlm(code: str, args: Sequence[str], io_dir: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``code`` (after :data:`BLOCK_ARLM`) with ``sys.argv[1:] == args`` in ``io_dir``;
-    with ``check`` a non-zero exit fails showing the output's tail."""
+    """Run ``code`` (after :data:`BLOCK_ARLM`) with ``sys.argv[1:] == args`` in ``io_dir``, its
+    stdout and stderr apart; with ``check`` a non-zero exit fails showing both tails."""
     io_dir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(
@@ -94,10 +94,10 @@ def run_without_arlm(code: str, args: Sequence[str], io_dir: Path, check: bool =
     )
     proc = subprocess.run(
         [sys.executable, "-I", "-c", BLOCK_ARLM + code, *map(str, args)],
-        cwd=io_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
+        cwd=io_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600,
     )
     if check:
-        assert proc.returncode == 0, f"child process failed:\n{proc.stdout[-5000:]}"
+        assert proc.returncode == 0, f"child process failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
 
 
