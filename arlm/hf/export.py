@@ -140,7 +140,7 @@ def describe_architecture(model: PreTrainedModel) -> str:
     if isinstance(model, ArlowForCausalLM):
         blocker = native_blocker(model.config)
         why = "chosen" if blocker is None else f"no native twin: {blocker}"
-        return f"{name} (Arlow, loads after `import arlm`; {why})"
+        return f"{name} (Arlow: loads with trust_remote_code=True, or after `import arlm`; {why})"
     return f"{name} (native: loads without arlm)"
 
 
