@@ -192,7 +192,7 @@ def test_nan_or_inf_weights_are_refused_naming_the_tensor_and_the_fix(tmp_path, 
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     if which == "raw":
         with pytest.raises(ValueError, match=re.escape(
-            f"the raw weights hold NaN or Inf values, first in tensor 'model.layers.0.mlp.up_proj.weight' (1 of ")):
+            "the raw weights hold NaN or Inf values, first in tensor 'model.layers.0.mlp.up_proj.weight' (1 of ")):
             export_checkpoint_to_hf(tmp_path / "bad.ckpt", tmp_path / "out", apply_ema=False)
         export_checkpoint_to_hf(tmp_path / "bad.ckpt", tmp_path / "out")  # the finite EMA weights are exported
     else:

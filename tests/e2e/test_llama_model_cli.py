@@ -28,7 +28,7 @@ def test_tiny_llama_run_exports_as_llama_for_causal_lm(star_data_dir, tmp_path):
     proc = run_xlm(["job_type=export_hf", "experiment=star_easy_arlm", LLAMA, *STAR_SIZES, *tiny,
                     f"+export_hf.checkpoint_path={ckpt}", f"+export_hf.output_dir={out}", "+export_hf.architecture=native"],
                    cwd=REPO_ROOT, env=env)
-    assert f"as LlamaForCausalLM (native" in proc.stdout
+    assert "as LlamaForCausalLM (native" in proc.stdout
     config = json.loads((out / "config.json").read_text())
     assert (config["model_type"], config["num_key_value_heads"], config["head_dim"]) == ("llama", 2, 8)
     assert config["hidden_act"] == "silu" and not config["attention_bias"] and "auto_map" not in config
