@@ -13,7 +13,8 @@ from transformers import (
 
 from arlm import ArlowConfig, ArlowForCausalLM, RotaryTransformerARLMModel
 from arlm.runtime.checkpoint_load import copy_ema_weights
-from arlm.hf.export import XLM_MODEL_TARGET, export_checkpoint_to_hf, hf_tokenizer_from, xlm_to_hf
+from arlm.hf.export import export_checkpoint_to_hf, hf_tokenizer_from, xlm_to_hf
+from arlm.hf.xlm_checkpoint import XLM_MODEL_TARGET
 
 from .conftest import TINY_MODEL_KWARGS, VOCAB_SIZE
 
@@ -84,7 +85,7 @@ def test_export_lightning_checkpoint_round_trips_through_auto_classes(tmp_path, 
     assert (tokenizer.pad_token, tokenizer.eos_token, tokenizer.bos_token) == ("[PAD]", "[EOS]", "[BOS]")
     text = "3 4 5 [EOS]"
     assert tokenizer.encode(text) == simple_tokenizer.encode(text) == [10, 11, 12, 3]
-    assert tokenizer.decode([10, 11, 12, 3]) == text and len(tokenizer) == VOCAB_SIZE
+    assert tokenizer.decode([10, 11, 12, 3]) == " " + text and len(tokenizer) == VOCAB_SIZE  # a space before each token
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, GPTNeoXForCausalLM, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from arlm import RotaryTransformerARLMModel
-from arlm.hf.export import XLM_MODEL_TARGET, choose_architecture, export_checkpoint_to_hf, xlm_to_hf
+from arlm.hf.export import choose_architecture, export_checkpoint_to_hf, xlm_to_hf
+from arlm.hf.xlm_checkpoint import XLM_MODEL_TARGET
 from arlm.hf.native_export import native_blocker, to_native
 
 from .hf_without_arlm import greedy_reference, load_without_arlm
@@ -88,8 +89,12 @@ def test_networks_without_a_native_twin_stay_arlow_and_say_why(overrides, reason
         choose_architecture(arlow, "native")
 
 
-@pytest.mark.parametrize("overrides", [{}, dict(LLAMA, tie_word_embeddings=True)], ids=["gpt_neox", "llama_tied"])
-def test_export_loads_without_arlm_through_auto_classes_and_pipeline(tmp_path, overrides):
+@pytest.mark.parametrize(
+    "overrides, architecture",
+    [({}, "auto"), (dict(LLAMA, tie_word_embeddings=True), "auto"), (NEOX_GQA, "arlow")],
+    ids=["gpt_neox", "llama_tied", "arlow_remote_code"],
+)
+def test_export_loads_without_arlm_through_auto_classes_and_pipeline(tmp_path, overrides, architecture):
     tokenizer = word_tokenizer()
     xlm = xlm_model(len(tokenizer), **overrides)
     kwargs = {"_target_": XLM_MODEL_TARGET, "num_embeddings": len(tokenizer), **BASE, **overrides}
@@ -98,11 +103,13 @@ def test_export_loads_without_arlm_through_auto_classes_and_pipeline(tmp_path, o
          "hyper_parameters": {"model": kwargs}},
         tmp_path / "last.ckpt",
     )
-    export_checkpoint_to_hf(tmp_path / "last.ckpt", tmp_path / "hf", tokenizer=tokenizer)
+    export_checkpoint_to_hf(tmp_path / "last.ckpt", tmp_path / "hf", tokenizer=tokenizer, architecture=architecture)
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
-    assert config["model_type"] in ("gpt_neox", "llama")
+    remote_code = architecture == "arlow"
+    assert config["model_type"] == ("arlowgpt" if remote_code else config["model_type"])
+    assert config["model_type"] in ("gpt_neox", "llama", "arlowgpt") and ("auto_map" in config) == remote_code
     ids = torch.randint(4, len(tokenizer), (2, 12), generator=torch.Generator().manual_seed(2))
-    result = load_without_arlm(tmp_path / "hf", tmp_path / "child", ids, PROMPTS, new_tokens=6)
+    result = load_without_arlm(tmp_path / "hf", tmp_path / "child", ids, PROMPTS, new_tokens=6, trust_remote_code=remote_code)
 
     assert result["model_class"] == config["architectures"][0] and result["model_dtype"] == "torch.float32"
     assert result["padding_side"] == "left" and result["vocab_size"] == len(tokenizer)
@@ -115,6 +122,13 @@ def test_export_loads_without_arlm_through_auto_classes_and_pipeline(tmp_path, o
     expected = greedy_reference(xlm, prompt_ids, 6, tokenizer.eos_token_id, tokenizer.pad_token_id)
     assert result["generated"][:, mask.shape[1]:].tolist() == expected
     reloaded = AutoTokenizer.from_pretrained(tmp_path / "hf")
-    # the pipeline's text is the decoded continuation (a leading space depends on the version)
+    # Every way of reading the text gives the same words, separated by single spaces as in the
+    # data: each decoded text starts with one space, so the prompt plus the decoded continuation
+    # (the pipeline's full text on transformers 5) reads right, as the full decode does on 4.x.
     expected_texts = [reloaded.decode(c, skip_special_tokens=True) for c in expected]
-    assert [text.strip() for text in result["pipeline_texts"]] == expected_texts
+    assert all(t.startswith(" ") and "  " not in t for t in expected_texts)
+    assert result["pipeline_texts"] == result["batch_decoded"] == result["decoded"] == expected_texts
+    assert result["pipeline_full_texts"] == [p + t for p, t in zip(PROMPTS, expected_texts)]
+    for prompt, continuation, full in zip(PROMPTS, expected, result["pipeline_full_texts"]):
+        words = [reloaded.convert_ids_to_tokens(i) for i in continuation if i not in reloaded.all_special_ids]
+        assert full.split(" ") == prompt.split(" ") + words

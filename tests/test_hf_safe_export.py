@@ -2,6 +2,7 @@
 ``overwrite=True``, nothing written on failure, no stale files. No xlm-core needed."""
 
 import logging
+import re
 import os
 import subprocess
 import sys
@@ -10,7 +11,8 @@ import pytest
 import torch
 
 from arlm import RotaryTransformerARLMModel
-from arlm.hf.export import XLM_MODEL_TARGET, export_checkpoint_to_hf
+from arlm.hf.export import export_checkpoint_to_hf
+from arlm.hf.xlm_checkpoint import XLM_MODEL_TARGET
 
 from .test_hf_native_export import BASE, word_tokenizer
 
@@ -124,3 +126,89 @@ def test_export_removes_what_a_killed_export_left_beside_it_and_says_so_once(tmp
     assert [r.getMessage() for r in caplog.records if leftover.name in r.getMessage()] == [
         f"Removed 1 temporaries left in {tmp_path} by writers that died: {leftover.name}"
     ]
+
+
+def test_output_dir_that_is_or_holds_the_checkpoint_or_the_run_s_checkpoints_is_refused(tmp_path):
+    checkpoints = tmp_path / "run" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    write_checkpoint(checkpoints / "last.ckpt")
+    (checkpoints / "best.ckpt").write_bytes((checkpoints / "last.ckpt").read_bytes())
+    before = sorted((p.name, p.stat().st_size) for p in checkpoints.iterdir())
+    cases = [
+        (checkpoints / "last.ckpt", f"is the checkpoint {checkpoints / 'last.ckpt'} being exported"),
+        (checkpoints, f"contains the checkpoint {checkpoints / 'last.ckpt'} being exported"),
+        (tmp_path / "run", f"contains the checkpoint {checkpoints / 'last.ckpt'} being exported"),
+    ]
+    for output_dir, refusal in cases:
+        with pytest.raises(ValueError, match=re.escape(f"output_dir {output_dir} {refusal}")):
+            export_checkpoint_to_hf(checkpoints / "last.ckpt", output_dir, overwrite=True)
+    with pytest.raises(ValueError, match=re.escape(f"output_dir {checkpoints} is a checkpoint directory (it holds")):
+        export_checkpoint_to_hf(_copy(checkpoints / "last.ckpt", tmp_path / "copy.ckpt"), checkpoints, overwrite=True)
+    with pytest.raises(ValueError, match=re.escape(f"output_dir {tmp_path / 'run'} contains the checkpoint directory {checkpoints}")):
+        export_checkpoint_to_hf(tmp_path / "copy.ckpt", tmp_path / "run", overwrite=True)
+    assert sorted((p.name, p.stat().st_size) for p in checkpoints.iterdir()) == before
+    export_checkpoint_to_hf(checkpoints / "last.ckpt", checkpoints / "hf")  # a new directory beside them deletes nothing
+    export_checkpoint_to_hf(checkpoints / "last.ckpt", tmp_path / "run" / "hf")
+    assert sorted((p.name, p.stat().st_size) for p in checkpoints.iterdir() if p.suffix == ".ckpt") == before
+
+
+def _copy(source, target):
+    target.write_bytes(source.read_bytes())
+    return target
+
+
+def test_output_dir_in_or_over_a_data_cache_is_refused(tmp_path):
+    data = tmp_path / "work" / "data"
+    (data / "dhruveshpatel" / "star-small").mkdir(parents=True)
+    write_checkpoint(tmp_path / "last.ckpt", extra={"hyper_parameters": {
+        "model": {"_target_": XLM_MODEL_TARGET, "num_embeddings": VOCAB, **BASE},
+        "paths": {"data_dir": str(data)},
+    }})
+    for output_dir, relation in [(data, "is"), (data / "hf", "lies inside"), (tmp_path / "work", "contains")]:
+        with pytest.raises(ValueError, match=re.escape(f"output_dir {output_dir} {relation} the data cache directory {data}")):
+            export_checkpoint_to_hf(tmp_path / "last.ckpt", output_dir, overwrite=True)
+    other = tmp_path / "other_cache"
+    with pytest.raises(ValueError, match=re.escape(f"lies inside the data cache directory {other}")):
+        export_checkpoint_to_hf(tmp_path / "last.ckpt", other / "hf", protected_dirs=[other])
+    assert (data / "dhruveshpatel" / "star-small").is_dir() and not (data / "hf").exists()
+
+
+@pytest.mark.parametrize("which", ["raw", "ema", "both"])
+def test_nan_or_inf_weights_are_refused_naming_the_tensor_and_the_fix(tmp_path, which):
+    ExponentialMovingAverage = pytest.importorskip("torch_ema").ExponentialMovingAverage
+    torch.manual_seed(0)
+    model = RotaryTransformerARLMModel(num_embeddings=VOCAB, **BASE)
+    ema = ExponentialMovingAverage([p for p in model.parameters() if p.requires_grad], decay=0.5)
+    with torch.no_grad():
+        if which in ("ema", "both"):
+            ema.shadow_params[3][0] = float("nan")
+        if which in ("raw", "both"):
+            model.model.layers[0].mlp.up_proj.weight[1, 2] = float("inf")
+    torch.save({
+        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        "hyper_parameters": {"model": {"_target_": XLM_MODEL_TARGET, "num_embeddings": VOCAB, **BASE}},
+        "ema": ema.state_dict(),
+    }, tmp_path / "bad.ckpt")
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    if which == "raw":
+        with pytest.raises(ValueError, match=re.escape(
+            "the raw weights hold NaN or Inf values, first in tensor 'model.layers.0.mlp.up_proj.weight' (1 of ")):
+            export_checkpoint_to_hf(tmp_path / "bad.ckpt", tmp_path / "out", apply_ema=False)
+        export_checkpoint_to_hf(tmp_path / "bad.ckpt", tmp_path / "out")  # the finite EMA weights are exported
+    else:
+        with pytest.raises(ValueError, match=f"EMA weights.* first in tensor '{re.escape(names[3])}' .*Fix: " + (
+            re.escape("only the EMA weights are bad; export the raw weights, which are finite, with apply_ema=False")
+            if which == "ema" else "the run diverged")):
+            export_checkpoint_to_hf(tmp_path / "bad.ckpt", tmp_path / "out")
+        assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag, value", [("overwrite", "no"), ("overwrite", 1), ("apply_ema", "false"), ("apply_ema", 0)])
+def test_flags_that_are_not_booleans_are_refused_before_anything(tmp_path, flag, value):
+    write_checkpoint(tmp_path / "last.ckpt")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    with pytest.raises(ValueError, match=re.escape(f"{flag} must be True or False, got {type(value).__name__} {value!r}")):
+        export_checkpoint_to_hf(tmp_path / "last.ckpt", out, **{flag: value})
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]

@@ -1,17 +1,23 @@
-"""Export an xLM ``arlm`` checkpoint as a Hugging Face directory (config.json, model.safetensors,
-tokenizer files) that ``AutoModelForCausalLM`` / ``AutoTokenizer`` / ``pipeline`` load.
+"""Export an xLM ``arlm`` checkpoint as a Hugging Face directory that ``AutoModelForCausalLM`` /
+``AutoTokenizer`` / ``pipeline`` load: ``config.json``, ``model.safetensors``,
+``generation_config.json``, the tokenizer files and a model card ``README.md``.
 
 Both faces are the same :class:`~arlm.network.decoder.DecoderStack` with the same parameter names: the
 xLM model is rebuilt from its recorded constructor arguments and its state dict loaded as it is
-into an :class:`ArlowForCausalLM`. With ``architecture="auto"`` (default) that network is then
-written as ``LlamaForCausalLM`` or ``GPTNeoXForCausalLM`` when one expresses it exactly
-(:mod:`arlm.hf.native_export`), so the directory loads without arlm in any ``transformers``;
-otherwise as ``ArlowForCausalLM`` (loads after ``import arlm``). ``"native"`` insists on the
-former, ``"arlow"`` on the latter. The tokenizer is always a plain ``PreTrainedTokenizerFast``
-(left padding), which ``AutoTokenizer`` loads without arlm.
+into an :class:`ArlowForCausalLM` (:mod:`arlm.hf.xlm_checkpoint`). With ``architecture="auto"``
+(default) that network is then written as ``LlamaForCausalLM`` or ``GPTNeoXForCausalLM`` when one
+expresses it exactly (:mod:`arlm.hf.native_export`), so the directory loads without arlm in any
+``transformers``; otherwise as ``ArlowForCausalLM`` with its code and ``auto_map``
+(:mod:`arlm.hf.remote_code`: loads with ``trust_remote_code=True`` without arlm, or after
+``import arlm``). ``"native"`` insists on the former, ``"arlow"`` on the latter. The tokenizer is
+always a plain ``PreTrainedTokenizerFast`` (left padding), which ``AutoTokenizer`` loads without
+arlm. The card and the generation config say how the model was trained and prompted
+(:mod:`arlm.hf.model_card`).
 
 The directory is written safely: the checkpoint is read with ``torch.load(weights_only=True)``
-(a pickle cannot run code), the tokenizer is converted before anything is written, everything is
+(a pickle cannot run code); the tokenizer is converted and the weights checked finite before
+anything is written; an ``output_dir`` that is, contains or lies inside the checkpoint, a
+checkpoint directory or a data cache is refused (:mod:`arlm.hf.export_paths`); everything is
 written into a temporary directory beside ``output_dir`` and renamed into place
 (:func:`arlm.runtime.atomic_files.write_directory_atomically`: files get the permissions of a
 plain ``save_pretrained`` under the umask, temporaries of exports killed earlier are removed), and
@@ -23,25 +29,24 @@ is :mod:`arlm.jobs.export_hf`, so that this module imports without xlm-core and 
 """
 
 import copy
-import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Tuple, Union
+from typing import Any, Iterable, Mapping, Optional, Union
 
-from safetensors.torch import load_file
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from arlm.runtime.atomic_files import TargetExistsError, occupant, write_directory_atomically
-from arlm.runtime.checkpoint_load import copy_ema_weights, load_safely
 from arlm.hf.configuration_arlow import ArlowConfig
+from arlm.hf.export_paths import refuse_unsafe_output_dir
+from arlm.hf.model_card import CardFacts, generation_settings, model_card
 from arlm.hf.modeling_arlow import ArlowForCausalLM
 from arlm.hf.native_export import native_blocker, to_native
+from arlm.hf.remote_code import write_remote_code
+from arlm.hf.xlm_checkpoint import data_directories, read_checkpoint, rebuild_xlm_model
 from arlm.model_arlm import RotaryTransformerARLMModel
+from arlm.runtime.atomic_files import TargetExistsError, occupant, write_directory_atomically
 
 PathLike = Union[str, Path]
-XLM_MODEL_TARGET = "arlm.model_arlm.RotaryTransformerARLMModel"
-LIGHTNING_MODEL_PREFIX = "model."
-TOKENIZER_INTERPOLATION = re.compile(r"\$\{tokenizer:(\w+)\}")
 ARCHITECTURES = ("auto", "native", "arlow")
 SPECIAL_TOKEN_NAMES = ("pad_token", "bos_token", "eos_token", "unk_token", "mask_token", "cls_token", "sep_token")
 
@@ -54,8 +59,14 @@ def export_checkpoint_to_hf(
     apply_ema: Optional[bool] = None,
     architecture: str = "auto",
     overwrite: bool = False,
+    protected_dirs: Iterable[PathLike] = (),
 ) -> PreTrainedModel:
     """Write ``output_dir`` and return the exported model (its class says which architecture).
+
+    The directory holds ``config.json``, ``model.safetensors``, ``generation_config.json`` (the
+    run's EOS/pad/BOS ids, ``max_new_tokens`` and sampling, :func:`~arlm.hf.model_card.generation_settings`),
+    the tokenizer files and a model card ``README.md`` (:func:`~arlm.hf.model_card.model_card`);
+    an Arlow export also its code and ``auto_map`` (:mod:`arlm.hf.remote_code`).
 
     Args:
         checkpoint_path: a Lightning checkpoint written by ``xlm job_type=train`` (``.ckpt``: the
@@ -66,36 +77,45 @@ def export_checkpoint_to_hf(
             ids go into the config (``bos/eos_token_id``). ``None``: no tokenizer files.
         model_config: ``RotaryTransformerARLMModel`` arguments (the ``model:`` node); needed only
             when the checkpoint does not record them (model-only weights).
-        apply_ema: use the EMA weights; default: when the checkpoint has them (as xLM's
-            ``extract_checkpoint`` does).
+        apply_ema: ``True``/``False``: use the EMA weights or not; ``None`` (default): when the
+            checkpoint has them (as xLM's ``extract_checkpoint`` does).
         architecture: ``"auto"`` (native when exact, else Arlow), ``"native"`` or ``"arlow"``.
-        overwrite: replace an existing ``output_dir`` (file or non-empty directory).
+        overwrite: ``True`` replaces an existing ``output_dir`` (file or non-empty directory).
+        protected_dirs: directories the export must not be, contain or lie inside (the job passes
+            the configured data caches); the checkpoint, checkpoint directories and the data
+            caches the checkpoint records are always protected
+            (:func:`~arlm.hf.export_paths.refuse_unsafe_output_dir`).
 
     Raises:
-        ValueError: bad ``architecture``; ``output_dir`` exists (or another export wrote it
-            meanwhile) and ``overwrite`` is False; the
-            file is not a weights-only ``arlm`` checkpoint (another model, unexpected keys, a
-            pickle that needs code); EMA weights were asked for and are missing or do not fit;
-            ``architecture="native"`` for a network with no exact native twin; a tokenizer that
-            cannot be converted. Nothing is written in any of these cases.
+        ValueError: ``overwrite`` / ``apply_ema`` that are not booleans; bad ``architecture``;
+            ``output_dir`` exists (or another export wrote it meanwhile) and ``overwrite`` is
+            False; ``output_dir`` is, contains or lies inside the checkpoint, a checkpoint
+            directory or a data cache; the file is not a weights-only ``arlm`` checkpoint
+            (another model, unexpected keys, a pickle that needs code); EMA weights were asked
+            for and are missing or do not fit; a weight is NaN or Inf; ``architecture="native"``
+            for a network with no exact native twin; a tokenizer that cannot be converted.
+            Nothing is written in any of these cases.
     """
+    _check_boolean("overwrite", overwrite)
+    if apply_ema is not None:
+        _check_boolean("apply_ema", apply_ema)
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
     checkpoint_path, output_dir = Path(checkpoint_path), Path(output_dir)
     _check_output_dir(output_dir, overwrite)
+    contents = read_checkpoint(checkpoint_path)
+    refuse_unsafe_output_dir(
+        output_dir, checkpoint_path, [*data_directories(contents), *map(Path, protected_dirs)], overwrite
+    )
     hf_tokenizer = None if tokenizer is None else hf_tokenizer_from(tokenizer)
-    state_dict, recorded_config, ema = _read_checkpoint(checkpoint_path)
-    kwargs = _xlm_model_kwargs(recorded_config or model_config, checkpoint_path)
-    if recorded_config is not None:
-        kwargs = _fill_placeholders(kwargs, tokenizer, model_config, checkpoint_path)
-    xlm_model = RotaryTransformerARLMModel(**kwargs)
-    _load_xlm_state_dict(xlm_model, state_dict, checkpoint_path)
     if apply_ema is None:
-        apply_ema = ema is not None
-    if apply_ema:
-        copy_ema_weights(xlm_model, ema, checkpoint_path, fix="use apply_ema=False")
+        apply_ema = contents.ema is not None
+    xlm_model = rebuild_xlm_model(contents, tokenizer, model_config, apply_ema)
     hf_model = choose_architecture(xlm_to_hf(xlm_model, tokenizer), architecture)
-    _write_into_place(output_dir, hf_model, hf_tokenizer, overwrite)
+    hf_model.generation_config = GenerationConfig(**generation_settings(contents, hf_tokenizer))
+    remote_code = isinstance(hf_model, ArlowForCausalLM)
+    card = model_card(CardFacts(contents, apply_ema, hf_model, hf_tokenizer, remote_code, output_dir.name))
+    _write_into_place(output_dir, ExportFiles(hf_model, hf_tokenizer, card, remote_code), overwrite)
     return hf_model
 
 
@@ -120,7 +140,7 @@ def describe_architecture(model: PreTrainedModel) -> str:
     if isinstance(model, ArlowForCausalLM):
         blocker = native_blocker(model.config)
         why = "chosen" if blocker is None else f"no native twin: {blocker}"
-        return f"{name} (Arlow, loads after `import arlm`; {why})"
+        return f"{name} (Arlow: loads with trust_remote_code=True, or after `import arlm`; {why})"
     return f"{name} (native: loads without arlm)"
 
 
@@ -145,6 +165,12 @@ def hf_tokenizer_from(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizer
     ``tokenizers`` backend; xlm-core's ``SimpleSpaceTokenizer`` (space-separated words, no
     ``save_pretrained``) becomes a word-level ``tokenizers`` model over its vocabulary.
 
+    A backend without a decoder (the word-level one, or a fast tokenizer built without one) gets
+    :func:`word_decoder`: each token decodes as a space followed by the token, so every decoded
+    text starts with one space and a decoded continuation appended to its prompt reads right in
+    every transformers (the text-generation pipeline of transformers 5 appends the decoded new
+    tokens to the prompt text). Ids, tokens and encoding are unchanged.
+
     Raises:
         ValueError: another kind of tokenizer, or a special token that is not in its vocabulary.
     """
@@ -158,6 +184,8 @@ def hf_tokenizer_from(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizer
             f"cannot convert a {type(tokenizer).__name__} to a PreTrainedTokenizerFast: expected a "
             "PreTrainedTokenizerFast or xlm-core's SimpleSpaceTokenizer"
         )
+    if backend.decoder is None:
+        backend.decoder = word_decoder()
     vocab = tokenizer.get_vocab()
     specials = {}
     for name in SPECIAL_TOKEN_NAMES:
@@ -185,6 +213,12 @@ def hf_tokenizer_from(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizer
     return converted
 
 
+def word_decoder() -> decoders.Decoder:
+    """The decoder of space-separated words: a space before every token (special ones too);
+    ``decode([id("3"), id("4")]) == " 3 4"``. A ``tokenizers`` object, saved in ``tokenizer.json``."""
+    return decoders.Replace(Regex("^"), " ")
+
+
 def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
     kind = None if overwrite else occupant(output_dir)
     if kind is not None:
@@ -198,19 +232,31 @@ def _refusal(output_dir: Path, kind: str) -> ValueError:
     )
 
 
-def _write_into_place(
-    output_dir: Path, model: PreTrainedModel, tokenizer: Optional[PreTrainedTokenizerFast], overwrite: bool
-) -> None:
+@dataclass(frozen=True)
+class ExportFiles:
+    """What goes into the export directory: the model (with its generation config), the tokenizer
+    (None: no tokenizer files), the model card text, and whether to add Arlow's code."""
+
+    model: PreTrainedModel
+    tokenizer: Optional[PreTrainedTokenizerFast]
+    card: str
+    remote_code: bool
+
+    def save(self, directory: Path) -> None:
+        self.model.save_pretrained(directory)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(directory)
+        if self.remote_code:
+            write_remote_code(directory)
+        (directory / "README.md").write_text(self.card, encoding="utf-8")
+
+
+def _write_into_place(output_dir: Path, files: ExportFiles, overwrite: bool) -> None:
     """Save into a temporary directory beside ``output_dir`` and rename it into place
-    (:func:`arlm.runtime.atomic_files.write_directory_atomically`)."""
-
-    def save(staging: Path) -> None:
-        model.save_pretrained(staging)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(staging)
-
+    (:func:`arlm.runtime.atomic_files.write_directory_atomically`, which also gives every file
+    the permissions of a plain ``save_pretrained`` under the umask)."""
     try:
-        write_directory_atomically(output_dir, save, replace=overwrite)
+        write_directory_atomically(output_dir, files.save, replace=overwrite)
     except TargetExistsError as error:
         if error.while_writing:
             raise ValueError(
@@ -221,77 +267,12 @@ def _write_into_place(
         raise _refusal(output_dir, error.kind) from None
 
 
-def _read_checkpoint(path: Path) -> Tuple[dict, Optional[Mapping[str, Any]], Optional[dict]]:
-    """``(model state dict without the Harness prefix, recorded model config, EMA state)``, read
-    as training reads checkpoints (:func:`arlm.runtime.checkpoint_load.load_safely`: weights only)."""
-    if path.suffix == ".safetensors" and path.is_file():
-        return load_file(str(path)), None, None
-    checkpoint = load_safely(path)
-    if "state_dict" not in checkpoint:
-        return dict(checkpoint), None, None
-    hparams = checkpoint.get("hyper_parameters") or {}
-    recorded = hparams.get("model")
-    state_dict = {
-        key[len(LIGHTNING_MODEL_PREFIX):]: value
-        for key, value in checkpoint["state_dict"].items()
-        if key.startswith(LIGHTNING_MODEL_PREFIX)
-    }
-    return state_dict, recorded, checkpoint.get("ema")
-
-
-def _xlm_model_kwargs(model_config: Optional[Mapping[str, Any]], path: Path) -> dict:
-    if model_config is None:
+def _check_boolean(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
         raise ValueError(
-            f"{path} does not record its model configuration; pass model_config (the xLM "
-            "`model:` node of the run) to export model-only weights"
+            f"{name} must be True or False, got {type(value).__name__} {value!r}; strings ('no', "
+            f"'false') and numbers (0, 1) are not read as booleans"
         )
-    target = model_config.get("_target_")
-    if target != XLM_MODEL_TARGET:
-        raise ValueError(
-            f"{path} is not an arlm checkpoint: its model is {target!r}, expected {XLM_MODEL_TARGET!r}"
-        )
-    return {key: value for key, value in model_config.items() if not key.startswith("_")}
-
-
-def _fill_placeholders(
-    kwargs: dict,
-    tokenizer: Optional[PreTrainedTokenizerBase],
-    model_config: Optional[Mapping[str, Any]],
-    path: Path,
-) -> dict:
-    """Values the Harness recorded as literal interpolations.
-
-    xlm-core saves ``hyper_parameters`` under dummy resolvers, so tokenizer-dependent arguments
-    are stored as the strings ``"${tokenizer:full_vocab_size}"``, ``"${tokenizer:pad_token_id}"``.
-    ``${tokenizer:attr}`` is read from ``tokenizer``; any other interpolation from ``model_config``.
-    """
-    filled = dict(kwargs)
-    for key, value in kwargs.items():
-        if not (isinstance(value, str) and value.startswith("${")):
-            continue
-        match = TOKENIZER_INTERPOLATION.fullmatch(value)
-        if match and tokenizer is not None:
-            filled[key] = getattr(tokenizer, match.group(1))
-        elif model_config is not None and key in model_config:
-            filled[key] = model_config[key]
-        else:
-            raise ValueError(
-                f"{path} records model argument {key}={value!r} unresolved; pass the run's "
-                "tokenizer (or model_config) to export_checkpoint_to_hf"
-            )
-    return filled
-
-
-def _load_xlm_state_dict(model: RotaryTransformerARLMModel, state_dict: dict, path: Path) -> None:
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
-    if missing or unexpected:
-        raise ValueError(
-            f"{path} is not an arlm checkpoint for this configuration: missing keys "
-            f"{missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected keys "
-            f"{unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
-        )
-    model.load_state_dict(state_dict, strict=True)
 
 
 def _is_space_separated_word_tokenizer(tokenizer: PreTrainedTokenizerBase) -> bool:

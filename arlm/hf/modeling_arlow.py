@@ -26,6 +26,7 @@ from transformers.utils.generic import can_return_tuple
 from arlm.network.decoder import CrossAttention, DecoderStack, SelfAttention, init_weights
 from arlm.hf.configuration_arlow import ArlowConfig
 from arlm.hf.hf_cache import HFCacheView
+from arlm.hf.peft_defaults import register_lora_target_modules
 from arlm.network.rope import RotaryEmbedding, apply_rotary_pos_emb
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
@@ -42,6 +43,8 @@ ArlowRMSNorm = nn.RMSNorm
 
 ArlowRotaryEmbedding = RotaryEmbedding
 """Arlow's RoPE tables: the shared :class:`arlm.network.rope.RotaryEmbedding` (rotate-half, fp32)."""
+
+register_lora_target_modules(ArlowConfig.model_type)
 
 __all__ = [
     "ArlowForCausalLM",

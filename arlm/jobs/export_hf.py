@@ -12,9 +12,11 @@ refuses anything else (``no``, ``0``, ...) before the job starts.
 """
 
 import logging
+from typing import List
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from arlm.hf.export import describe_architecture, export_checkpoint_to_hf
 
@@ -42,6 +44,21 @@ def export_hf_job(cfg: DictConfig) -> None:
         model_config=OmegaConf.to_container(cfg.model, resolve=True),
         apply_ema=options.get("apply_ema"),
         architecture=options.get("architecture", "auto"),
-        overwrite=options.get("overwrite") is True,
+        overwrite=options.get("overwrite", False),
+        protected_dirs=_data_caches(cfg),
     )
     log.info(f"Exported {options.checkpoint_path} to {options.output_dir} as {describe_architecture(model)}")
+
+
+def _data_caches(cfg: DictConfig) -> List[str]:
+    """The configured data cache directories (``paths.data_dir``, ``datamodule.manual_cache_dir``),
+    which the export must not be written over or into."""
+    found = []
+    for key in ("paths.data_dir", "datamodule.manual_cache_dir"):
+        try:
+            value = OmegaConf.select(cfg, key, default=None)
+        except OmegaConfBaseException:  # an interpolation that cannot be resolved names no directory
+            value = None
+        if isinstance(value, str) and value:
+            found.append(value)
+    return found

@@ -29,13 +29,20 @@ ATTENTION_BACKENDS = ("sdpa", "eager", "flash_attn")
 _FLASH_ATTN_INSTALLED = importlib.util.find_spec("flash_attn") is not None
 
 
+def is_flash_attn_available() -> bool:
+    """Whether the ``flash_attn`` package is installed (looked up once, at import). The name is
+    the one transformers' remote-code loader recognises: the ``flash_attn`` import under an
+    ``if is_flash_attn_available()`` is not required of an environment loading an Arlow export."""
+    return _FLASH_ATTN_INSTALLED
+
+
 def resolve_attention_backend(requested: str) -> str:
     """Return the backend to use; ``flash_attn`` falls back to SDPA (with a warning) if missing."""
     if requested not in ATTENTION_BACKENDS:
         raise ValueError(
             f"attention backend must be one of {ATTENTION_BACKENDS}, got {requested!r}"
         )
-    if requested == "flash_attn" and not _FLASH_ATTN_INSTALLED:
+    if requested == "flash_attn" and not is_flash_attn_available():
         warnings.warn(
             "flash_attn was requested but is not installed; using torch SDPA instead "
             "(pip install 'arlm[flash]' on a CUDA machine to enable it).",
@@ -185,6 +192,7 @@ def attend(
         return attend_eager(q, k, v, mask, is_causal, dropout_p)[0]
     if (
         backend == "flash_attn"
+        and is_flash_attn_available()
         and mask is None
         and q.is_cuda
         and q.dtype in (torch.float16, torch.bfloat16)

@@ -3,6 +3,8 @@ directory loads with the Auto classes and gives the trained network's logits; th
 (native GPT-NeoX) export does so in a process where arlm cannot be imported, with the xLM face's
 greedy continuations of a left-padded batch, through ``pipeline`` too."""
 
+import json
+import re
 import signal
 import subprocess
 import time
@@ -18,7 +20,7 @@ from arlm import ArlowForCausalLM, RotaryTransformerARLMModel
 from tests.e2e.xlm_cli import (
     REPO_ROOT, STAR_SIZES, TINY_MODEL, TINY_TRAIN, XLM, checkpoint_dir, offline_env, run_xlm,
 )
-from tests.hf_without_arlm import greedy_reference, load_without_arlm
+from tests.hf_without_arlm import greedy_reference, load_without_arlm, run_without_arlm
 
 pytestmark = pytest.mark.slow
 STAR = ["experiment=star_easy_arlm", *STAR_SIZES, *TINY_MODEL]
@@ -103,7 +105,7 @@ def test_default_export_is_native_and_runs_without_arlm(last_checkpoint, tmp_pat
     assert result["generated"][:, mask.shape[1]:].tolist() == expected
     exported = AutoTokenizer.from_pretrained(out)  # SimpleSpaceTokenizer never skips specials
     expected_texts = [exported.decode(c, skip_special_tokens=True) for c in expected]
-    assert [t.strip() for t in result["pipeline_texts"]] == expected_texts
+    assert result["pipeline_texts"] == expected_texts  # with the leading space of every decoded text
 
 
 def test_export_refuses_to_overwrite_unless_asked(last_checkpoint, tmp_path):
@@ -209,3 +211,53 @@ def test_a_killed_export_leaves_a_staging_directory_that_the_next_export_removes
     assert f"Exported {ckpt_path} to {out}" in proc.stdout
     assert [p.name for p in tmp_path.iterdir()] == ["hf"]
     assert proc.stdout.count(f"by writers that died: {staging.name}") == 1
+
+
+def test_export_over_the_run_s_checkpoints_checkpoint_or_data_is_refused_naming_both(last_checkpoint, tmp_path, star_data_dir):
+    env, ckpt_path = last_checkpoint
+    checkpoints = ckpt_path.parent
+    before = sorted((p.name, p.stat().st_size) for p in checkpoints.iterdir())
+    for output_dir, refusal in [
+        (checkpoints, f"output_dir {checkpoints} contains the checkpoint {ckpt_path} being exported"),
+        (ckpt_path, f"output_dir {ckpt_path} is the checkpoint {ckpt_path} being exported"),
+        (star_data_dir, f"output_dir {star_data_dir} is the data cache directory {star_data_dir}"),
+    ]:
+        proc = export(ckpt_path, output_dir, env, "+export_hf.overwrite=true", check=False)
+        assert proc.returncode != 0 and refusal in proc.stdout, proc.stdout[-3000:]
+    assert sorted((p.name, p.stat().st_size) for p in checkpoints.iterdir()) == before
+    assert any(star_data_dir.iterdir())
+
+
+def test_export_of_a_real_run_has_its_card_generation_config_and_runs_its_own_example(last_checkpoint, tmp_path):
+    env, ckpt_path = last_checkpoint
+    out = tmp_path / "hf_model"
+    export(ckpt_path, out, env)
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: text-generation\n")
+    assert "| steps | 4 of trainer.max_steps=4 (epoch 0) |" in card
+    assert "| `val/lm/accumulated_loss` (mode min) |" in card
+    assert "`<prompt> [BOS] <continuation> [EOS]`" in card
+    generation = json.loads((out / "generation_config.json").read_text())
+    assert (generation["eos_token_id"], generation["pad_token_id"], generation["bos_token_id"]) == (3, 0, 4)
+    assert generation["max_length"] == 36  # the run's predictor.max_length (= block_size)
+    example = re.search(r"```python\n(.*?)```", card, flags=re.DOTALL).group(1)
+    printed = run_without_arlm(example, [], tmp_path).stdout.strip()
+    reference = xlm_model_from(torch.load(ckpt_path, map_location="cpu", weights_only=True), use_ema=True)
+    star_tokenizer = SimpleSpaceTokenizer.for_numbers(20)
+    prompt = star_tokenizer.encode("0 1 2 [BOS]", add_special_tokens=False)
+    expected = greedy_reference(reference, [prompt], 36 - len(prompt), star_tokenizer.eos_token_id, star_tokenizer.pad_token_id)[0]
+    words = [star_tokenizer.convert_ids_to_tokens(i) for i in expected if i not in star_tokenizer.all_special_ids]
+    assert printed == " ".join(words)
+
+
+def test_arlow_export_of_a_real_run_loads_without_arlm_through_its_own_code(last_checkpoint, tmp_path):
+    env, ckpt_path = last_checkpoint
+    out = tmp_path / "hf"
+    export(ckpt_path, out, env, "+export_hf.architecture=arlow")
+    reference = xlm_model_from(torch.load(ckpt_path, map_location="cpu", weights_only=True), use_ema=True)
+    ids = torch.randint(7, 27, (2, 20), generator=torch.Generator().manual_seed(0))
+    result = load_without_arlm(out, tmp_path / "child", ids, ["1 2 3 [BOS]", "7 [BOS]"], new_tokens=4, trust_remote_code=True)
+    assert result["model_class"] == "ArlowForCausalLM"
+    with torch.no_grad():
+        assert torch.equal(result["logits"], reference(ids))
+    assert result["pipeline_full_texts"] == [p + t for p, t in zip(["1 2 3 [BOS]", "7 [BOS]"], result["pipeline_texts"])]
