@@ -39,6 +39,7 @@ logger = RankedLogger(__name__, rank_zero_only=True)
 VALIDATION_PENDING_KEY = "arlm_validation_pending"
 VAL_PROGRESS_KEY = "epoch_loop.val_loop.batch_progress"
 SIGTERM_EXIT_STATUS = 128 + signal.SIGTERM
+STAGE_NAMES = {"train": "training", "sanity_check": "the sanity check", "validate": "validation", "test": "test", "predict": "prediction"}
 
 
 def stop_signal(exception: BaseException) -> Optional[str]:
@@ -112,7 +113,7 @@ class StoppedRunCheckpoint(OnExceptionCheckpoint):
             self._stopping = None
         name = stop_signal(exception)
         if name is not None:
-            self._report_stop(trainer, name, written)
+            self._report_stop(trainer, name, written, str(exception))
         if isinstance(exception, SIGTERMException):
             exception.code = SIGTERM_EXIT_STATUS
 
@@ -128,19 +129,19 @@ class StoppedRunCheckpoint(OnExceptionCheckpoint):
         if step is not None:
             logger.warning(f"Resuming at step {step}, whose validation was interrupted: it runs again before training goes on")
 
-    def _report_stop(self, trainer: Trainer, name: str, written: bool) -> None:
-        where = "validation" if trainer.validating else "test" if trainer.testing else "training"
-        if trainer.sanity_checking:
-            where = "the sanity check"
-        saved = (
-            f"{self.ckpt_path} holds the state of step {trainer.global_step}; re-run the same command to resume from it"
-            + (" (the interrupted validation runs again first)" if where == "validation" and trainer.state.fn == TrainerFn.FITTING else "")
-            if written
-            else "no checkpoint was written (nothing to resume before step 2 or during the sanity check)"
-        )
+    def _report_stop(self, trainer: Trainer, name: str, written: bool, detail: str) -> None:
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        where = STAGE_NAMES.get(trainer.state.stage.value if trainer.state.stage else None, "setup")
+        if written:
+            outcome = f"{self.ckpt_path} holds the state of step {trainer.global_step}; re-run the same command to resume from it"
+            outcome += " (the interrupted validation runs again first)" if fitting and trainer.validating else ""
+        elif fitting:
+            outcome = "no checkpoint was written (none before step 2 or during the sanity check); re-running starts afresh"
+        else:
+            outcome = "re-run the command to evaluate again"
         status = SIGTERM_EXIT_STATUS if name == "SIGTERM" else 1
-        logger.warning(f"Stopped by {name} during {where} at step {trainer.global_step}: {saved}. Exit status {status}.")
-
+        detail = f" ({detail})" if detail else ""
+        logger.warning(f"Stopped by {name} during {where} at step {trainer.global_step}{detail}: {outcome}. Exit status {status}.")
 
 def replace_on_exception_checkpoint(callbacks: Sequence[Callback]) -> List[Callback]:
     """``[StoppedRunCheckpoint]`` with the directory and file name of xlm-core's
