@@ -23,6 +23,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from arlm.network.value_checks import is_finite_number, is_int
+from arlm.runtime.config_memory import memory_problems
 
 MISSING = object()
 
@@ -298,8 +299,10 @@ def _schema_problems(cfg: DictConfig, schema: type, prefix: str) -> Iterator[str
 
 
 def config_problems(cfg: DictConfig) -> List[str]:
-    """Every value of ``cfg`` that breaks :class:`ConfigSchema`, in the schema's order, one message each."""
-    return list(_schema_problems(cfg, ConfigSchema, ""))
+    """Every value of ``cfg`` that breaks :class:`ConfigSchema`, in the schema's order, one message
+    each, then every size that cannot fit in memory (:func:`arlm.runtime.config_memory.memory_problems`)."""
+    problems = list(_schema_problems(cfg, ConfigSchema, ""))
+    return problems if problems else memory_problems(cfg)
 
 
 def check_config(cfg: DictConfig) -> None:
