@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from arlm.network.value_checks import is_finite_number, is_int
 from arlm.runtime.config_memory import memory_problems
+from arlm.runtime.directory_checks import directory_problems
 
 MISSING = object()
 
@@ -331,10 +332,23 @@ class ConfigRefused(SystemExit):
 
 
 class ConfigCheckCallback(Callback):
-    """Hydra callback: :func:`check_config` before every job."""
+    """Hydra callback: :func:`arlm.runtime.directory_checks.directory_problems` before Hydra makes
+    the run directory (``on_run_start`` / ``on_multirun_start``), :func:`check_config` before every job."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _refuse_unusable_directories(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _refuse_unusable_directories(config)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             check_config(config)
         except ConfigValueError as error:
             raise ConfigRefused(f"{type(error).__name__}: {error}") from None
+
+
+def _refuse_unusable_directories(config: DictConfig) -> None:
+    problems = directory_problems(config)
+    if problems:
+        raise ConfigRefused("DirectoryError: " + "; ".join(problems))
