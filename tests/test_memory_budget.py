@@ -18,7 +18,7 @@ from arlm.network.memory_budget import (
     kv_cache_bytes,
     python_object_bytes,
 )
-from arlm.runtime.config_memory import memory_problems
+from arlm.runtime.config_sizes import memory_problems
 
 TINY = dict(num_embeddings=30, d_model=32, num_layers=1, nhead=2, rotary_emb_dim=16)
 

@@ -1,4 +1,6 @@
-"""Sizes in the composed config that cannot fit in this machine's memory, found before the job starts.
+"""Sizes in the composed config that cannot work, found before the job starts: too big for this
+machine's memory (:func:`memory_problems`), or a prediction length shorter than the data's rows
+(:func:`length_problems`).
 
 The model's own check (:class:`arlm.network.config.DecoderConfig`) runs when the model is built
 and names the constructor argument; this one runs with the other config checks
@@ -87,3 +89,19 @@ def memory_problems(cfg: DictConfig) -> List[str]:
             "lower block_size to the longest sequence of the data, or per_device_batch_size",
         ))
     return [problem for problem in problems if problem is not None]
+
+
+def length_problems(cfg: DictConfig) -> List[str]:
+    """``predictor.max_length`` (prompt and answer) shorter than a row of the data, ``block_size +
+    input_block_size`` (its default): every longer prompt would be cut or left no room to answer."""
+    max_length, block = _int(cfg, "predictor.max_length"), _int(cfg, "block_size")
+    if max_length is None or block is None:
+        return []
+    rows = block + (_int(cfg, "input_block_size") or 0)
+    if max_length >= rows:
+        return []
+    return [
+        f"predictor.max_length={max_length} is shorter than the rows of the data (block_size + input_block_size "
+        f"= {rows} tokens, prompt and answer). Fix: leave predictor.max_length at its default; cap the "
+        f"generated tokens with predictor.max_steps instead"
+    ]
