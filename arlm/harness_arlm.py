@@ -20,6 +20,7 @@ from arlm.datamodule_arlm import tokenizer_vocab_size
 from arlm.runtime.checkpoint_load import copy_ema_weights
 from arlm.runtime.checkpoint_io import NON_FINITE_STOP_KEY, check_state_dict_shapes, load_newest_valid
 from arlm.runtime.cpu_precision import exact_fp32_matmul_on_cpu
+from arlm.runtime.model_only_weights import check_model_only_weights
 from arlm.runtime.resume import NonFiniteLossError, is_non_finite_loss_error, reconcile_learning_rate
 from arlm.runtime.stopped_run import replace_on_exception_checkpoint
 
@@ -123,6 +124,7 @@ class ARLMHarness(Harness):
     def instantiate_model(self) -> None:
         super().instantiate_model()
         check_model_covers_tokenizer(self.model, self.tokenizer)
+        check_model_only_weights(self.model, self.config)
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         check_checkpoint_vocabulary(checkpoint.get("state_dict", {}), self.model, self.tokenizer)
