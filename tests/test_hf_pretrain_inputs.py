@@ -47,7 +47,7 @@ def test_a_corpus_shorter_than_a_block_is_refused_before_training(tmp_path):
      (b'{"text": "a"}\n"text"\n', r"bad.jsonl:2: a jsonl row must be a JSON object, got str"),
      (b'{"text": 7}\n', r"bad.jsonl:1: field 'text' must be a string, got int 7"),
      (b'{"body": "a"}\n', r"bad.jsonl:1: jsonl row has no field 'text'"),
-     (b'{"text": "caf\xe9"}\n', r"bad.jsonl is not UTF-8 text: line 1, byte offset 12 \(byte 0xe9\)")],
+     (b'{"text": "caf\xe9"}\n', r"bad.jsonl is not UTF-8 text: line 1, byte offset 13 \(byte 0xe9\)")],
 )
 def test_bad_jsonl_rows_name_the_file_and_line(tmp_path, content, expected):
     path = tmp_path / "bad.jsonl"
