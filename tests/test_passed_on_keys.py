@@ -19,6 +19,7 @@ TINY = dict(num_embeddings=27, d_model=32, num_layers=1, nhead=2, rotary_emb_dim
 @pytest.mark.parametrize(
     "override, expected",
     [
+        ({"trainer": {"accumulate_grad_batches": 0}}, "trainer.accumulate_grad_batches=0 (int) must be a positive integer"),
         ({"seed": 99999999999}, "seed=99999999999 (int) must be an integer >= 0 and <= 4294967295"),
         ({"seed": -1}, "seed=-1 (int) must be an integer >= 0"),
         ({"star_seed": "abc"}, "star_seed='abc' (str) must be an integer >= 0"),

@@ -63,6 +63,7 @@ class TrainerKeys:
     num_nodes: Optional[PositiveInt]
     log_every_n_steps: Optional[PositiveInt]
     num_sanity_val_steps: Optional[NonNegativeInt]
+    accumulate_grad_batches: Optional[PositiveInt]
     gradient_clip_val: Optional[NonNegativeNumber]
     val_check_interval: Optional[ValCheckInterval]
 
