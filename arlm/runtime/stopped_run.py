@@ -115,7 +115,7 @@ class StoppedRunCheckpoint(OnExceptionCheckpoint):
         if name is not None:
             self._report_stop(trainer, name, written, str(exception))
         if isinstance(exception, SIGTERMException):
-            exception.code = SIGTERM_EXIT_STATUS
+            exception.code = SIGTERM_EXIT_STATUS  # a SystemExit: Python exits with its code once it leaves the Trainer
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: Dict[str, Any]) -> None:
         if self._stopping is None:
