@@ -10,16 +10,19 @@ fail early with the numbers and the fix.
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import torch
+from lightning.pytorch import Callback
 from xlm.harness import Harness
 
 from arlm.datamodule_arlm import tokenizer_vocab_size
 from arlm.runtime.checkpoint_load import copy_ema_weights
 from arlm.runtime.checkpoint_io import NON_FINITE_STOP_KEY, check_state_dict_shapes, load_newest_valid
 from arlm.runtime.cpu_precision import exact_fp32_matmul_on_cpu
+from arlm.runtime.model_only_weights import check_model_only_weights
 from arlm.runtime.resume import NonFiniteLossError, is_non_finite_loss_error, reconcile_learning_rate
+from arlm.runtime.stopped_run import replace_on_exception_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +103,10 @@ class ARLMHarness(Harness):
         super().setup(stage)
         exact_fp32_matmul_on_cpu(self.trainer.strategy.root_device)
 
+    def configure_callbacks(self) -> List[Callback]:
+        """xlm-core's ``OnExceptionCheckpoint`` replaced by :class:`arlm.runtime.stopped_run.StoppedRunCheckpoint`."""
+        return replace_on_exception_checkpoint(self.trainer.callbacks)
+
     def training_step(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().training_step(*args, **kwargs)
@@ -117,6 +124,7 @@ class ARLMHarness(Harness):
     def instantiate_model(self) -> None:
         super().instantiate_model()
         check_model_covers_tokenizer(self.model, self.tokenizer)
+        check_model_only_weights(self.model, self.config)
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         check_checkpoint_vocabulary(checkpoint.get("state_dict", {}), self.model, self.tokenizer)

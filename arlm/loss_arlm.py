@@ -2,6 +2,7 @@
 
 from typing import Any, Optional
 
+import torch
 import torch.nn.functional as F
 
 from arlm.network.inputs import reads_values_for_free
@@ -58,6 +59,8 @@ class ARLMLoss:
         input_ids, target_ids = batch["input_ids"], batch["target_ids"]
         key_padding = None if _declared_right_padded(batch) else batch["attention_mask"]
         logits = self.model(input_ids, attention_mask=key_padding)
+        if reads_values_for_free(target_ids):
+            _check_target_range(target_ids, logits.shape[-1])
         nlls = F.cross_entropy(
             logits.flatten(0, 1).float(), target_ids.flatten(),
             ignore_index=IGNORE_INDEX, reduction="none",
@@ -106,3 +109,21 @@ def _validate_batch(batch: ARLMBatch) -> None:
             raise ValueError(
                 f"{key} must have the shape of input_ids {shape}, got {tuple(batch[key].shape)}"
             )
+    if batch["target_ids"].dtype != torch.int64:
+        raise ValueError(
+            f"target_ids must be an int64 tensor (ids, and {IGNORE_INDEX} where no loss is taken), got dtype "
+            f"{batch['target_ids'].dtype}; convert them with target_ids.long() (uint8 cannot hold {IGNORE_INDEX})"
+        )
+
+
+def _check_target_range(target_ids: torch.Tensor, vocab_size: int) -> None:
+    """Raise ``ValueError`` naming the first target that is neither an id of the model's
+    vocabulary nor the ignore index (reads values: called for CPU tensors in eager mode only)."""
+    bad = (target_ids != IGNORE_INDEX) & ((target_ids < 0) | (target_ids >= vocab_size))
+    if bool(bad.any()):
+        row, column = bad.nonzero()[0].tolist()
+        raise ValueError(
+            f"target_ids[{row}, {column}] = {target_ids[row, column].item()} is outside [0, {vocab_size}) "
+            f"(the model's vocabulary) and not the ignore index {IGNORE_INDEX}; check that the collator "
+            f"and tokenizer match model.num_embeddings"
+        )

@@ -1,9 +1,10 @@
 """``RotaryTransformerARLMModel``: the xLM face of the shared decoder."""
 
-from typing import Iterator, Optional, Tuple
+from typing import Any, Iterator, Optional, Tuple
 
 from huggingface_hub import PyTorchModelHubMixin
 from jaxtyping import Float, Integer
+from safetensors import SafetensorError
 from torch import Tensor, nn
 
 from arlm.network.config import DecoderConfig
@@ -124,6 +125,17 @@ class RotaryTransformerARLMModel(nn.Module, PyTorchModelHubMixin):
         """
         hidden = self.model(x_t, attention_mask=attention_mask, positions=positions, cache=cache)
         return self.lm_head(hidden.last_hidden_state)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, **kwargs: Any) -> "RotaryTransformerARLMModel":
+        """``PyTorchModelHubMixin``'s loading step, with an unreadable ``model.safetensors`` named."""
+        try:
+            return super()._from_pretrained(model_id=model_id, **kwargs)
+        except SafetensorError as error:
+            raise ValueError(
+                f"{model_id}: its model.safetensors cannot be read ({error}); it is truncated or corrupt. "
+                f"Fix: write it again with save_pretrained, or download it again"
+            ) from error
 
     def get_named_params_for_weight_decay(self) -> Iterator[Tuple[str, nn.Parameter]]:
         """Matrices of the linear layers (the output projection included)."""

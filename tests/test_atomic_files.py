@@ -258,3 +258,60 @@ def test_module_imports_without_lightning_hydra_or_xlm():
     code = "import sys, arlm.runtime.atomic_files; print(sorted({m.split('.')[0] for m in sys.modules} & {'lightning', 'hydra', 'omegaconf', 'xlm'}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+class _InterruptingWriter:
+    """A binary file that receives a real SIGINT after its first ``write`` (mid-``torch.save``)."""
+
+    def __init__(self, handle):
+        self.handle, self.calls = handle, 0
+
+    def write(self, data):
+        self.calls += 1
+        if self.calls == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return self.handle.write(data)
+
+    def flush(self):
+        self.handle.flush()
+
+
+@pytest.mark.parametrize("via_torch", [False, True])
+def test_a_write_stopped_by_sigint_says_so_and_keeps_the_old_file(tmp_path, via_torch):
+    """torch.save turns the KeyboardInterrupt raised inside its write into a RuntimeError; before,
+    that read 'Could not write ... Fix: make <dir> a writable directory'."""
+    import torch
+
+    from arlm.runtime.atomic_files import WriteInterrupted
+    from arlm.runtime.checkpoint_io import save_atomically
+
+    target = tmp_path / "last.ckpt"
+    save_atomically({"step": 1}, target)
+
+    def content(handle):
+        writer = _InterruptingWriter(handle)
+        if via_torch:
+            torch.save({"weights": [torch.zeros(1000) for _ in range(8)]}, writer)
+        else:
+            for _ in range(4):
+                writer.write(b"x" * 1024)
+
+    with pytest.raises(WriteInterrupted, match=r"was interrupted \(Ctrl\+C / SIGINT\): the partial copy was removed") as caught:
+        write_file_atomically(target, content)
+    assert isinstance(caught.value, KeyboardInterrupt)
+    assert "writable" not in str(caught.value)
+    assert torch.load(target, weights_only=True) == {"step": 1}
+    assert temporaries(tmp_path) == []
+
+
+def test_a_directory_write_stopped_by_sigint_leaves_no_staging_directory(tmp_path):
+    from arlm.runtime.atomic_files import WriteInterrupted
+
+    def write(staging: Path):
+        (staging / "a").write_text("a")
+        os.kill(os.getpid(), signal.SIGINT)
+        (staging / "b").write_text("b")
+
+    with pytest.raises(WriteInterrupted):
+        write_directory_atomically(tmp_path / "out", write)
+    assert list(tmp_path.iterdir()) == []

@@ -14,6 +14,7 @@ another seed than an existing cache holds is an error rather than a silent reuse
 """
 
 import json
+import logging
 import random
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
@@ -24,7 +25,10 @@ from xlm.datamodule import parse_hf_dataset_full_name
 from xlm.tasks.star import AsymmetricVariableArmlengthStarGraphGenerator, SimpleStarGraphGenerator
 
 from arlm.dataprep.cache import AtomicCacheDatasetManager, write_cache_atomically
+from arlm.network.memory_budget import check_fits, host_memory_bytes, mean_python_object_bytes
 from arlm.network.value_checks import is_int
+
+log = logging.getLogger(__name__)
 
 STAR_LEVELS: Dict[str, Dict[str, Any]] = {
     "star-small": {
@@ -43,6 +47,11 @@ STAR_LEVELS: Dict[str, Dict[str, Any]] = {
 SPLITS = ("train", "validation", "test")
 UPSTREAM_SPLIT_SIZES = {"train": 50000, "validation": 100, "test": 5000}
 METADATA_FILE = "star_generation.json"
+SIZE_SAMPLE_ROWS = 64
+"""Rows generated and measured before the rest, to estimate the memory of the whole split."""
+ROW_COPIES = 2
+"""The rows are held twice at the peak: as Python objects and as the Arrow table made from them."""
+PROGRESS_EVERY = 100_000
 
 
 def _plain(value: Any) -> Any:
@@ -73,10 +82,29 @@ def generate_star_split(level: str, split: str, size: int, seed: int) -> List[Di
         random.seed(split_seed)
         np.random.seed(split_seed)
         generator = settings["generator"](count=size, **settings["kwargs"])
-        return [{key: _plain(value) for key, value in graph.items()} for graph in generator.graphs()]
+        rows: List[Dict[str, Any]] = []
+        for graph in generator.graphs():
+            rows.append({key: _plain(value) for key, value in graph.items()})
+            if len(rows) == min(SIZE_SAMPLE_ROWS, size):
+                _check_split_fits(level, split, size, mean_python_object_bytes(rows))
+            if len(rows) % PROGRESS_EVERY == 0:
+                log.info(f"STAR {level}/{split}: {len(rows):,} of {size:,} graphs generated")
+        return rows
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
+
+
+def _check_split_fits(level: str, split: str, size: int, row_bytes: float) -> None:
+    """Refuse a split whose rows cannot fit in this machine's memory (estimated from the first rows)."""
+    check_fits(
+        f"star_split_sizes.{split}={size} ({level}: {size:,} graphs x about {row_bytes:.0f} bytes each, "
+        f"held as Python rows and as an Arrow table)",
+        int(size * row_bytes * ROW_COPIES), host_memory_bytes(), "memory on this machine",
+        f"lower star_split_sizes.{split} (upstream uses {UPSTREAM_SPLIT_SIZES[split]})",
+    )
+    if size >= PROGRESS_EVERY:
+        log.info(f"STAR {level}/{split}: generating {size:,} graphs (about {row_bytes * size * ROW_COPIES / 2**30:.1f} GiB at the peak)")
 
 
 class StarDatasetManager(AtomicCacheDatasetManager):

@@ -54,6 +54,21 @@ class PackedTextDataset(IterableDataset):
         self.block_size = block_size
         self.text_field = text_field
 
+    def check_holds_a_block(self) -> None:
+        """Raise ``ValueError`` if the files hold fewer tokens than one block (the stream would be
+        empty and training would never take a step). Reads only until one block is found."""
+        tokens, documents = 0, 0
+        for document in iter_documents(self.files, self.text_field):
+            tokens += len(self.tokenizer.encode(document, add_special_tokens=False)) + 1
+            documents += 1
+            if tokens >= self.block_size:
+                return
+        raise ValueError(
+            f"the training files ({', '.join(str(f) for f in self.files)}) hold {tokens} tokens in {documents} "
+            f"documents (end-of-text tokens included), fewer than one block of block_size={self.block_size}. "
+            f"Fix: lower --block-size to at most {max(tokens, 2)}, or give more text"
+        )
+
     def __iter__(self) -> Iterator[Dict[str, torch.Tensor]]:
         worker = get_worker_info()
         rank, world = (0, 1) if worker is None else (worker.id, worker.num_workers)
@@ -108,6 +123,7 @@ def build_trainer(
     arguments.update(training_args)
     model = ArlowForCausalLM(config)
     dataset = PackedTextDataset(train_files, tokenizer, block_size, text_field)
+    dataset.check_holds_a_block()
     return Trainer(
         model=model,
         args=TrainingArguments(**arguments),
@@ -117,32 +133,63 @@ def build_trainer(
     )
 
 
+def _int_at_least(least: int):
+    """An argparse ``type``: an integer >= ``least`` (argparse names the flag in its error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {least}, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {least}, got {value}")
+        return value
+
+    return parse
+
+
+def _number_in(low: float, high: float, low_included: bool, high_included: bool):
+    """An argparse ``type``: a number between ``low`` and ``high``, each end included or not."""
+    interval = f"{'[' if low_included else '('}{low}, {high}{']' if high_included else ')'}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number in {interval}, got {text!r}") from None
+        if not (low < value < high or (low_included and value == low) or (high_included and value == high)):
+            raise argparse.ArgumentTypeError(f"must be a number in {interval}, got {value}")
+        return value
+
+    return parse
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data and tokenizer")
     data.add_argument("--train-files", nargs="+", required=True, help=".txt (one document a line) or .jsonl files")
     data.add_argument("--text-field", default="text", help="jsonl field holding the document")
     data.add_argument("--tokenizer", help="directory of a saved tokenizer (default: train a byte-level BPE on --train-files)")
-    data.add_argument("--vocab-size", type=int, default=1024, help="vocabulary of the tokenizer trained when --tokenizer is not given")
-    data.add_argument("--block-size", type=int, default=256)
+    data.add_argument("--vocab-size", type=_int_at_least(1), default=1024, help="vocabulary of the tokenizer trained when --tokenizer is not given")
+    data.add_argument("--block-size", type=_int_at_least(2), default=256)
     model = parser.add_argument_group("model (other ArlowConfig fields: --config-json)")
     model.add_argument("--config-json", help="JSON file of ArlowConfig fields; the flags below fill the rest")
-    model.add_argument("--hidden-size", type=int, default=256)
-    model.add_argument("--intermediate-size", type=int, default=None, help="default: 8/3 * hidden size")
-    model.add_argument("--num-hidden-layers", type=int, default=4)
-    model.add_argument("--num-attention-heads", type=int, default=4)
-    model.add_argument("--num-key-value-heads", type=int, default=None, help="default: --num-attention-heads")
-    model.add_argument("--attention-dropout", type=float, default=0.0)
+    model.add_argument("--hidden-size", type=_int_at_least(1), default=256)
+    model.add_argument("--intermediate-size", type=_int_at_least(1), default=None, help="default: 8/3 * hidden size")
+    model.add_argument("--num-hidden-layers", type=_int_at_least(1), default=4)
+    model.add_argument("--num-attention-heads", type=_int_at_least(1), default=4)
+    model.add_argument("--num-key-value-heads", type=_int_at_least(1), default=None, help="default: --num-attention-heads")
+    model.add_argument("--attention-dropout", type=_number_in(0.0, 1.0, low_included=True, high_included=False), default=0.0)
     model.add_argument("--cross-attention", action="store_true", help="build (unused) cross-attention blocks")
     train = parser.add_argument_group("training")
     train.add_argument("--output-dir", required=True)
-    train.add_argument("--batch-size", type=int, default=8)
-    train.add_argument("--max-steps", type=int, default=1000)
-    train.add_argument("--learning-rate", type=float, default=1e-3)
-    train.add_argument("--warmup-steps", type=int, default=0)
-    train.add_argument("--logging-steps", type=int, default=10)
-    train.add_argument("--save-steps", type=int, default=0, help="0: save only the final model")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--batch-size", type=_int_at_least(1), default=8)
+    train.add_argument("--max-steps", type=_int_at_least(1), default=1000)
+    train.add_argument("--learning-rate", type=_number_in(0.0, 10.0, low_included=False, high_included=True), default=1e-3)
+    train.add_argument("--warmup-steps", type=_int_at_least(0), default=0)
+    train.add_argument("--logging-steps", type=_int_at_least(1), default=10)
+    train.add_argument("--save-steps", type=_int_at_least(0), default=0, help="0: save only the final model")
+    train.add_argument("--seed", type=_int_at_least(0), default=0)
     train.add_argument("--report-to", nargs="*", default=[], help="e.g. wandb tensorboard (default: none)")
     train.add_argument("--no-gradient-checkpointing", action="store_true")
     return parser.parse_args(argv)

@@ -36,6 +36,7 @@ from xlm.utils.rank_zero import RankedLogger
 
 from arlm.runtime.atomic_files import AtomicWriteError, write_file_atomically
 from arlm.runtime.config_checks import check_output_dir
+from arlm.runtime.config_kinds import device_problem
 from arlm.runtime.cpu_precision import exact_fp32_matmul_on_cpu
 
 logger = RankedLogger(__name__, rank_zero_only=True)
@@ -44,16 +45,14 @@ DROPPED_FIELDS = ("text_with_spl_tokens",)
 
 
 def resolve_device(name: Optional[str]) -> torch.device:
-    """``auto``/None -> ``cuda`` if available else ``cpu``; anything else must be a usable device."""
+    """``auto``/None -> ``cuda`` if available else ``cpu``; anything else must be ``cpu`` or a CUDA
+    device this machine has (:func:`arlm.runtime.config_kinds.device_problem`)."""
     if name is None or str(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(str(name))
-    except RuntimeError as error:
-        raise ValueError(f"generation.device={name!r} is not a device name; use auto, cpu or cuda[:N]") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"generation.device={name!r} but CUDA is not available here; use generation.device=cpu (or auto)")
-    return device
+    problem = device_problem("generation.device", name)
+    if problem is not None:
+        raise ValueError(problem)
+    return torch.device(str(name))
 
 
 def check_checkpoint_argument(cfg: DictConfig) -> None:

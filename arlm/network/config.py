@@ -10,7 +10,10 @@ Derived fields are filled and every invariant is checked here, once; ``arg_names
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
+import torch
+
 from arlm.network.attention import resolve_attention_backend
+from arlm.network.memory_budget import check_fits, decoder_parameter_count, device_memory_bytes, rope_table_bytes
 from arlm.network.value_checks import is_finite_number, is_int, is_number
 
 NORMS = ("layernorm", "rmsnorm")
@@ -107,10 +110,33 @@ class DecoderConfig:
         self.padding_idx = None if self.padding_idx is None else int(self.padding_idx)
         self.cross_attention_dim = self.d_model if self.cross_attention_dim is None else self.cross_attention_dim
         self.attention_backend = resolve_attention_backend(self.attention_backend)
+        self._check_memory()
 
     @property
     def head_dim(self) -> int:
         return channels_per_head(self.d_model, self.n_heads)
+
+    def _check_memory(self) -> None:
+        """Refuse weights or RoPE tables larger than the memory of the device the model is built
+        on (torch's default device; nothing is checked on the meta device), before allocating them."""
+        limit = device_memory_bytes(torch.get_default_device())
+        where = f"{torch.get_default_device()} memory on this machine"
+        params = decoder_parameter_count(
+            self.vocab_size, self.d_model, self.n_layers, self.n_heads, self.n_kv_heads, self.d_ff,
+            gated_mlp=self.activation == "swiglu", tied_embeddings=self.tie_word_embeddings,
+        )
+        sizes = ", ".join(f"{self._arg(name)}={getattr(self, name)}" for name in ("vocab_size", "d_model", "n_layers", "d_ff"))
+        check_fits(
+            f"{self.owner}the weights ({params:,} parameters from {sizes})",
+            params * torch.get_default_dtype().itemsize, limit, where,
+            f"lower {self._arg('d_model')}, {self._arg('n_layers')}, {self._arg('d_ff')} or {self._arg('vocab_size')}",
+        )
+        check_fits(
+            f"{self.owner}{self._arg('max_positions')}={self.max_positions} (RoPE tables of "
+            f"{self.max_positions} positions x {self._arg('rotary_dim')}={self.rotary_dim})",
+            rope_table_bytes(self.max_positions, self.rotary_dim), limit, where,
+            f"set {self._arg('max_positions')} to the longest sequence the model will see (prompt and generated tokens)",
+        )
 
     def _arg(self, name: str) -> str:
         """The face's name for field ``name``."""

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from arlm.network.kv_cache import KVCache
 
 
+TOKEN_ID_DTYPES = (torch.int64, torch.int32)
+
+
 def reads_values_for_free(tensor: Optional[Tensor]) -> bool:
     """True when reading ``tensor``'s values costs no device synchronisation: a CPU tensor, in
     eager mode."""
@@ -44,8 +47,11 @@ def _check_input_ranks(input_ids: Optional[Tensor], inputs_embeds: Optional[Tens
             raise ValueError(
                 f"token ids must be a 2-D (batch, seq) tensor, got shape {shape}; for one sequence use ids[None]"
             )
-        if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
-            raise ValueError(f"token ids must be an integer tensor, got dtype {input_ids.dtype}")
+        if input_ids.dtype not in TOKEN_ID_DTYPES:
+            raise ValueError(
+                f"token ids must be an int64 or int32 integer tensor, got dtype {input_ids.dtype} "
+                f"(the embedding indexes with those only); convert them with ids.long()"
+            )
     if inputs_embeds is not None and inputs_embeds.dim() != 3:
         raise ValueError(f"inputs_embeds must be (batch, seq, d_model), got shape {tuple(inputs_embeds.shape)}")
 

@@ -21,6 +21,7 @@ from jaxtyping import Float, Integer
 from torch import Tensor
 
 from arlm.network.config import DecoderConfig
+from arlm.network.memory_budget import check_fits, device_memory_bytes, kv_cache_bytes
 from arlm.network.value_checks import check_int_at_least
 
 CACHE_KINDS = ("dynamic", "static")
@@ -144,6 +145,13 @@ class StaticKVCache:
                 ("num_layers", num_layers), ("batch_size", batch_size),
                 ("num_kv_heads", num_kv_heads), ("max_length", max_length), ("head_dim", head_dim),
             )
+        )
+        check_fits(
+            f"a static KV cache of max_length={max_length} slots (x batch_size={batch_size} x "
+            f"num_layers={num_layers} x num_kv_heads={num_kv_heads} x head_dim={head_dim}, keys and values)",
+            kv_cache_bytes(num_layers, batch_size, num_kv_heads, max_length, head_dim, torch.empty((), dtype=dtype).element_size()),
+            device_memory_bytes(device), f"{torch.device(device) if device is not None else torch.get_default_device()} memory",
+            "lower max_length (the prompt plus the tokens to generate) or the batch size, or use the dynamic cache",
         )
         shape = (batch_size, num_kv_heads, max_length, head_dim)
         self.max_length = max_length

@@ -3,7 +3,8 @@
 Every write goes to a temporary beside its target (same directory, so the same filesystem) named
 ``.<target name>.partial-<pid>-<token>@<host>``, is fsynced, and is renamed into place; the
 directory is fsynced after the rename. On any error (a full disk included) the temporary is
-removed and the target is as it was. A hard kill (SIGKILL, power loss) can leave a temporary
+removed and the target is as it was; a write stopped by Ctrl+C / SIGINT says so
+(:class:`WriteInterrupted`) instead of blaming the directory. A hard kill (SIGKILL, power loss) can leave a temporary
 behind; the pid and host in its name tell a dead writer's leftover from a live one, and every
 write (and :func:`remove_dead_writers_temporaries`) deletes those of dead processes of this host
 in its directory. Those of other hosts (a shared filesystem) are kept, whose processes cannot be
@@ -67,6 +68,19 @@ class AtomicWriteError(OSError):
         return is_no_space(self.reason)
 
 
+class WriteInterrupted(KeyboardInterrupt):
+    """A ``KeyboardInterrupt`` (Ctrl+C / SIGINT) stopped the write of ``path``; the temporary was
+    removed and ``path`` is as it was. Being a ``KeyboardInterrupt``, it stops the program as the
+    interrupt would have (Lightning's graceful shutdown, Python's exit)."""
+
+    def __init__(self, path: Path):
+        super().__init__(
+            f"Writing {path} was interrupted (Ctrl+C / SIGINT): the partial copy was removed and {path} "
+            f"is as it was (its previous version, if there was one)"
+        )
+        self.path = path
+
+
 class TargetExistsError(FileExistsError):
     """The target directory exists and is not empty (or is not a directory) and ``replace`` was
     not asked. ``kind`` says what is there; ``while_writing`` is True when it appeared after this
@@ -90,6 +104,18 @@ def underlying_os_error(error: BaseException) -> Optional[OSError]:
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
+
+
+def was_interrupted(error: BaseException) -> bool:
+    """True when ``error`` is, or was raised from or while handling, a ``KeyboardInterrupt``
+    (``torch.save`` turns one raised inside its ``write`` calls into a ``RuntimeError``)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def is_no_space(error: BaseException) -> bool:
@@ -165,8 +191,9 @@ def write_file_atomically(path: Union[str, Path], content: FileContent) -> None:
     Raises:
         AtomicWriteError: an ``OSError`` while writing (full disk, no permission, ``path`` is a
             directory), also one raised inside ``content`` under another error (see
-            :func:`underlying_os_error`); it names ``path`` and the fix. Other errors propagate
-            as they are. In all cases nothing is left but the old ``path``, if any.
+            :func:`underlying_os_error`); it names ``path`` and the fix.
+        WriteInterrupted: Ctrl+C / SIGINT stopped the write (:func:`was_interrupted`). Other
+            errors propagate as they are. In all cases nothing is left but the old ``path``, if any.
     """
     path = Path(path)
     _make_parent(path)
@@ -183,10 +210,7 @@ def write_file_atomically(path: Union[str, Path], content: FileContent) -> None:
         os.replace(tmp, path)
     except BaseException as error:
         _discard(tmp)
-        reason = underlying_os_error(error) if isinstance(error, Exception) else None
-        if reason is not None:
-            raise _write_error(path, reason) from error
-        raise
+        _raise_write_failure(path, error)
     _fsync_directory(path.parent)
 
 
@@ -220,12 +244,12 @@ def write_directory_atomically(
         _give_plain_permissions(staging, directory_mode)
         _fsync_tree(staging)
         _put_in_place(staging, target, replace)
+    except TargetExistsError:
+        _discard(staging)
+        raise
     except BaseException as error:
         _discard(staging)
-        reason = underlying_os_error(error) if isinstance(error, Exception) else None
-        if reason is not None and not isinstance(error, TargetExistsError):
-            raise _write_error(target, reason) from error
-        raise
+        _raise_write_failure(target, error)
     _fsync_directory(target.parent)
 
 
@@ -234,6 +258,17 @@ def _make_parent(path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise _write_error(path, error) from error
+
+
+def _raise_write_failure(path: Path, error: BaseException) -> None:
+    """Re-raise ``error`` (the temporary already removed) as :class:`WriteInterrupted` when an
+    interrupt caused it, as :class:`AtomicWriteError` when an ``OSError`` did, else as it is."""
+    if was_interrupted(error):
+        raise WriteInterrupted(path) from error
+    reason = underlying_os_error(error) if isinstance(error, Exception) else None
+    if reason is not None:
+        raise _write_error(path, reason) from error
+    raise error
 
 
 def _write_error(path: Path, error: OSError) -> AtomicWriteError:

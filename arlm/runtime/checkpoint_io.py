@@ -2,7 +2,7 @@
 
 * :func:`save_atomically` writes ``torch.save`` output with
   :func:`arlm.runtime.atomic_files.write_file_atomically` (a temporary beside the target, fsynced
-  and renamed into place; on any error, a full disk included, the temporary is removed and the
+  and renamed into place; on any error, a full disk or Ctrl+C included, the temporary is removed and the
   old target is untouched; temporaries of writers killed earlier are deleted).
 * :func:`arlm.runtime.checkpoint_load.load_safely` reads a checkpoint with
   ``torch.load(weights_only=True)`` and names what is wrong with a file it cannot use.
@@ -22,7 +22,13 @@ import torch
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from arlm.runtime.atomic_files import AtomicWriteError, is_no_space, remove_dead_writers_temporaries, write_file_atomically
+from arlm.runtime.atomic_files import (
+    AtomicWriteError,
+    is_no_space,
+    remove_dead_writers_temporaries,
+    underlying_os_error,
+    write_file_atomically,
+)
 from arlm.runtime.checkpoint_load import CheckpointError, load_safely
 
 log = logging.getLogger(__name__)
@@ -66,7 +72,9 @@ def _write_fix(error: BaseException, path: Path) -> str:
             f"free space in (or point LOG_DIR / paths.log_dir to) a filesystem with room, then re-run "
             f"the same command to resume"
         )
-    return f"Fix: make {path.parent} a writable directory (LOG_DIR / paths.log_dir / checkpointing_dir)"
+    if underlying_os_error(error) is not None:
+        return f"Fix: make {path.parent} a writable directory (LOG_DIR / paths.log_dir / checkpointing_dir)"
+    return f"The partial file was removed and the checkpoints already in {path.parent} are intact"
 
 
 def save_atomically(checkpoint: Dict[str, Any], path: _PATH) -> None:
@@ -74,6 +82,8 @@ def save_atomically(checkpoint: Dict[str, Any], path: _PATH) -> None:
 
     Raises:
         CheckpointError: the write failed (full disk, no permission); it names ``path`` and the fix.
+        arlm.runtime.atomic_files.WriteInterrupted: Ctrl+C / SIGINT stopped the write (a
+            ``KeyboardInterrupt``, so Lightning shuts down as for any Ctrl+C); ``path`` is as it was.
     """
     path = Path(path)
     try:

@@ -8,7 +8,10 @@ directory is reported by xlm-core as not existing.
 
 The keys checked are stated once, as a typed schema: :class:`ConfigSchema` and the dataclasses
 under it follow the config's nesting, and each field's type says what its value must be
-(:data:`PositiveInt`, :data:`Flag`, :data:`CheckpointFile`, ...; ``Optional`` allows null). Only
+(the kinds of :mod:`arlm.runtime.config_kinds`: :data:`PositiveInt`, :data:`Flag`,
+:data:`CheckpointFile`, ...; ``Optional`` allows null). Keys arlm passes on to xlm-core and
+Lightning are here too: ``seed`` out of numpy's range became 0 with a warning, ``callbacks.ema.decay=1.5``
+failed inside ``torch_ema``, ``star_seed=abc`` inside ``int()``. Only
 these keys are described: every other key of xlm-core's config is left alone, and a key the
 config lacks (or whose interpolation cannot be resolved yet) is not checked.
 :func:`config_problems` is the validator; :class:`ConfigCheckCallback` (a Hydra callback,
@@ -22,133 +25,33 @@ from typing import Annotated, Any, Iterator, List, Optional, Tuple, Union, get_a
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from arlm.network.value_checks import is_finite_number, is_int
+from arlm.runtime.config_kinds import (
+    CheckpointFile,
+    Device,
+    EmaDecay,
+    EvalSplit,
+    Flag,
+    Integer,
+    JobName,
+    NonNegativeInt,
+    NonNegativeNumber,
+    PositiveInt,
+    PositiveNumber,
+    PreparedDataDir,
+    Seed,
+    StarSeed,
+    Temperature,
+    TopP,
+    ValCheckInterval,
+)
+from arlm.runtime.config_sizes import length_problems, memory_problems
+from arlm.runtime.directory_checks import directory_problems
 
 MISSING = object()
 
 
 class ConfigValueError(ValueError):
     """A config key holds a value of the wrong kind or range."""
-
-
-# --- Value kinds: what one key's value must be; ``problem`` words the refusal or returns None ---
-
-
-@dataclass(frozen=True)
-class Integer:
-    """An integer (not a bool) >= ``minimum``."""
-
-    minimum: int
-
-    def problem(self, key: str, value: Any) -> Optional[str]:
-        if is_int(value) and value >= self.minimum:
-            return None
-        kind = "a positive integer" if self.minimum == 1 else f"an integer >= {self.minimum}"
-        return f"{key}={value!r} ({type(value).__name__}) must be {kind}, e.g. {key}=16"
-
-
-@dataclass(frozen=True)
-class FiniteNumber:
-    """A finite int or float (not a bool): > 0 when ``positive``, else >= 0."""
-
-    positive: bool
-    example: str = ""
-
-    def problem(self, key: str, value: Any) -> Optional[str]:
-        if self.positive:
-            if is_finite_number(value) and value > 0:
-                return None
-            return f"{key}={value!r} must be a positive finite number, e.g. {key}={self.example}"
-        if is_finite_number(value) and value >= 0:
-            return None
-        return f"{key}={value!r} must be a finite number >= 0 (or null)"
-
-
-@dataclass(frozen=True)
-class Boolean:
-    """A real boolean: what Hydra makes of ``true`` / ``false``. Strings (``'no'``, ``'off'``,
-    ``'0'``) and numbers (``0``, ``1``) are refused, not read as truthy or falsy."""
-
-    def problem(self, key: str, value: Any) -> Optional[str]:
-        if isinstance(value, bool):
-            return None
-        return (
-            f"{key}={value!r} must be true or false, got {type(value).__name__} {value!r}; strings "
-            f"('no', 'off', '0') and numbers (0, 1) are not read as booleans. Fix: {key}=true or {key}=false"
-        )
-
-
-@dataclass(frozen=True)
-class OneOf:
-    """One of ``choices``."""
-
-    choices: Tuple[str, ...]
-
-    def problem(self, key: str, value: Any) -> Optional[str]:
-        return None if value in self.choices else f"{key}={value!r} must be one of {list(self.choices)}"
-
-
-@dataclass(frozen=True)
-class StepsOrEpochFraction:
-    """``trainer.val_check_interval``: a positive integer (steps) or a float in (0, 1] (of an epoch)."""
-
-    def problem(self, key: str, value: Any) -> Optional[str]:
-        if (is_int(value) and value > 0) or (isinstance(value, float) and 0.0 < value <= 1.0):
-            return None
-        return (
-            f"{key}={value!r} must be a positive integer (validate every that many "
-            f"training steps) or a fraction in (0, 1] of an epoch"
-        )
-
-
-@dataclass(frozen=True)
-class RunName:
-    """``job_name``: names ``logs/<job_name>/``, so a non-empty name without ``/``."""
-
-    def problem(self, key: str, value: Any) -> Optional[str]:
-        if isinstance(value, str) and value.strip() and "/" not in value and value not in (".", ".."):
-            return None
-        return f"{key}={value!r} must be a non-empty name without '/' (it names logs/<job_name>/)"
-
-
-@dataclass(frozen=True)
-class CheckpointFilePath:
-    """A checkpoint file, not a directory (xlm-core would say a directory does not exist). A
-    missing path is left to the jobs, whose messages name the fix; ``""``/``none``/``null`` mean unset."""
-
-    def problem(self, key: str, value: Any) -> Optional[str]:
-        path = str(value)
-        if path.lower() in ("", "none", "null") or not os.path.isdir(path):
-            return None
-        names = os.listdir(path)
-        if any(name.endswith(".distcp") for name in names):
-            return None
-        ckpts = sorted(name for name in names if name.endswith(".ckpt"))
-        pick = "last.ckpt" if "last.ckpt" in ckpts else (ckpts[0] if ckpts else "")
-        hint = f"; it holds {ckpts[:4]}, e.g. pass {os.path.join(path, pick)}" if ckpts else ""
-        return f"{key}={value} is a directory, not a checkpoint file{hint}"
-
-
-@dataclass(frozen=True)
-class PreparedDataDirectory:
-    """``datamodule.manual_cache_dir``: a directory if it exists (a path that is not a string is left alone)."""
-
-    def problem(self, key: str, value: Any) -> Optional[str]:
-        if isinstance(value, str) and os.path.exists(value) and not os.path.isdir(value):
-            return f"the prepared-data directory (DATA_DIR / {key}) {value} is a file, not a directory"
-        return None
-
-
-PositiveInt = Annotated[int, Integer(minimum=1)]
-NonNegativeInt = Annotated[int, Integer(minimum=0)]
-PositiveNumber = Annotated[float, FiniteNumber(positive=True, example="0.001")]
-NonNegativeNumber = Annotated[float, FiniteNumber(positive=False)]
-Flag = Annotated[bool, Boolean()]
-CheckpointFile = Annotated[str, CheckpointFilePath()]
-EvalSplit = Annotated[str, OneOf(("validation", "test"))]
-JobName = Annotated[str, RunName()]
-ValCheckInterval = Annotated[Union[int, float], StepsOrEpochFraction()]
-PreparedDataDir = Annotated[str, PreparedDataDirectory()]
 
 
 # --- The schema: the keys arlm checks, nested as in the composed config ---
@@ -160,6 +63,7 @@ class TrainerKeys:
     num_nodes: Optional[PositiveInt]
     log_every_n_steps: Optional[PositiveInt]
     num_sanity_val_steps: Optional[NonNegativeInt]
+    accumulate_grad_batches: Optional[PositiveInt]
     gradient_clip_val: Optional[NonNegativeNumber]
     val_check_interval: Optional[ValCheckInterval]
 
@@ -181,8 +85,16 @@ class PeriodicCheckpointKeys:
 
 
 @dataclass
+class EmaKeys:
+    decay: Optional[EmaDecay]
+    use_num_updates: Optional[Flag]
+    apply_ema_at_train_end: Optional[Flag]
+
+
+@dataclass
 class CallbackKeys:
     checkpoint_every_n_steps: PeriodicCheckpointKeys
+    ema: EmaKeys
 
 
 @dataclass
@@ -198,6 +110,24 @@ class ModelKeys:
 
 
 @dataclass
+class PredictorKeys:
+    max_steps: Optional[PositiveInt]
+    max_length: Optional[Annotated[int, Integer(minimum=2)]]
+    top: Optional[PositiveInt]
+    p: Optional[TopP]
+    temperature: Optional[Temperature]
+
+
+@dataclass
+class StarSplitSizeKeys:
+    """STAR experiments: rows per split (numpy seeds the generator with ``star_seed + split index``)."""
+
+    train: Optional[PositiveInt]
+    validation: Optional[PositiveInt]
+    test: Optional[PositiveInt]
+
+
+@dataclass
 class EvalKeys:
     split: Optional[EvalSplit]
     ckpt_path: Optional[CheckpointFile]
@@ -210,6 +140,7 @@ class GenerationKeys:
     """``job_type=generate_arlm``."""
 
     max_batches: Optional[PositiveInt]
+    device: Optional[Device]
     use_ema: Optional[Flag]
     ckpt_path: Optional[CheckpointFile]
     checkpoint_path: Optional[CheckpointFile]
@@ -236,7 +167,9 @@ class ConfigSchema:
     """The keys of a composed arlm config that :func:`config_problems` checks."""
 
     job_name: JobName
-    seed: Optional[NonNegativeInt]
+    seed: Optional[Seed]
+    star_seed: Optional[StarSeed]
+    star_split_sizes: StarSplitSizeKeys
     global_batch_size: Optional[PositiveInt]
     per_device_batch_size: Optional[PositiveInt]
     per_device_val_batch_size: Optional[PositiveInt]
@@ -257,6 +190,7 @@ class ConfigSchema:
     callbacks: CallbackKeys
     datamodule: DatamoduleKeys
     model: ModelKeys
+    predictor: PredictorKeys
     eval: EvalKeys
     generation: GenerationKeys
     export_hf: ExportHfKeys
@@ -298,8 +232,10 @@ def _schema_problems(cfg: DictConfig, schema: type, prefix: str) -> Iterator[str
 
 
 def config_problems(cfg: DictConfig) -> List[str]:
-    """Every value of ``cfg`` that breaks :class:`ConfigSchema`, in the schema's order, one message each."""
-    return list(_schema_problems(cfg, ConfigSchema, ""))
+    """Every value of ``cfg`` that breaks :class:`ConfigSchema`, in the schema's order, one message
+    each; when they are valid, the sizes that cannot work (:mod:`arlm.runtime.config_sizes`)."""
+    problems = list(_schema_problems(cfg, ConfigSchema, ""))
+    return problems if problems else length_problems(cfg) + memory_problems(cfg)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -328,10 +264,23 @@ class ConfigRefused(SystemExit):
 
 
 class ConfigCheckCallback(Callback):
-    """Hydra callback: :func:`check_config` before every job."""
+    """Hydra callback: :func:`arlm.runtime.directory_checks.directory_problems` before Hydra makes
+    the run directory (``on_run_start`` / ``on_multirun_start``), :func:`check_config` before every job."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _refuse_unusable_directories(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _refuse_unusable_directories(config)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             check_config(config)
         except ConfigValueError as error:
             raise ConfigRefused(f"{type(error).__name__}: {error}") from None
+
+
+def _refuse_unusable_directories(config: DictConfig) -> None:
+    problems = directory_problems(config)
+    if problems:
+        raise ConfigRefused("DirectoryError: " + "; ".join(problems))
