@@ -32,6 +32,7 @@ BUNDLE: Dict[str, str] = {
     "arlm.network.decoder": "decoder",
     "arlm.network.inputs": "inputs",
     "arlm.network.kv_cache": "kv_cache",
+    "arlm.network.memory_budget": "memory_budget",
     "arlm.network.rope": "rope",
     "arlm.network.value_checks": "value_checks",
 }
