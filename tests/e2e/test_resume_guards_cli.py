@@ -74,8 +74,8 @@ def _poison_ema(path):
 
 
 def test_nan_ema_checkpoint_is_skipped_on_resume_and_named_where_it_is_used(star_data_dir, tmp_path):
-    """Before, resume restored NaN EMA weights from ``last.ckpt`` and every re-run crashed in
-    validation with xlm-core's bare NaN error."""
+    """Before, resume restored the NaN EMA weights of ``last.ckpt`` and every re-run crashed
+    with xlm-core's bare ``NaN loss encountered in training step 6``."""
     logs = tmp_path / "logs"
     env = offline_env(star_data_dir, logs)
     run_xlm([*VALIDATING, "trainer.max_steps=4"], cwd=REPO_ROOT, env=env)
