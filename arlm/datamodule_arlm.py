@@ -116,6 +116,8 @@ class _ARLMCollator:
         self.tokenizer = tokenizer
         self.block_size = check_int_at_least("block_size", block_size, 2)
         self.noise_schedule = noise_schedule
+        if input_block_size is not None:
+            check_int_at_least("input_block_size", input_block_size, 0)
         self.input_block_size = input_block_size or None
 
     def _checked(self, batch: Dict[str, Any]) -> Dict[str, Any]:

@@ -146,6 +146,9 @@ def test_prediction_collator_refuses_a_prompt_longer_than_input_block_size(simpl
         collator([{"prompt_ids": [10, 11, 12, 13], "input_ids": [20]}])
     with pytest.raises(ValueError, match="on_overflow must be one of"):
         ARLMSeq2SeqPredCollator(simple_tokenizer, block_size=8, on_overflow="cut")
+    for bad in (True, 2.5, -1):
+        with pytest.raises(ValueError, match=f"input_block_size must be an integer >= 0, got {bad}"):
+            ARLMSeq2SeqPredCollator(simple_tokenizer, block_size=8, input_block_size=bad)
 
 
 def test_prediction_collator_with_prompt_only_rows(simple_tokenizer):

@@ -249,7 +249,7 @@ def test_rope_scaling_in_config_json_is_refused_not_ignored(tmp_path, rope):
         ArlowForCausalLM.from_pretrained(tmp_path)
 
 
-@pytest.mark.parametrize("rope", [None, {"rope_type": "default"}, {"type": "default", "rope_theta": 100000.0}])
+@pytest.mark.parametrize("rope", [None, {}, {"rope_type": "default"}, {"type": "default", "rope_theta": 100000.0}])
 def test_plain_rope_settings_in_config_json_load(tmp_path, rope):
     tiny_config().save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())

@@ -36,7 +36,7 @@ ARLOW_FIELDS = {
 
 def _check_plain_rope(name: str, value: Any, rope_theta: float) -> None:
     """Refuse a RoPE setting that asks for anything but plain rotary embeddings at ``rope_theta``."""
-    if value is None:
+    if value is None or value == {}:
         return
     kind = value.get("rope_type", value.get("type")) if isinstance(value, dict) else None
     theta = value.get("rope_theta", rope_theta) if isinstance(value, dict) else None
