@@ -18,11 +18,9 @@ from xlm.utils.ema import EMACallback
 
 from arlm.datamodule_arlm import tokenizer_vocab_size
 from arlm.runtime.checkpoint_load import CheckpointError, copy_ema_weights, non_finite_ema
-from arlm.runtime.checkpoint_io import (
-    NON_FINITE_STOP_KEY, check_state_dict_shapes, load_newest_valid, recorded_model_config,
-)
+from arlm.runtime.checkpoint_io import NON_FINITE_STOP_KEY, check_state_dict_shapes, load_newest_valid
 from arlm.runtime.cpu_precision import exact_fp32_matmul_on_cpu
-from arlm.runtime.network_match import check_same_network
+from arlm.runtime.network_match import check_same_network, recorded_model_config
 from arlm.runtime.resume import (
     NonFiniteLossError, check_resume_step, is_non_finite_loss_error, reconcile_learning_rate,
 )
@@ -86,7 +84,8 @@ class ARLMHarness(Harness):
         the module is built here as Lightning builds it: ``cls(cfg=<saved config>, **kwargs)``
         (a ``cfg`` in ``kwargs`` replaces the saved one), then ``configure_model``,
         ``on_load_checkpoint`` (:meth:`check_checkpoint` naming the file, EMA) and
-        ``load_state_dict``, then moved to the device of the loaded weights. ``strict`` defaults to ``strict_loading``."""
+        ``load_state_dict``, then moved to the device of the loaded weights. ``strict`` defaults
+        to ``strict_loading``."""
         loaded_path, checkpoint = load_newest_valid(checkpoint_path, map_location or "cpu")
         module = cls(**{"cfg": checkpoint.get("hyper_parameters") or {}, **kwargs})
         module.configure_model()

@@ -25,7 +25,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from arlm.runtime.atomic_files import AtomicWriteError, is_no_space, remove_dead_writers_temporaries, write_file_atomically
 from arlm.runtime.checkpoint_load import CheckpointError, first_non_finite, load_safely, non_finite_ema
-from arlm.runtime.network_match import network_differences
+from arlm.runtime.network_match import describe, fix_for, network_differences, recorded_model_config
 
 log = logging.getLogger(__name__)
 
@@ -156,12 +156,6 @@ def _first_structural_mismatch(saved: Dict[str, Any], own: Dict[str, Any]) -> Op
     return None
 
 
-def recorded_model_config(checkpoint: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """The ``model:`` node xlm-core saved with the checkpoint (``hyper_parameters["model"]``), if any."""
-    model = (checkpoint.get("hyper_parameters") or {}).get("model")
-    return model if isinstance(model, dict) else None
-
-
 def _fix_hint(checkpoint: Dict[str, Any], module: Any) -> str:
     config = getattr(module, "config", None)
     differences = network_differences(recorded_model_config(checkpoint), None if config is None else config.get("model"))
@@ -170,10 +164,7 @@ def _fix_hint(checkpoint: Dict[str, Any], module: Any) -> str:
             "Fix: use the model config (model=..., model.d_model, model.num_layers, model.nhead, ...) "
             "the checkpoint was trained with"
         )
-    return (
-        f"The model settings differ: {'; '.join(map(str, differences))}. Fix: pass the checkpoint's values "
-        f"({' '.join(d.override for d in differences)}) or use the model config it was trained with"
-    )
+    return f"The model settings differ: {describe(differences)}. {fix_for(differences)}"
 
 
 def check_state_dict_shapes(checkpoint: Dict[str, Any], module: Any) -> None:

@@ -118,6 +118,23 @@ def network_differences(
     return differences
 
 
+def recorded_model_config(checkpoint: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    """The ``model:`` node xlm-core saved with a checkpoint (``hyper_parameters["model"]``), if any."""
+    model = (checkpoint.get("hyper_parameters") or {}).get("model")
+    return model if isinstance(model, dict) else None
+
+
+def describe(differences: List[NetworkDifference]) -> str:
+    """``"model.a: checkpoint x, configured y; ..."`` (:class:`NetworkDifference` each)."""
+    return "; ".join(map(str, differences))
+
+
+def fix_for(differences: List[NetworkDifference]) -> str:
+    """The fix for ``differences``: the overrides that configure the checkpoint's network."""
+    overrides = " ".join(d.override for d in differences)
+    return f"Fix: pass the checkpoint's values ({overrides}) or use the model config it was trained with"
+
+
 def check_same_network(
     checkpoint_model: Optional[Mapping[str, Any]], configured_model: Optional[Mapping[str, Any]], source: Any
 ) -> None:
@@ -127,9 +144,6 @@ def check_same_network(
     differences = network_differences(checkpoint_model, configured_model)
     if differences:
         raise NetworkMismatchError(
-            f"{source} was trained as another network than the configured one: "
-            + "; ".join(map(str, differences))
-            + ". Its weights would load without a shape error and compute another function. Fix: pass the "
-            f"checkpoint's values ({' '.join(d.override for d in differences)}) or use the model config it "
-            "was trained with"
+            f"{source} was trained as another network than the configured one: {describe(differences)}. Its "
+            f"weights would load without a shape error and compute another function. {fix_for(differences)}"
         )
