@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from arlm.runtime.checkpoint_io import CheckpointError, load_newest_valid
-from arlm.runtime.network_match import NetworkMismatchError, check_same_network, network_differences
+from arlm.runtime.network_match import NetworkMismatchError, check_same_network, network_differences, warn_if_other_network
 from arlm.runtime.resume import ResumePastMaxStepsError, check_resume_step
 
 OLD_CHECKPOINT = Path(__file__).resolve().parent / "fixtures" / "star_easy_tiny_c4c0ecd.ckpt"
@@ -89,3 +89,10 @@ def test_automatic_resume_skips_a_checkpoint_whose_ema_is_nan(tmp_path, caplog):
 def test_an_explicitly_named_checkpoint_with_nan_ema_still_loads_its_raw_weights(tmp_path):
     torch.save(_checkpoint(4, float("nan")), tmp_path / "diverged.ckpt")
     assert load_newest_valid(tmp_path / "diverged.ckpt")[1]["global_step"] == 4
+
+
+def test_export_warns_naming_the_configured_settings_it_does_not_use():
+    with pytest.warns(UserWarning, match=(
+            r"ck records another network than the configured model \(model.activation: checkpoint relu, "
+            r"configured gelu\); the network it records is the one exported")):
+        warn_if_other_network(SAVED, {**SAVED, "activation": "gelu"}, "ck")

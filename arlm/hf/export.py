@@ -33,7 +33,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTok
 
 from arlm.runtime.atomic_files import TargetExistsError, occupant, write_directory_atomically
 from arlm.runtime.checkpoint_load import copy_ema_weights, load_safely
-from arlm.runtime.network_match import check_same_network
+from arlm.runtime.network_match import warn_if_other_network
 from arlm.hf.configuration_arlow import ArlowConfig
 from arlm.hf.modeling_arlow import ArlowForCausalLM
 from arlm.hf.native_export import native_blocker, to_native
@@ -66,8 +66,9 @@ def export_checkpoint_to_hf(
         tokenizer: the xLM tokenizer, saved as a ``PreTrainedTokenizerFast``; its special token
             ids go into the config (``bos/eos_token_id``). ``None``: no tokenizer files.
         model_config: ``RotaryTransformerARLMModel`` arguments (the ``model:`` node); needed only
-            when the checkpoint does not record them (model-only weights). When both are given,
-            they must describe the same network (:func:`arlm.runtime.network_match.check_same_network`).
+            when the checkpoint does not record them (model-only weights). The recorded network
+            is the one exported; a ``model_config`` describing another one gets a warning
+            naming the differences (:func:`arlm.runtime.network_match.warn_if_other_network`).
         apply_ema: use the EMA weights; default: when the checkpoint has them (as xLM's
             ``extract_checkpoint`` does).
         architecture: ``"auto"`` (native when exact, else Arlow), ``"native"`` or ``"arlow"``.
@@ -77,8 +78,7 @@ def export_checkpoint_to_hf(
         ValueError: bad ``architecture``; ``output_dir`` exists (or another export wrote it
             meanwhile) and ``overwrite`` is False; the
             file is not a weights-only ``arlm`` checkpoint (another model, unexpected keys, a
-            pickle that needs code); the checkpoint records another network than ``model_config``;
-            EMA weights were asked for and are missing or do not fit;
+            pickle that needs code); EMA weights were asked for and are missing or do not fit;
             ``architecture="native"`` for a network with no exact native twin; a tokenizer that
             cannot be converted. Nothing is written in any of these cases.
     """
@@ -88,7 +88,7 @@ def export_checkpoint_to_hf(
     _check_output_dir(output_dir, overwrite)
     hf_tokenizer = None if tokenizer is None else hf_tokenizer_from(tokenizer)
     state_dict, recorded_config, ema = _read_checkpoint(checkpoint_path)
-    check_same_network(recorded_config, model_config, checkpoint_path)
+    warn_if_other_network(recorded_config, model_config, checkpoint_path)
     kwargs = _xlm_model_kwargs(recorded_config or model_config, checkpoint_path)
     if recorded_config is not None:
         kwargs = _fill_placeholders(kwargs, tokenizer, model_config, checkpoint_path)

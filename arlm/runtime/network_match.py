@@ -7,8 +7,11 @@ checkpoint, so ``checkpoint["hyper_parameters"]["model"]`` holds the constructor
 :class:`arlm.model_arlm.RotaryTransformerARLMModel` it was trained with.
 :func:`check_same_network` compares those that define what the weights compute
 (:data:`NETWORK_KEYS`) with the configured ``model:`` node and refuses a difference, naming each
-key, both values and the overrides that fix it. Every job that reads a checkpoint calls it: resume,
-eval and ``generate_arlm`` (``ARLMHarness``) and ``export_hf`` (:mod:`arlm.hf.export`).
+key, both values and the overrides that fix it. Every job that loads a checkpoint's weights into
+the configured network calls it: resume, eval and ``generate_arlm`` (``ARLMHarness``).
+``export_hf`` (:mod:`arlm.hf.export`) builds the network the checkpoint records instead, which
+exports exactly what was trained whatever the command configures, so it only warns
+(:func:`warn_if_other_network`).
 
 Not compared: ``num_embeddings`` and ``padding_idx`` (the tokenizer's; the vocabulary size is
 checked on the weights), ``max_length`` (it only bounds the positions), ``dropout`` (training
@@ -19,6 +22,7 @@ unresolved interpolation (``${...}``) is not compared.
 
 import inspect
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -146,4 +150,17 @@ def check_same_network(
         raise NetworkMismatchError(
             f"{source} was trained as another network than the configured one: {describe(differences)}. Its "
             f"weights would load without a shape error and compute another function. {fix_for(differences)}"
+        )
+
+
+def warn_if_other_network(
+    checkpoint_model: Optional[Mapping[str, Any]], configured_model: Optional[Mapping[str, Any]], source: Any
+) -> None:
+    """For jobs that rebuild the network from the checkpoint's own settings (``export_hf``): warn,
+    naming each difference, that the configured model's settings are not used."""
+    differences = network_differences(checkpoint_model, configured_model)
+    if differences:
+        warnings.warn(
+            f"{source} records another network than the configured model ({describe(differences)}); the "
+            f"network it records is the one exported"
         )

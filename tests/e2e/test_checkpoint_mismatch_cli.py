@@ -1,6 +1,7 @@
 """A checkpoint of another model size, or of another network of the same size, fails early in
 every job, naming the first mismatch and the fix."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -39,18 +40,28 @@ def test_other_model_size_is_named_with_the_fix(env, job):
     assert proc.stdout.count("size mismatch for") == 0
 
 
-@pytest.mark.parametrize("job", [*JOBS, ["job_type=export_hf"]])
-def test_other_activation_and_rotary_size_are_named_with_the_fix(env, job, tmp_path):
+@pytest.mark.parametrize("job", JOBS)
+def test_other_activation_and_rotary_size_are_named_with_the_fix(env, job):
     """Before, eval, generate_arlm and resume ran the relu / rotary-16 weights as a gelu /
-    rotary-8 network without a word, and export_hf ignored the configured settings."""
+    rotary-8 network without a word."""
     checkpoints = checkpoint_dir(Path(env["LOG_DIR"]))
     before = {p.name: load_safely(p)["global_step"] for p in checkpoints.glob("*.ckpt")}
-    if job == ["job_type=export_hf"]:
-        job = [*job, f"+export_hf.checkpoint_path={checkpoints / 'last.ckpt'}", f"+export_hf.output_dir={tmp_path / 'hf'}"]
     proc = run_xlm([*job, "experiment=star_easy_arlm", *STAR_SIZES, *TINY_MODEL, *OTHER_NETWORK], cwd=REPO_ROOT, env=env, check=False)
     assert proc.returncode != 0
     assert ("was trained as another network than the configured one: model.activation: checkpoint relu, "
             "configured gelu; model.rotary_emb_dim: checkpoint 16, configured 8") in proc.stdout
     assert "Fix: pass the checkpoint's values (model.activation=relu model.rotary_emb_dim=16)" in proc.stdout
     assert {p.name: load_safely(p)["global_step"] for p in checkpoints.glob("*.ckpt")} == before
-    assert not (tmp_path / "hf").exists()
+
+
+def test_export_hf_exports_the_recorded_network_and_names_the_configured_differences(env, tmp_path):
+    """export_hf builds the network the checkpoint records (what was trained), whatever the
+    command configures; the configured settings it does not use are named."""
+    checkpoints = checkpoint_dir(Path(env["LOG_DIR"]))
+    proc = run_xlm(["job_type=export_hf", "experiment=star_easy_arlm", *STAR_SIZES, *TINY_MODEL, *OTHER_NETWORK,
+                    f"+export_hf.checkpoint_path={checkpoints / 'last.ckpt'}", f"+export_hf.output_dir={tmp_path / 'hf'}"],
+                   cwd=REPO_ROOT, env=env)
+    assert ("records another network than the configured model (model.activation: checkpoint relu, configured "
+            "gelu; model.rotary_emb_dim: checkpoint 16, configured 8); the network it records is the one exported") in proc.stdout
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["hidden_act"] == "relu"
