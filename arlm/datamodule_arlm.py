@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from arlm.network.inputs import check_token_ids
-from arlm.prompt_ids import id_lists_to_tensors, prepare_prefix_ids_arlm, prepare_suffix_ids_arlm, right_pad
+from arlm.prompt_ids import check_id_rows, id_lists_to_tensors, prepare_prefix_ids_arlm, prepare_suffix_ids_arlm, right_pad
 from arlm.types_arlm import CONTINUATION, IGNORE_INDEX, PADDING, PROMPT, ARLMBatch, ARLMSeq2SeqBatch, ARLMSeq2SeqPredictionBatch
 from arlm.network.value_checks import check_int_at_least
 
@@ -37,10 +37,30 @@ def _check_examples(examples: Sequence[Mapping[str, Any]], required: Tuple[str, 
                 )
 
 
-def _target_of(example: Mapping[str, Any]) -> List[int]:
-    """The continuation of a seq2seq row: ``target_ids`` if present, else ``input_ids``."""
-    target = example.get("target_ids")
-    return list(example["input_ids"] if target is None else target)
+OVERFLOW_MODES = ("error", "truncate")
+
+
+def _overflow_mode(on_overflow: Any) -> str:
+    if on_overflow not in OVERFLOW_MODES:
+        raise ValueError(f"on_overflow must be one of {OVERFLOW_MODES}, got {on_overflow!r}")
+    return on_overflow
+
+
+def _target_rows(examples: Sequence[Mapping[str, Any]], who: str, required: bool) -> List[List[int]]:
+    """The continuation of each seq2seq row, checked (:func:`arlm.prompt_ids.check_id_rows`):
+    ``target_ids`` if present, else ``input_ids`` (xlm-core's name for it); a row with neither is
+    a ``KeyError`` when ``required``, else an empty target."""
+    rows = []
+    for i, example in enumerate(examples):
+        row = example.get("target_ids")
+        row = example.get("input_ids") if row is None else row
+        if row is None and required:
+            raise KeyError(
+                f"{who}: example {i} has neither 'target_ids' nor 'input_ids' (it has {sorted(example)}); "
+                f"a seq2seq training row needs its target"
+            )
+        rows.append([] if row is None else row)
+    return check_id_rows("input_ids" if examples[0].get("target_ids") is None else "target_ids", rows)
 
 
 def _pad_token_id(tokenizer: Any) -> int:
@@ -96,6 +116,8 @@ class _ARLMCollator:
         self.tokenizer = tokenizer
         self.block_size = check_int_at_least("block_size", block_size, 2)
         self.noise_schedule = noise_schedule
+        if input_block_size is not None:
+            check_int_at_least("input_block_size", input_block_size, 0)
         self.input_block_size = input_block_size or None
 
     def _checked(self, batch: Dict[str, Any]) -> Dict[str, Any]:
@@ -116,7 +138,7 @@ class DefaultARLMCollator(_ARLMCollator):
 
     def __call__(self, examples: List[Mapping[str, Any]]) -> ARLMBatch:
         _check_examples(examples, ("input_ids",), type(self).__name__)
-        rows = [list(e["input_ids"])[: self.block_size] for e in examples]
+        rows = [row[: self.block_size] for row in check_id_rows("input_ids", [e["input_ids"] for e in examples])]
         batch = id_lists_to_tensors(right_pad(rows, self.block_size, _pad_token_id(self.tokenizer)))
         return self._checked({
             **batch,
@@ -138,13 +160,11 @@ class ARLMSeq2SeqCollator(_ARLMCollator):
 
     def __init__(self, *args: Any, on_overflow: str = "error", **kwargs: Any):
         super().__init__(*args, **kwargs)
-        if on_overflow not in ("error", "truncate"):
-            raise ValueError(f"on_overflow must be 'error' or 'truncate', got {on_overflow!r}")
-        self.on_overflow = on_overflow
+        self.on_overflow = _overflow_mode(on_overflow)
         self._warned = False
 
-    def _check_fits(self, prompts: List[List[int]], examples: Sequence[Mapping[str, Any]]) -> None:
-        lengths = [len(p) + len(_target_of(e)) + 1 for p, e in zip(prompts, examples)]
+    def _check_fits(self, prompts: List[List[int]], targets: List[List[int]]) -> None:
+        lengths = [len(p) + len(t) + 1 for p, t in zip(prompts, targets)]
         longest = max(range(len(lengths)), key=lengths.__getitem__)
         if lengths[longest] <= self.block_size:
             return
@@ -152,7 +172,7 @@ class ARLMSeq2SeqCollator(_ARLMCollator):
         detail = (
             f"block_size={self.block_size} is too small: an example needs {lengths[longest]} tokens "
             f"(prompt {len(prompts[longest]) - sep} + separator {sep} + target "
-            f"{len(_target_of(examples[longest]))} + EOS 1), the longest in this batch"
+            f"{len(targets[longest])} + EOS 1), the longest in this batch"
         )
         if self.on_overflow == "error":
             raise ValueError(
@@ -167,12 +187,11 @@ class ARLMSeq2SeqCollator(_ARLMCollator):
     def __call__(self, examples: List[Mapping[str, Any]]) -> ARLMSeq2SeqBatch:
         _check_examples(examples, ("prompt_ids",), type(self).__name__)
         sep, eos = _separator(self.tokenizer), _eos(self.tokenizer)
-        rows, loss_starts = [], []
-        self._check_fits([list(e["prompt_ids"]) + sep for e in examples], examples)
-        for e in examples:
-            prompt = list(e["prompt_ids"]) + sep
-            rows.append((prompt + _target_of(e) + eos)[: self.block_size])
-            loss_starts.append(len(prompt))
+        prompts = [row + sep for row in check_id_rows("prompt_ids", [e["prompt_ids"] for e in examples])]
+        targets = _target_rows(examples, type(self).__name__, required=True)
+        self._check_fits(prompts, targets)
+        rows = [(prompt + target + eos)[: self.block_size] for prompt, target in zip(prompts, targets)]
+        loss_starts = [len(prompt) for prompt in prompts]
         batch = id_lists_to_tensors(right_pad(rows, self.block_size, _pad_token_id(self.tokenizer)))
         token_type_ids = torch.full_like(batch["input_ids"], PADDING)
         for b, (row, start) in enumerate(zip(rows, loss_starts)):
@@ -190,17 +209,45 @@ class ARLMSeq2SeqPredCollator(_ARLMCollator):
     """Prompt-only batches for generation (:class:`ARLMSeq2SeqPredictionBatch`).
 
     ``input_ids`` are ``[pad...][prompt][BOS]`` left-padded to ``input_block_size`` (when set
-    and positive) or to the longest prompt. ``target_ids`` hold ``[target][EOS]`` right-padded
+    and positive) or to the longest prompt. A prompt longer than ``input_block_size`` raises
+    ``ValueError`` naming both sizes and the fix (``on_overflow="error"``, the default); with
+    ``on_overflow="truncate"`` it keeps its last ``input_block_size`` tokens and every batch that
+    cuts prompts warns how many. ``target_ids`` hold ``[target][EOS]`` right-padded
     with ``pad_token_id`` (never -100, so xlm-core can decode them) to
     ``block_size - prompt width`` when that fits every row, else to the longest target.
     Per-row ``answer`` strings are passed through when the rows have them.
     """
 
+    def __init__(self, *args: Any, on_overflow: str = "error", **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.on_overflow = _overflow_mode(on_overflow)
+
+    def _check_prompts_fit(self, prompts: List[List[int]]) -> None:
+        """``prompts`` include the separator; ``input_block_size`` None fits everything."""
+        width = self.input_block_size
+        too_long = [len(p) for p in prompts if width is not None and len(p) > width]
+        if not too_long:
+            return
+        detail = (
+            f"input_block_size={width} is too small for {len(too_long)} of the {len(prompts)} prompts of "
+            f"this batch: they need up to {max(too_long)} tokens (prompt + separator "
+            f"{len(_separator(self.tokenizer))})"
+        )
+        if self.on_overflow == "error":
+            raise ValueError(
+                f"{detail}; their first tokens would be cut and the model would answer another question. "
+                f"Fix: set input_block_size to at least {max(too_long)} (or 0: pad to the longest prompt "
+                f"of each batch), or the prediction collator's on_overflow=truncate to cut them knowingly"
+            )
+        warnings.warn(f"{detail}; {len(too_long)} prompts keep only their last {width} tokens (on_overflow=truncate)")
+
     def __call__(self, examples: List[Mapping[str, Any]]) -> ARLMSeq2SeqPredictionBatch:
         _check_examples(examples, ("prompt_ids",), type(self).__name__)
-        pad = _pad_token_id(self.tokenizer)
+        pad, sep = _pad_token_id(self.tokenizer), _separator(self.tokenizer)
+        prompts = check_id_rows("prompt_ids", [e["prompt_ids"] for e in examples])
+        self._check_prompts_fit([row + sep for row in prompts])
         batch: Dict[str, Any] = id_lists_to_tensors(prepare_prefix_ids_arlm(
-            [e["prompt_ids"] for e in examples],
+            prompts,
             pad_token_id=pad,
             bos_token_id=self.tokenizer.bos_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
@@ -208,17 +255,13 @@ class ARLMSeq2SeqPredCollator(_ARLMCollator):
             truncate="max" if self.input_block_size is None else "block",
             add_bos="output",
         ))
-        targets = [_target_of(e) + _eos(self.tokenizer) if _has_target(e) else [] for e in examples]
+        targets = [row + _eos(self.tokenizer) if row else [] for row in _target_rows(examples, type(self).__name__, required=False)]
         room = self.block_size - batch["input_ids"].shape[1]
         suffix = prepare_suffix_ids_arlm(targets, pad_token_id=pad, max_seq_len=max(room, 1), truncate="max")
         batch["target_ids"] = torch.tensor(suffix["target_ids"], dtype=torch.long)
         if all("answer" in e for e in examples):
             batch["answer"] = [str(e["answer"]) for e in examples]
         return self._checked(batch)
-
-
-def _has_target(example: Mapping[str, Any]) -> bool:
-    return bool(example.get("target_ids") or example.get("input_ids"))
 
 
 class ARLMEmptyDataset(IterableDataset):

@@ -15,13 +15,17 @@ from typing import Any, Dict, List, Optional, Union
 import torch
 from lightning.pytorch import Callback
 from xlm.harness import Harness
+from xlm.utils.ema import EMACallback
 
 from arlm.datamodule_arlm import tokenizer_vocab_size
-from arlm.runtime.checkpoint_load import copy_ema_weights
+from arlm.runtime.checkpoint_load import CheckpointError, copy_ema_weights, non_finite_ema
 from arlm.runtime.checkpoint_io import NON_FINITE_STOP_KEY, check_state_dict_shapes, load_newest_valid
 from arlm.runtime.cpu_precision import exact_fp32_matmul_on_cpu
 from arlm.runtime.model_only_weights import check_model_only_weights
-from arlm.runtime.resume import NonFiniteLossError, is_non_finite_loss_error, reconcile_learning_rate
+from arlm.runtime.network_match import check_same_network, recorded_model_config
+from arlm.runtime.resume import (
+    NonFiniteLossError, check_resume_step, is_non_finite_loss_error, reconcile_learning_rate,
+)
 from arlm.runtime.stopped_run import replace_on_exception_checkpoint
 
 log = logging.getLogger(__name__)
@@ -61,8 +65,8 @@ def check_checkpoint_vocabulary(state_dict: Dict[str, Any], model: Any, tokenize
 
 class ARLMHarness(Harness):
     """``xlm.harness.Harness`` plus :func:`check_model_covers_tokenizer` when the model is built;
-    whenever a checkpoint is loaded (resume, eval, generate) :func:`check_checkpoint_vocabulary`
-    and :func:`arlm.runtime.checkpoint_io.check_state_dict_shapes`, and on resume
+    whenever a checkpoint is loaded (resume, eval, generate) :meth:`check_checkpoint` (vocabulary,
+    shapes, network settings, EMA weights, resume step), and on resume
     :func:`arlm.runtime.resume.reconcile_learning_rate`. ``load_from_checkpoint`` reads with
     ``weights_only=True`` (:func:`arlm.runtime.checkpoint_io.load_newest_valid`), never with pickle; a NaN/Inf
     loss stops training with :class:`arlm.runtime.resume.NonFiniteLossError` naming what to change, and
@@ -82,12 +86,14 @@ class ARLMHarness(Harness):
         Lightning 2.5 reads with ``weights_only=False`` and takes no argument to change that, so
         the module is built here as Lightning builds it: ``cls(cfg=<saved config>, **kwargs)``
         (a ``cfg`` in ``kwargs`` replaces the saved one), then ``configure_model``,
-        ``on_load_checkpoint`` (vocabulary, shapes, EMA) and ``load_state_dict``, then moved to
-        the device of the loaded weights. ``strict`` defaults to ``strict_loading``."""
-        checkpoint = load_newest_valid(checkpoint_path, map_location or "cpu")[1]
+        ``on_load_checkpoint`` (:meth:`check_checkpoint` naming the file, EMA) and
+        ``load_state_dict``, then moved to the device of the loaded weights. ``strict`` defaults
+        to ``strict_loading``."""
+        loaded_path, checkpoint = load_newest_valid(checkpoint_path, map_location or "cpu")
         module = cls(**{"cfg": checkpoint.get("hyper_parameters") or {}, **kwargs})
         module.configure_model()
-        module.on_load_checkpoint(checkpoint)
+        module.check_checkpoint(checkpoint, loaded_path)
+        Harness.on_load_checkpoint(module, checkpoint)
         state_dict = checkpoint["state_dict"]
         strict = module.strict_loading if strict is None else strict
         keys = module.load_state_dict(state_dict, strict=strict)
@@ -127,11 +133,38 @@ class ARLMHarness(Harness):
         check_model_only_weights(self.model, self.config)
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        check_checkpoint_vocabulary(checkpoint.get("state_dict", {}), self.model, self.tokenizer)
-        check_state_dict_shapes(checkpoint, self)
+        self.check_checkpoint(checkpoint, self._trainer.ckpt_path if self._trainer is not None else None)
         if self._trainer is not None and self.trainer.state.fn == "fit":
             reconcile_learning_rate(checkpoint, self.config)
         super().on_load_checkpoint(checkpoint)
+
+    def check_checkpoint(self, checkpoint: Dict[str, Any], path: Optional[Union[str, Path]]) -> None:
+        """Refuse, naming ``path``, a checkpoint this module cannot load as its own: another
+        vocabulary (:func:`check_checkpoint_vocabulary`), other weight shapes
+        (:func:`arlm.runtime.checkpoint_io.check_state_dict_shapes`), another network
+        (:func:`arlm.runtime.network_match.check_same_network`); under a Trainer, NaN/Inf EMA
+        weights that its EMA callback would restore, and on resume a step past ``trainer.max_steps``
+        (:func:`arlm.runtime.resume.check_resume_step`)."""
+        source = "The checkpoint" if path is None else str(path)
+        check_checkpoint_vocabulary(checkpoint.get("state_dict", {}), self.model, self.tokenizer)
+        check_state_dict_shapes(checkpoint, self)
+        check_same_network(recorded_model_config(checkpoint), self.config.get("model"), source)
+        if self._trainer is None:
+            return
+        resuming = self.trainer.state.fn == "fit"
+        bad_ema = non_finite_ema(checkpoint)
+        if bad_ema is not None and any(isinstance(callback, EMACallback) for callback in self.trainer.callbacks):
+            fix = (
+                "resume from an earlier checkpoint (resume_checkpoint_path=...), or leave resume_checkpoint_path "
+                "out: resuming then skips checkpoints with NaN/Inf weights" if resuming else
+                "evaluate its raw weights with callbacks.ema=null, or pass another checkpoint"
+            )
+            raise CheckpointError(
+                f"{source} holds NaN/Inf EMA weights ({bad_ema}), which the EMA callback would "
+                f"{'train on from' if resuming else 'evaluate'}; a run that diverged wrote them. Fix: {fix}"
+            )
+        if resuming:
+            check_resume_step(checkpoint, self.trainer.max_steps, source)
 
     def apply_checkpoint_ema(self, checkpoint_path: Union[str, Path]) -> None:
         """Overwrite the parameters with the EMA weights stored in ``checkpoint_path``.
@@ -140,9 +173,16 @@ class ARLMHarness(Harness):
         ``load_from_checkpoint`` runs ``on_load_checkpoint`` (where xlm-core's
         ``manual_ema_restore`` copies the EMA weights) *before* ``load_state_dict``, which then
         puts the raw weights back. The file is read as ``load_from_checkpoint`` reads it (weights
-        only, the same fallback). Raises ``ValueError`` naming the file when it has no EMA state.
+        only, the same fallback). Raises ``ValueError`` naming the file when it has no EMA state
+        or its EMA weights hold NaN/Inf.
         """
         checkpoint = load_newest_valid(checkpoint_path)[1]
+        bad = non_finite_ema(checkpoint)
+        if bad is not None:
+            raise CheckpointError(
+                f"the EMA weights of {checkpoint_path} hold NaN/Inf ({bad}); a run that diverged wrote them. "
+                f"Fix: use its raw weights with +generation.use_ema=false, or pass another checkpoint"
+            )
         copy_ema_weights(
             self, checkpoint.get("ema"), checkpoint_path, fix="use its raw weights with +generation.use_ema=false."
         )

@@ -2,6 +2,7 @@
 token per step through an explicit KV cache (prompt -> predictor -> cache -> sampler -> text)."""
 
 import time
+import warnings
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
@@ -30,8 +31,8 @@ class ARLMPredictor:
     Args:
         max_steps: most tokens generated per prompt.
         max_length: most tokens per row, prompt width included; generation stops at
-            ``min(max_steps, max_length - prompt width)`` new tokens (none when the prompts
-            already fill ``max_length``).
+            ``min(max_steps, max_length - prompt width)`` new tokens. Prompts that fill it get
+            none (with a warning); prompts wider than it are an error.
         sampling_method, top, p, temperature: see :class:`arlm.network.sampling.Sampler`
             (``top`` is top-k, ``p`` is top-p; ``sample_top_k`` with ``top=1`` is greedy).
         cache: ``dynamic`` (grows per step) or ``static`` (preallocated to the output width).
@@ -84,13 +85,15 @@ class ARLMPredictor:
         step the batch stopped at: the prompt, then the generated tokens, then ``pad_token_id``
         after a row's EOS. ``attention_mask`` is 1 on real prompt tokens and generated tokens up
         to and including EOS; ``positions`` are the RoPE positions of every column;
-        ``time_taken[i]`` is the wall time from the call until row ``i`` ended. A prompt as wide
-        as ``max_length`` (or wider) has reached it: its row comes back unchanged, text ``""``.
+        ``time_taken[i]`` is the wall time from the call until row ``i`` ended. Prompts as wide
+        as ``max_length`` have reached it: their rows come back unchanged, text ``""``, with a
+        warning; wider prompts raise ``ValueError`` naming both widths and the fix.
         """
         start = time.perf_counter()
         self._require_components()
         pad_id, eos_id = special_ids(self.tokenizer, self.model.lm_head.out_features)
         input_ids, prompt_mask = prompt_tensors(batch, next(self.model.parameters()).device)
+        self._check_room(input_ids.shape[1])
         (B, P), max_new = input_ids.shape, max(0, min(self.max_steps, self.max_length - input_ids.shape[1]))
         ids, last_step, end_times = input_ids, torch.full((B,), -1, device=input_ids.device), []
         if max_new > 0:
@@ -106,6 +109,21 @@ class ARLMPredictor:
             "time_taken": [(end_times[end] if end_times else time.perf_counter()) - start for end in ends],
             "output_start_idx": P,
         }
+
+    def _check_room(self, width: int) -> None:
+        """Refuse prompts wider than ``max_length``; warn when they leave no room to generate."""
+        fix = (
+            f"Fix: raise max_length (predictor.max_length, now {self.max_length}) to at least {width} + the "
+            f"tokens to generate, or give shorter prompts"
+        )
+        if width > self.max_length:
+            raise ValueError(
+                f"the prompts are {width} tokens wide (left-padded to the longest), more than max_length="
+                f"{self.max_length}, which counts prompt and generated tokens together: nothing can be "
+                f"generated for them. {fix}"
+            )
+        if width == self.max_length:
+            warnings.warn(f"the prompts are {width} tokens wide and fill max_length={self.max_length}: no token is generated. {fix}")
 
     def _generate(
         self,

@@ -2,8 +2,8 @@
 
 ``prepare_prefix_ids_arlm`` left-pads prompts, ``prepare_suffix_ids_arlm`` right-pads
 continuations; both take upstream's signature and return a dict of lists, checking every
-argument. :func:`right_pad` is the one right-padder (the training collators use it too);
-:func:`id_lists_to_tensors` turns the lists into tensors.
+argument. :func:`check_id_rows` is the one check of token-id rows, :func:`right_pad` the one
+right-padder (the training collators use both); :func:`id_lists_to_tensors` turns the lists into tensors.
 """
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -43,7 +43,7 @@ def prepare_prefix_ids_arlm(
     Returns lists (one per row, all of the width): ``input_ids``, ``attention_mask`` (1 on real
     tokens) and ``token_type_ids`` (``PROMPT`` on real tokens, ``PADDING`` on padding).
     """
-    rows = _check_id_rows("prefix_ids", prefix_ids)
+    rows = check_id_rows("prefix_ids", prefix_ids)
     pad, bos, eos = _check_special_ids(pad_token_id, bos_token_id, eos_token_id)
     _check_options(max_seq_len, truncate, add_bos, add_eos)
     framed = []
@@ -89,7 +89,7 @@ def prepare_suffix_ids_arlm(
     Returns lists: ``input_ids``, ``attention_mask`` (1 on real tokens) and ``target_ids``
     (a copy of ``input_ids``: unshifted, padded with ``pad_token_id``).
     """
-    rows = _check_id_rows("suffix_ids", suffix_ids)
+    rows = check_id_rows("suffix_ids", suffix_ids)
     pad, bos, eos = _check_special_ids(pad_token_id, bos_token_id, eos_token_id)
     _check_options(max_seq_len, truncate, add_bos, add_eos)
     framed = [
@@ -129,8 +129,12 @@ def _width(rows: List[List[int]], max_seq_len: Optional[int], truncate: Optional
     return max(longest, max_seq_len or 0) if truncate == "max" else longest
 
 
-def _check_id_rows(name: str, rows: Any) -> List[List[int]]:
-    """``rows`` as a list of lists of Python ints; ``TypeError``/``ValueError`` naming the value."""
+def check_id_rows(name: str, rows: Any) -> List[List[int]]:
+    """``rows`` (lists, tensors or arrays of ids) as a list of lists of Python ints.
+
+    The one check of token-id rows, for these helpers and the collators alike: floats (``7.9``
+    would become 7), booleans (``True`` would become 1) and negative ids raise ``ValueError``,
+    a row that is not a sequence ``TypeError``, each naming ``name[i]`` and the value."""
     if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence) or len(rows) == 0:
         raise ValueError(f"{name} must be a non-empty list of token-id lists, got {rows!r}")
     checked = []

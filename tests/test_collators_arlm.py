@@ -128,11 +128,27 @@ def test_prediction_collator_fixed_input_block_size(simple_tokenizer):
     assert batch["target_ids"].tolist() == [[20, EOS, PAD]]
 
 
-def test_prediction_collator_keeps_the_end_of_a_long_prompt(simple_tokenizer):
-    batch = ARLMSeq2SeqPredCollator(simple_tokenizer, block_size=8, input_block_size=3)(
-        [{"prompt_ids": [10, 11, 12, 13], "input_ids": [20]}]
-    )
-    assert batch["input_ids"].tolist() == [[12, 13, BOS]]
+def test_prediction_collator_keeps_the_end_of_a_long_prompt_when_asked_to_cut(simple_tokenizer):
+    collator = ARLMSeq2SeqPredCollator(simple_tokenizer, block_size=8, input_block_size=3, on_overflow="truncate")
+    with pytest.warns(UserWarning, match=(
+        r"input_block_size=3 is too small for 1 of the 2 prompts of this batch: they need up to 5 tokens "
+        r".*1 prompts keep only their last 3 tokens \(on_overflow=truncate\)")):
+        batch = collator([{"prompt_ids": [10, 11, 12, 13], "input_ids": [20]}, {"prompt_ids": [10], "input_ids": [20]}])
+    assert batch["input_ids"].tolist() == [[12, 13, BOS], [PAD, 10, BOS]]
+
+
+def test_prediction_collator_refuses_a_prompt_longer_than_input_block_size(simple_tokenizer):
+    collator = ARLMSeq2SeqPredCollator(simple_tokenizer, block_size=8, input_block_size=3)
+    with pytest.raises(ValueError, match=(
+        r"input_block_size=3 is too small for 1 of the 1 prompts of this batch: they need up to 5 tokens "
+        r"\(prompt \+ separator 1\); their first tokens would be cut .* Fix: set input_block_size to at "
+        r"least 5 \(or 0: .*on_overflow=truncate")):
+        collator([{"prompt_ids": [10, 11, 12, 13], "input_ids": [20]}])
+    with pytest.raises(ValueError, match="on_overflow must be one of"):
+        ARLMSeq2SeqPredCollator(simple_tokenizer, block_size=8, on_overflow="cut")
+    for bad in (True, 2.5, -1):
+        with pytest.raises(ValueError, match=f"input_block_size must be an integer >= 0, got {bad}"):
+            ARLMSeq2SeqPredCollator(simple_tokenizer, block_size=8, input_block_size=bad)
 
 
 def test_prediction_collator_with_prompt_only_rows(simple_tokenizer):
@@ -306,3 +322,32 @@ def test_prediction_collator_properties(simple_tokenizer, pairs):
         expected = (target + [EOS]) if target else []
         assert batch["target_ids"][b, : len(expected)].tolist() == expected
         assert (batch["target_ids"][b, len(expected) :] == PAD).all()
+
+
+@pytest.mark.parametrize("make, example, message", [
+    (DefaultARLMCollator, {"input_ids": [7.9, 8.5]}, r"input_ids\[1\] must hold non-negative integer token ids, got 7.9 in \[7.9, 8.5\]"),
+    (DefaultARLMCollator, {"input_ids": torch.tensor([7.9, 8.5])}, r"input_ids\[1\] .* got 7.9"),
+    (DefaultARLMCollator, {"input_ids": [True, 8]}, r"input_ids\[1\] .* got True in \[True, 8\]"),
+    (ARLMSeq2SeqCollator, {"prompt_ids": [10, 11.0], "input_ids": [20]}, r"prompt_ids\[1\] .* got 11.0"),
+    (ARLMSeq2SeqCollator, {"prompt_ids": [10], "input_ids": [False, 20]}, r"input_ids\[1\] .* got False"),
+    (ARLMSeq2SeqCollator, {"prompt_ids": [10], "target_ids": [-1]}, r"target_ids\[1\] .* got -1"),
+    (ARLMSeq2SeqPredCollator, {"prompt_ids": [True], "input_ids": [20]}, r"prompt_ids\[1\] .* got True"),
+    (ARLMSeq2SeqPredCollator, {"prompt_ids": [10], "input_ids": [20.5]}, r"input_ids\[1\] .* got 20.5"),
+])
+def test_collators_refuse_float_and_boolean_ids_as_prepare_prefix_ids_does(simple_tokenizer, make, example, message):
+    """Before, ``torch.tensor(rows, dtype=long)`` made 7.9 into 7 and True into 1, silently."""
+    good = {key: [10] for key in example}
+    with pytest.raises(ValueError, match=message):
+        make(simple_tokenizer, block_size=8)([good, example])
+
+
+def test_collators_take_integer_tensors_and_arrays(simple_tokenizer):
+    batch = DefaultARLMCollator(simple_tokenizer, block_size=4)([{"input_ids": torch.tensor([10, 11])}])
+    assert batch["input_ids"].tolist() == [[10, 11, PAD, PAD]]
+    batch = ARLMSeq2SeqCollator(simple_tokenizer, block_size=6)([{"prompt_ids": torch.tensor([10]), "input_ids": torch.tensor([20])}])
+    assert batch["input_ids"].tolist() == [[10, BOS, 20, EOS, PAD, PAD]]
+
+
+def test_seq2seq_training_row_without_a_target_is_named(simple_tokenizer):
+    with pytest.raises(KeyError, match="ARLMSeq2SeqCollator: example 0 has neither 'target_ids' nor 'input_ids'"):
+        ARLMSeq2SeqCollator(simple_tokenizer, block_size=6)([{"prompt_ids": [10]}])

@@ -235,6 +235,28 @@ def test_invalid_config_raises_naming_the_field(overrides, message):
         tiny_config(**overrides)
 
 
+@pytest.mark.parametrize("rope", [{"type": "linear", "factor": 2.0}, {"rope_type": "dynamic", "factor": 4.0},
+                                  {"rope_type": "default", "rope_theta": 500000.0}])
+def test_rope_scaling_in_config_json_is_refused_not_ignored(tmp_path, rope):
+    """Llama would scale the positions; Arlow has plain RoPE and used to drop the key silently."""
+    tiny_config().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "rope_scaling": rope}))
+    message = r"ArlowConfig.rope_scaling=.* is not supported: Arlow applies plain RoPE .* Fix: remove rope_scaling"
+    with pytest.raises(ValueError, match=message):
+        AutoConfig.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        ArlowForCausalLM.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("rope", [None, {}, {"rope_type": "default"}, {"type": "default", "rope_theta": 100000.0}])
+def test_plain_rope_settings_in_config_json_load(tmp_path, rope):
+    tiny_config().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "rope_scaling": rope}))
+    assert AutoConfig.from_pretrained(tmp_path).rope_theta == 100000.0
+
+
 def test_bad_inputs_raise_clear_errors():
     model = tiny_model()
     ids = random_ids()

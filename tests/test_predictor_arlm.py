@@ -243,17 +243,28 @@ def test_bad_prompt_batches_raise(peaked_model, simple_tokenizer):
         predictor.generate([])
 
 
-@pytest.mark.parametrize("max_length", [7, 5])
-def test_prompts_that_fill_max_length_come_back_unchanged(peaked_model, simple_tokenizer, max_length):
+def test_prompts_that_fill_max_length_come_back_unchanged(peaked_model, simple_tokenizer):
     """The seed: generation stops when max_length is reached, here before the first token."""
     batch = prompt_batch()
     assert batch["input_ids"].shape[1] == 7
-    out = greedy(peaked_model, simple_tokenizer, max_length=max_length).predict(batch)
+    with pytest.warns(UserWarning, match="the prompts are 7 tokens wide and fill max_length=7: no token is generated"):
+        out = greedy(peaked_model, simple_tokenizer, max_length=7).predict(batch)
     assert torch.equal(out["ids"], batch["input_ids"]) and out["output_start_idx"] == 7
     assert torch.equal(out["attention_mask"], batch["attention_mask"])
     assert out["text"] == ["", "", ""] and len(out["time_taken"]) == 3
-    rows = greedy(peaked_model, simple_tokenizer, max_length=max_length).to_dict(batch, out)
+    rows = greedy(peaked_model, simple_tokenizer, max_length=7).to_dict(batch, out)
     assert [r["generated_length"] for r in rows] == [0, 0, 0]
+
+
+def test_prompts_wider_than_max_length_are_refused(peaked_model, simple_tokenizer):
+    """Before, a 12-token prompt under max_length=10 came back with empty text, silently."""
+    predictor = greedy(peaked_model, simple_tokenizer, max_length=10)
+    with pytest.raises(ValueError, match=(
+        r"the prompts are 13 tokens wide \(left-padded to the longest\), more than max_length=10, .* "
+        r"Fix: raise max_length \(predictor.max_length, now 10\) to at least 13")):
+        predictor.generate([" ".join(str(i) for i in range(12))])
+    with pytest.raises(ValueError, match="the prompts are 7 tokens wide .* more than max_length=5"):
+        greedy(peaked_model, simple_tokenizer, max_length=5).predict(prompt_batch())
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ from arlm.network.config import DecoderConfig, channels_per_head
 from arlm.network.value_checks import is_int
 
 PLAIN_ACTIVATIONS = ("relu", "gelu", "silu")
+ROPE_SCALING_KEYS = ("rope_scaling", "rope_parameters")
+"""Llama's RoPE settings (``rope_scaling``; ``rope_parameters`` from transformers 5 on)."""
 
 ARLOW_FIELDS = {
     "vocab_size": "vocab_size", "d_model": "hidden_size", "n_layers": "num_hidden_layers",
@@ -30,6 +32,22 @@ ARLOW_FIELDS = {
 }
 """``DecoderConfig`` field -> ``ArlowConfig`` field; ``activation`` comes from ``gated_mlp`` and
 ``hidden_act``, and the attention backend from ``attn_implementation``."""
+
+
+def _check_plain_rope(name: str, value: Any, rope_theta: float) -> None:
+    """Refuse a RoPE setting that asks for anything but plain rotary embeddings at ``rope_theta``."""
+    if value is None or value == {}:
+        return
+    kind = value.get("rope_type", value.get("type")) if isinstance(value, dict) else None
+    theta = value.get("rope_theta", rope_theta) if isinstance(value, dict) else None
+    if kind == "default" and set(value) <= {"rope_type", "type", "rope_theta"} and theta == rope_theta:
+        return
+    raise ValueError(
+        f"ArlowConfig.{name}={value!r} is not supported: Arlow applies plain RoPE (base rope_theta="
+        f"{rope_theta}) with no scaling, so these weights would see other positions than they were "
+        f"trained with. Fix: remove {name} from config.json (or set it to null) for a model trained "
+        f"without RoPE scaling; a model trained with scaled RoPE cannot be loaded as Arlow"
+    )
 
 
 class ArlowConfig(PretrainedConfig):
@@ -52,6 +70,9 @@ class ArlowConfig(PretrainedConfig):
         final_norm: apply a norm after the last layer.
         hidden_dropout: dropout on the embeddings and the residual branches.
         cross_attention_dim: width of ``encoder_hidden_states``; ``None`` = ``hidden_size``.
+
+    Arlow's RoPE is the plain one: a ``rope_scaling`` (or ``rope_parameters``) other than
+    ``None`` or the default type, which Llama would apply, is refused rather than ignored.
     """
 
     model_type = "arlowgpt"
@@ -87,6 +108,8 @@ class ArlowConfig(PretrainedConfig):
         cross_attention_dim: Optional[int] = None,
         **kwargs: Any,
     ):
+        for name in ROPE_SCALING_KEYS:
+            _check_plain_rope(name, kwargs.pop(name, None), rope_theta)
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size

@@ -45,6 +45,7 @@ from arlm.hf.remote_code import write_remote_code
 from arlm.hf.xlm_checkpoint import data_directories, read_checkpoint, rebuild_xlm_model
 from arlm.model_arlm import RotaryTransformerARLMModel
 from arlm.runtime.atomic_files import TargetExistsError, occupant, write_directory_atomically
+from arlm.runtime.network_match import warn_if_other_network
 
 PathLike = Union[str, Path]
 ARCHITECTURES = ("auto", "native", "arlow")
@@ -76,7 +77,9 @@ def export_checkpoint_to_hf(
         tokenizer: the xLM tokenizer, saved as a ``PreTrainedTokenizerFast``; its special token
             ids go into the config (``bos/eos_token_id``). ``None``: no tokenizer files.
         model_config: ``RotaryTransformerARLMModel`` arguments (the ``model:`` node); needed only
-            when the checkpoint does not record them (model-only weights).
+            when the checkpoint does not record them (model-only weights). The recorded network
+            is the one exported; a ``model_config`` describing another one gets a warning
+            naming the differences (:func:`arlm.runtime.network_match.warn_if_other_network`).
         apply_ema: ``True``/``False``: use the EMA weights or not; ``None`` (default): when the
             checkpoint has them (as xLM's ``extract_checkpoint`` does).
         architecture: ``"auto"`` (native when exact, else Arlow), ``"native"`` or ``"arlow"``.
@@ -108,6 +111,7 @@ def export_checkpoint_to_hf(
         output_dir, checkpoint_path, [*data_directories(contents), *map(Path, protected_dirs)], overwrite
     )
     hf_tokenizer = None if tokenizer is None else hf_tokenizer_from(tokenizer)
+    warn_if_other_network(contents.model_config, model_config, checkpoint_path)
     if apply_ema is None:
         apply_ema = contents.ema is not None
     xlm_model = rebuild_xlm_model(contents, tokenizer, model_config, apply_ema)

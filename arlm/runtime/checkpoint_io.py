@@ -8,8 +8,9 @@
   ``torch.load(weights_only=True)`` and names what is wrong with a file it cannot use.
 * :func:`load_newest_valid` loads the checkpoint Lightning or xlm-core picked automatically
   (``last.ckpt``, ``on_exception.ckpt``, ``best.ckpt``) and, if it is unreadable, holds non-finite
-  weights or was written at a NaN/Inf stop, the newest valid ``*.ckpt`` beside it instead,
-  logging the one skipped.
+  weights (raw or EMA: resuming restores both) or was written at a NaN/Inf stop, the newest valid
+  ``*.ckpt`` beside it instead, logging the one skipped. A checkpoint named explicitly is refused
+  for non-finite raw weights; its EMA weights are checked where they are used.
 * :class:`SafeAtomicCheckpointIO` is the Lightning ``CheckpointIO`` plugin doing all of this for
   every checkpoint the Trainer writes or reads (periodic, best, last, on-exception, resume, eval).
 """
@@ -29,7 +30,8 @@ from arlm.runtime.atomic_files import (
     underlying_os_error,
     write_file_atomically,
 )
-from arlm.runtime.checkpoint_load import CheckpointError, load_safely
+from arlm.runtime.checkpoint_load import CheckpointError, first_non_finite, load_safely, non_finite_ema
+from arlm.runtime.network_match import describe, fix_for, network_differences, recorded_model_config
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +42,13 @@ RESUME_NAMES = ("last.ckpt", "on_exception.ckpt")
 
 def non_finite_tensor(checkpoint: Dict[str, Any]) -> Optional[str]:
     """Name of the first weight in ``checkpoint["state_dict"]`` holding NaN or Inf, else None."""
-    for key, value in checkpoint.get("state_dict", {}).items():
-        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            return key
-    return None
+    return first_non_finite(checkpoint.get("state_dict", {}).items())
 
 
-def check_usable(path: Path, checkpoint: Dict[str, Any]) -> None:
-    """Raise :class:`CheckpointError` if ``checkpoint`` lacks weights, holds non-finite ones, or was
-    written when training stopped on a NaN/Inf loss (:data:`NON_FINITE_STOP_KEY`)."""
+def check_usable(path: Path, checkpoint: Dict[str, Any], include_ema: bool = True) -> None:
+    """Raise :class:`CheckpointError` if ``checkpoint`` lacks weights, holds non-finite ones (its
+    EMA weights too with ``include_ema``), or was written when training stopped on a NaN/Inf loss
+    (:data:`NON_FINITE_STOP_KEY`)."""
     if NON_FINITE_STOP_KEY in checkpoint:
         raise CheckpointError(
             f"{path} was written when training stopped on a non-finite loss "
@@ -63,6 +63,9 @@ def check_usable(path: Path, checkpoint: Dict[str, Any]) -> None:
     bad = non_finite_tensor(checkpoint)
     if bad is not None:
         raise CheckpointError(f"{path} holds NaN/Inf weights ({bad}); a run that diverged wrote it")
+    bad_ema = non_finite_ema(checkpoint) if include_ema else None
+    if bad_ema is not None:
+        raise CheckpointError(f"{path} holds NaN/Inf EMA weights ({bad_ema}); a run that diverged wrote it")
 
 
 def _write_fix(error: BaseException, path: Path) -> str:
@@ -115,7 +118,7 @@ def load_newest_valid(path: _PATH, map_location: Any = "cpu") -> Tuple[Path, Dic
     remove_dead_writers_temporaries(path.parent)
     if path.name not in AUTOMATIC_NAMES:
         checkpoint = load_safely(path, map_location)
-        check_usable(path, checkpoint)
+        check_usable(path, checkpoint, include_ema=False)
         return path, checkpoint
     skipped = []
     for candidate in _candidates(path):
@@ -149,26 +152,6 @@ class SafeAtomicCheckpointIO(TorchCheckpointIO):
         return load_newest_valid(path, map_location)[1]
 
 
-def _model_config_differences(checkpoint: Dict[str, Any], module: Any) -> str:
-    """``"model.d_model: checkpoint 64, configured 32; ..."`` from the saved and the current config."""
-    saved = (checkpoint.get("hyper_parameters") or {}).get("model")
-    config = getattr(module, "config", None)
-    current = config.get("model") if config is not None else None
-    if not isinstance(saved, dict) or current is None:
-        return ""
-    diffs = []
-    for key, value in saved.items():
-        if key.startswith("_") or key not in current or (isinstance(value, str) and "${" in value):
-            continue
-        try:
-            now = current[key]
-        except Exception:
-            continue
-        if isinstance(value, (int, float, str, bool)) and value != now:
-            diffs.append(f"model.{key}: checkpoint {value}, configured {now}")
-    return "; ".join(diffs)
-
-
 def _first_structural_mismatch(saved: Dict[str, Any], own: Dict[str, Any]) -> Optional[str]:
     """The first weight of the model (``model.*``) whose shape differs or that only one side has."""
     for key, value in saved.items():
@@ -184,14 +167,14 @@ def _first_structural_mismatch(saved: Dict[str, Any], own: Dict[str, Any]) -> Op
 
 
 def _fix_hint(checkpoint: Dict[str, Any], module: Any) -> str:
-    diffs = _model_config_differences(checkpoint, module)
-    if not diffs:
+    config = getattr(module, "config", None)
+    differences = network_differences(recorded_model_config(checkpoint), None if config is None else config.get("model"))
+    if not differences:
         return (
             "Fix: use the model config (model=..., model.d_model, model.num_layers, model.nhead, ...) "
             "the checkpoint was trained with"
         )
-    overrides = " ".join(f"{d.split(':')[0]}={d.split('checkpoint ')[1].split(',')[0]}" for d in diffs.split("; "))
-    return f"The model settings differ: {diffs}. Fix: pass the checkpoint's values ({overrides}) or use the model config it was trained with"
+    return f"The model settings differ: {describe(differences)}. {fix_for(differences)}"
 
 
 def check_state_dict_shapes(checkpoint: Dict[str, Any], module: Any) -> None:

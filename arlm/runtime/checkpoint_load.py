@@ -4,14 +4,15 @@ export (installed without xlm-core) reads checkpoints the same way training does
 :func:`load_safely` reads with ``torch.load(weights_only=True)`` (tensors and plain containers
 only) and turns torch's errors for empty, text, truncated and code-carrying files into
 :class:`CheckpointError` naming the file. :func:`copy_ema_weights` puts a checkpoint's EMA
-weights into a module, for the export and for ``generate_arlm`` alike.
+weights into a module, for the export and for ``generate_arlm`` alike; :func:`first_non_finite`
+and :func:`non_finite_ema` find NaN/Inf weights.
 """
 
 import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 import torch
 
@@ -55,6 +56,21 @@ def load_safely(path: Union[str, Path], map_location: Any = "cpu") -> Dict[str, 
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint dictionary")
     return checkpoint
+
+
+def first_non_finite(named_tensors: Iterable[Tuple[str, Any]]) -> Optional[str]:
+    """The name of the first floating-point tensor holding NaN or Inf, else None (non-tensors are skipped)."""
+    for name, value in named_tensors:
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return name
+    return None
+
+
+def non_finite_ema(checkpoint: Mapping[str, Any]) -> Optional[str]:
+    """``"ema.shadow_params[i]"`` for the first EMA weight of ``checkpoint`` (``torch_ema`` state
+    under ``"ema"``) holding NaN or Inf; None when they are finite or there is no EMA state."""
+    shadows = (checkpoint.get("ema") or {}).get("shadow_params") or []
+    return first_non_finite((f"ema.shadow_params[{i}]", shadow) for i, shadow in enumerate(shadows))
 
 
 def copy_ema_weights(module: torch.nn.Module, ema: Optional[Mapping[str, Any]], path: Union[str, Path], fix: str) -> None:

@@ -10,7 +10,9 @@ command diverges again. Here:
   set by ``ARLMHarness.on_save_checkpoint``), and resuming skips marked checkpoints, so the next
   run resumes from the last periodic checkpoint (``last.ckpt``);
 * :func:`reconcile_learning_rate` makes a resumed run use the learning rate of the command, not
-  the one stored in the checkpoint's optimizer and scheduler, and reports the change.
+  the one stored in the checkpoint's optimizer and scheduler, and reports the change;
+* :func:`check_resume_step` refuses a resume point past the command's ``trainer.max_steps``, which
+  would train nothing and report the checkpoint's model as this run's.
 """
 
 import math
@@ -18,6 +20,8 @@ from typing import Any, Dict, Optional
 
 from omegaconf import OmegaConf
 from xlm.utils.rank_zero import RankedLogger
+
+from arlm.network.value_checks import is_int
 
 logger = RankedLogger(__name__, rank_zero_only=True)
 
@@ -90,3 +94,22 @@ def reconcile_learning_rate(checkpoint: Dict[str, Any], cfg: Any) -> Optional[st
     )
     logger.warning(message)
     return message
+
+
+class ResumePastMaxStepsError(ValueError):
+    """The resume point lies beyond the ``trainer.max_steps`` of the command."""
+
+
+def check_resume_step(checkpoint: Dict[str, Any], max_steps: Optional[int], source: Any) -> None:
+    """Raise :class:`ResumePastMaxStepsError` if ``checkpoint`` (read from ``source``) was saved at
+    a global step beyond ``max_steps`` (``None`` or -1: no limit). A checkpoint at exactly
+    ``max_steps`` is a finished run re-run with its own command, which only runs the test pass."""
+    step = checkpoint.get("global_step")
+    if not is_int(step) or not is_int(max_steps) or max_steps < 0 or step <= max_steps:
+        return
+    raise ResumePastMaxStepsError(
+        f"{source} is at global step {step}, past trainer.max_steps={max_steps} of this command: resuming "
+        f"it would train nothing and report the step-{step} model as this run's. Fix: raise trainer.max_steps "
+        f"above {step} to train on from it, or start a new run under another job_name=... (the checkpoints "
+        f"of the run at step {step} are kept)"
+    )

@@ -1,14 +1,26 @@
-"""A checkpoint of another model size fails early in every job, naming the first mismatch and the fix."""
+"""A checkpoint of another model size, or of another network of the same size, fails early in
+every job, naming the first mismatch and the fix."""
+
+import json
+from pathlib import Path
 
 import pytest
 
-from tests.e2e.xlm_cli import REPO_ROOT, STAR_SIZES, TINY_MODEL, TINY_TRAIN, offline_env, run_xlm
+from arlm.runtime.checkpoint_io import load_safely
+from tests.e2e.xlm_cli import REPO_ROOT, STAR_SIZES, TINY_MODEL, TINY_TRAIN, checkpoint_dir, offline_env, run_xlm
 
 pytestmark = pytest.mark.slow
 
 WIDER = [arg if not arg.startswith("model.d_model=") else "model.d_model=64" for arg in TINY_MODEL]
 EXPECTED = ("The checkpoint is for another model size: model.", "in the checkpoint but",
             "model.d_model: checkpoint 32, configured 64", "model.d_model=32")
+# Same shapes as the trained relu / rotary-16 network: only the recorded settings tell them apart.
+OTHER_NETWORK = ["model.activation=gelu", "model.rotary_emb_dim=8"]
+JOBS = [
+    ["job_type=eval", "+trainer.limit_val_batches=1"],
+    ["job_type=generate_arlm", "+generation.device=cpu", "+generation.max_batches=1"],
+    ["job_type=train", *TINY_TRAIN],
+]
 
 
 @pytest.fixture(scope="module")
@@ -19,14 +31,37 @@ def env(star_data_dir, tmp_path_factory):
     return environment
 
 
-@pytest.mark.parametrize("job", [
-    ["job_type=eval", "+trainer.limit_val_batches=1"],
-    ["job_type=generate_arlm", "+generation.device=cpu", "+generation.max_batches=1"],
-    ["job_type=train", *TINY_TRAIN],
-])
+@pytest.mark.parametrize("job", JOBS)
 def test_other_model_size_is_named_with_the_fix(env, job):
     proc = run_xlm([*job, "experiment=star_easy_arlm", *STAR_SIZES, *WIDER], cwd=REPO_ROOT, env=env, check=False)
     assert proc.returncode != 0
     for text in EXPECTED:
         assert text in proc.stdout
     assert proc.stdout.count("size mismatch for") == 0
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_other_activation_and_rotary_size_are_named_with_the_fix(env, job):
+    """Before, eval, generate_arlm and resume ran the relu / rotary-16 weights as a gelu /
+    rotary-8 network without a word."""
+    checkpoints = checkpoint_dir(Path(env["LOG_DIR"]))
+    before = {p.name: load_safely(p)["global_step"] for p in checkpoints.glob("*.ckpt")}
+    proc = run_xlm([*job, "experiment=star_easy_arlm", *STAR_SIZES, *TINY_MODEL, *OTHER_NETWORK], cwd=REPO_ROOT, env=env, check=False)
+    assert proc.returncode != 0
+    assert ("was trained as another network than the configured one: model.activation: checkpoint relu, "
+            "configured gelu; model.rotary_emb_dim: checkpoint 16, configured 8") in proc.stdout
+    assert "Fix: pass the checkpoint's values (model.activation=relu model.rotary_emb_dim=16)" in proc.stdout
+    assert {p.name: load_safely(p)["global_step"] for p in checkpoints.glob("*.ckpt")} == before
+
+
+def test_export_hf_exports_the_recorded_network_and_names_the_configured_differences(env, tmp_path):
+    """export_hf builds the network the checkpoint records (what was trained), whatever the
+    command configures; the configured settings it does not use are named."""
+    checkpoints = checkpoint_dir(Path(env["LOG_DIR"]))
+    proc = run_xlm(["job_type=export_hf", "experiment=star_easy_arlm", *STAR_SIZES, *TINY_MODEL, *OTHER_NETWORK,
+                    f"+export_hf.checkpoint_path={checkpoints / 'last.ckpt'}", f"+export_hf.output_dir={tmp_path / 'hf'}"],
+                   cwd=REPO_ROOT, env=env)
+    assert ("records another network than the configured model (model.activation: checkpoint relu, configured "
+            "gelu; model.rotary_emb_dim: checkpoint 16, configured 8); the network it records is the one exported") in proc.stdout
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["hidden_act"] == "relu"

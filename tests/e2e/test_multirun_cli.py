@@ -1,0 +1,43 @@
+"""``xlm -m`` sweeps give every job its own run directory: job 1 of ``optimizer.lr=0.001,0.01``
+trains at its own learning rate instead of resuming job 0's finished checkpoint, and an eval sweep
+over the same values evaluates each job's own checkpoints."""
+
+from pathlib import Path
+
+import pytest
+
+from arlm.runtime.checkpoint_io import load_safely
+from tests.e2e.xlm_cli import REPO_ROOT, STAR_SIZES, TINY_MODEL, TINY_TRAIN, offline_env, run_xlm
+
+pytestmark = pytest.mark.slow
+STAR = ["experiment=star_easy_arlm", *STAR_SIZES, *TINY_MODEL]
+JOB_NAME = "star_easy__arlm_seq2seq__rotary_transformer_tiny_arlm__debug-False"
+
+
+def test_each_job_of_a_sweep_trains_and_is_evaluated_in_its_own_run_directory(star_data_dir, tmp_path):
+    logs = tmp_path / "logs"
+    env = offline_env(star_data_dir, logs)
+    out = run_xlm(["-m", "job_type=train", *STAR, *TINY_TRAIN, "optimizer.lr=0.001,0.01"], cwd=REPO_ROOT, env=env).stdout
+    assert "Restoring states from the checkpoint" not in out
+    for lr in (0.001, 0.01):
+        last = logs / f"{JOB_NAME}__optimizer.lr={lr}" / "checkpoints" / "last.ckpt"
+        checkpoint = load_safely(last)
+        assert checkpoint["global_step"] == 4
+        assert checkpoint["hyper_parameters"]["optimizer"]["lr"] == lr
+        assert checkpoint["optimizer_states"][0]["param_groups"][0]["initial_lr"] == lr
+    assert not (logs / JOB_NAME / "checkpoints").exists()
+
+    out = run_xlm(["-m", "job_type=eval", *STAR, "+trainer.limit_val_batches=1", "optimizer.lr=0.001,0.01"],
+                  cwd=REPO_ROOT, env=env).stdout
+    for lr in (0.001, 0.01):
+        assert f"Loading model from full checkpoint: {logs / f'{JOB_NAME}__optimizer.lr={lr}' / 'checkpoints'}" in out
+
+
+def test_a_sweep_over_settings_that_do_not_name_a_run_keeps_the_job_name(star_data_dir, tmp_path):
+    logs = tmp_path / "logs"
+    env = offline_env(star_data_dir, logs)
+    run_xlm(["job_type=train", *STAR, *TINY_TRAIN], cwd=REPO_ROOT, env=env)
+    out = run_xlm(["-m", "job_type=eval", *STAR, "+trainer.limit_val_batches=1", "+eval.split=validation,test"],
+                  cwd=REPO_ROOT, env=env).stdout
+    assert out.count(f"Loading model from full checkpoint: {logs / JOB_NAME / 'checkpoints'}") == 2
+    assert sorted(p.name for p in Path(logs).iterdir()) == [JOB_NAME]
