@@ -1,6 +1,6 @@
 """``ARLMLoss``: next-token cross entropy for the xLM Harness."""
 
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -86,9 +86,9 @@ def _declared_right_padded(batch: ARLMBatch) -> bool:
         )
     mask = batch["attention_mask"]
     if declared and reads_values_for_free(mask):
-        real_after_padding = mask[:, 1:].bool() & ~mask[:, :-1].bool()  # (B, L - 1)
-        if bool(real_after_padding.any()):
-            row, column = real_after_padding.nonzero()[0].tolist()
+        first = _first_true(mask[:, 1:].bool() & ~mask[:, :-1].bool())  # real token after padding
+        if first is not None:
+            row, column = first
             raise ValueError(
                 f"the batch declares right_padded=True but row {row} of its attention_mask has a "
                 f"real token at column {column + 1} after padding; a collator that does not "
@@ -119,11 +119,19 @@ def _validate_batch(batch: ARLMBatch) -> None:
 def _check_target_range(target_ids: torch.Tensor, vocab_size: int) -> None:
     """Raise ``ValueError`` naming the first target that is neither an id of the model's
     vocabulary nor the ignore index (reads values: called for CPU tensors in eager mode only)."""
-    bad = (target_ids != IGNORE_INDEX) & ((target_ids < 0) | (target_ids >= vocab_size))
-    if bool(bad.any()):
-        row, column = bad.nonzero()[0].tolist()
+    first = _first_true((target_ids != IGNORE_INDEX) & ((target_ids < 0) | (target_ids >= vocab_size)))
+    if first is not None:
+        row, column = first
         raise ValueError(
             f"target_ids[{row}, {column}] = {target_ids[row, column].item()} is outside [0, {vocab_size}) "
             f"(the model's vocabulary) and not the ignore index {IGNORE_INDEX}; check that the collator "
             f"and tokenizer match model.num_embeddings"
         )
+
+
+def _first_true(flags: torch.Tensor) -> Optional[Tuple[int, int]]:
+    """``(row, column)`` of the first True of a 2-D bool tensor, or None (reads values: CPU only)."""
+    if not bool(flags.any()):
+        return None
+    row, column = flags.nonzero()[0].tolist()
+    return row, column
