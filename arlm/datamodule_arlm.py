@@ -212,7 +212,7 @@ class ARLMSeq2SeqPredCollator(_ARLMCollator):
     and positive) or to the longest prompt. A prompt longer than ``input_block_size`` raises
     ``ValueError`` naming both sizes and the fix (``on_overflow="error"``, the default); with
     ``on_overflow="truncate"`` it keeps its last ``input_block_size`` tokens and every batch that
-    cuts prompts warns how many. ``target_ids`` hold ``[target][EOS]`` right-padded
+    cuts prompts warns how many; ``prompt_cut`` is True on the rows it cut. ``target_ids`` hold ``[target][EOS]`` right-padded
     with ``pad_token_id`` (never -100, so xlm-core can decode them) to
     ``block_size - prompt width`` when that fits every row, else to the longest target.
     Per-row ``answer`` strings are passed through when the rows have them.
@@ -222,12 +222,13 @@ class ARLMSeq2SeqPredCollator(_ARLMCollator):
         super().__init__(*args, **kwargs)
         self.on_overflow = _overflow_mode(on_overflow)
 
-    def _check_prompts_fit(self, prompts: List[List[int]]) -> None:
-        """``prompts`` include the separator; ``input_block_size`` None fits everything."""
+    def _check_prompts_fit(self, prompts: List[List[int]]) -> List[bool]:
+        """Which ``prompts`` (separator included) will be cut; ``input_block_size`` None fits all."""
         width = self.input_block_size
-        too_long = [len(p) for p in prompts if width is not None and len(p) > width]
+        cut = [width is not None and len(p) > width for p in prompts]
+        too_long = [len(p) for p, is_cut in zip(prompts, cut) if is_cut]
         if not too_long:
-            return
+            return cut
         detail = (
             f"input_block_size={width} is too small for {len(too_long)} of the {len(prompts)} prompts of "
             f"this batch: they need up to {max(too_long)} tokens (prompt + separator "
@@ -240,12 +241,13 @@ class ARLMSeq2SeqPredCollator(_ARLMCollator):
                 f"of each batch), or the prediction collator's on_overflow=truncate to cut them knowingly"
             )
         warnings.warn(f"{detail}; {len(too_long)} prompts keep only their last {width} tokens (on_overflow=truncate)")
+        return cut
 
     def __call__(self, examples: List[Mapping[str, Any]]) -> ARLMSeq2SeqPredictionBatch:
         _check_examples(examples, ("prompt_ids",), type(self).__name__)
         pad, sep = _pad_token_id(self.tokenizer), _separator(self.tokenizer)
         prompts = check_id_rows("prompt_ids", [e["prompt_ids"] for e in examples])
-        self._check_prompts_fit([row + sep for row in prompts])
+        cut = self._check_prompts_fit([row + sep for row in prompts])
         batch: Dict[str, Any] = id_lists_to_tensors(prepare_prefix_ids_arlm(
             prompts,
             pad_token_id=pad,
@@ -259,6 +261,7 @@ class ARLMSeq2SeqPredCollator(_ARLMCollator):
         room = self.block_size - batch["input_ids"].shape[1]
         suffix = prepare_suffix_ids_arlm(targets, pad_token_id=pad, max_seq_len=max(room, 1), truncate="max")
         batch["target_ids"] = torch.tensor(suffix["target_ids"], dtype=torch.long)
+        batch["prompt_cut"] = torch.tensor(cut, dtype=torch.bool)
         if all("answer" in e for e in examples):
             batch["answer"] = [str(e["answer"]) for e in examples]
         return self._checked(batch)

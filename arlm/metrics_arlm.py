@@ -134,16 +134,21 @@ def star_planning_choice_update_fn(
     The reference comes from the graph in the prompt alone: ``batch["input_ids"]`` rows are
     ``[pad...][prompt][BOS]`` (``ARLMSeq2SeqPredCollator``) with ``attention_mask`` 1 on the
     prompt and BOS; the generation is ``loss_dict["ids"][:, loss_dict["output_start_idx"]:]``.
-    A row whose prompt is not a STAR graph, or does not end with BOS, raises ``ValueError``
-    naming the row and the prompt. ``tokenizer`` is required (its BOS and node tokens).
+    Rows the collator cut (``batch["prompt_cut"]``, ``on_overflow="truncate"``) have lost part
+    of their graph and are left out: the value has one entry per uncut row. Any other row whose
+    prompt is not a STAR graph, or does not end with BOS, raises ``ValueError`` naming the row and
+    the prompt. ``tokenizer`` is required (its BOS and node tokens).
     """
     if tokenizer is None:
         raise ValueError("star_planning_choice_update_fn needs the tokenizer (its BOS and node tokens)")
     bos = tokenizer.bos_token_id
     generated = loss_dict["ids"][:, loss_dict["output_start_idx"] :]
     values = []
-    rows = zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist(), generated.tolist())
-    for i, (ids, mask, continuation) in enumerate(rows):
+    cut = batch["prompt_cut"].tolist() if "prompt_cut" in batch else [False] * len(generated)
+    rows = zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist(), generated.tolist(), cut)
+    for i, (ids, mask, continuation, was_cut) in enumerate(rows):
+        if was_cut:
+            continue
         prompt = [t for t, real in zip(ids, mask) if real]
         try:
             if not prompt or prompt[-1] != bos:

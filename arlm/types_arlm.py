@@ -54,6 +54,8 @@ class ARLMSeq2SeqPredictionBatch(TypedDict):
         input_ids / attention_mask / token_type_ids: the left-padded prompts.
         target_ids: the reference continuation ``[target][EOS][pad...]`` (valid ids, padded with
             ``pad_token_id``, never -100) so that it can be decoded and compared.
+        prompt_cut: True on rows whose prompt lost its first tokens to ``input_block_size``
+            (only with the collator's ``on_overflow="truncate"``).
         answer: optional gold answers (e.g. TinyGSM), passed through untouched.
     """
 
@@ -61,6 +63,7 @@ class ARLMSeq2SeqPredictionBatch(TypedDict):
     attention_mask: Integer[Tensor, "batch prompt_len"]
     token_type_ids: Integer[Tensor, "batch prompt_len"]
     target_ids: Integer[Tensor, "batch target_len"]
+    prompt_cut: Bool[Tensor, " batch"]
     answer: NotRequired[List[str]]
 
 

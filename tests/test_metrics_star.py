@@ -54,11 +54,11 @@ def test_prefix_is_the_start_of_the_target_on_generated_graphs(level):
         assert len(centre_positions) >= 3
 
 
-def prediction(tokenizer, graphs, continuations):
+def prediction(tokenizer, graphs, continuations, **collator_options):
     """The prediction batch of ``graphs`` and a predictor output whose continuations are
     ``continuations`` (node lists; EOS and padding appended)."""
     rows = [preprocess_fn(dict(g), tokenizer) for g in graphs]
-    batch = ARLMSeq2SeqPredCollator(tokenizer, block_size=48)(
+    batch = ARLMSeq2SeqPredCollator(tokenizer, block_size=48, **collator_options)(
         [{"prompt_ids": r["prompt_token_ids"], "input_ids": r["input_token_ids"]} for r in rows]
     )
     width = 14
@@ -104,6 +104,19 @@ def test_metric_wrapper_averages_over_batches_as_configured(tokenizer):
     assert wrapper.full_name == "val/prediction/planning_choice_accuracy"
     assert wrapper.compute().item() == pytest.approx(2 / 3)
     assert wrapper._computed_value.tolist() == [1.0]  # per graph of the last batch, for the JSONL
+
+
+def test_prompts_the_collator_cut_are_left_out_and_the_others_judged(tokenizer):
+    """With ``on_overflow=truncate`` a cut prompt has lost part of its graph: no planning choice
+    can be judged on it, so it is left out rather than refused or scored."""
+    easy_width = len(preprocess_fn(dict(EASY), tokenizer)["prompt_token_ids"]) + 1
+    with pytest.warns(UserWarning, match="2 prompts keep only their last"):
+        batch, preds = prediction(
+            tokenizer, [EASY, MEDIUM, EASY, MEDIUM], [[0, 3], [10, 11], [0, 5], [10]],
+            input_block_size=easy_width, on_overflow="truncate",
+        )
+    assert batch["prompt_cut"].tolist() == [False, True, False, True]
+    assert star_planning_choice_update_fn(batch, preds, tokenizer)["value"].tolist() == [1.0, 0.0]
 
 
 @pytest.mark.parametrize("prompt, message", [
