@@ -135,7 +135,8 @@ def star_planning_choice_update_fn(
     ``[pad...][prompt][BOS]`` (``ARLMSeq2SeqPredCollator``) with ``attention_mask`` 1 on the
     prompt and BOS; the generation is ``loss_dict["ids"][:, loss_dict["output_start_idx"]:]``.
     Rows the collator cut (``batch["prompt_cut"]``, ``on_overflow="truncate"``) have lost part
-    of their graph and are left out: the value has one entry per uncut row. Any other row whose
+    of their graph: their value is NaN, which the configured ``MeanMetric`` leaves out of the mean
+    (``nan_strategy: ignore``) and the predictions JSONL writes as null. Any other row whose
     prompt is not a STAR graph, or does not end with BOS, raises ``ValueError`` naming the row and
     the prompt. ``tokenizer`` is required (its BOS and node tokens).
     """
@@ -148,6 +149,7 @@ def star_planning_choice_update_fn(
     rows = zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist(), generated.tolist(), cut)
     for i, (ids, mask, continuation, was_cut) in enumerate(rows):
         if was_cut:
+            values.append(float("nan"))
             continue
         prompt = [t for t, real in zip(ids, mask) if real]
         try:

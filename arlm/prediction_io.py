@@ -1,6 +1,7 @@
 """What goes into and comes out of :class:`arlm.predictor_arlm.ARLMPredictor`: the prompt batch
 checks and the JSON-serialisable rows of a prediction."""
 
+import math
 from typing import Any, Dict, List, Mapping, Tuple
 
 import torch
@@ -109,9 +110,10 @@ def _real(row: List[int], mask: List[int]) -> List[int]:
 
 
 def _row_value(value: Any, i: int, batch_size: int) -> Any:
-    """Row ``i`` of a per-sample metric (list or tensor of length ``batch_size``), else the value."""
+    """Row ``i`` of a per-sample metric (list or tensor of length ``batch_size``), else the value;
+    NaN (a row the metric could not judge) becomes ``None``, JSON's null."""
     if isinstance(value, Tensor):
         value = value.tolist()
     if isinstance(value, (list, tuple)) and len(value) == batch_size:
-        return value[i]
-    return value
+        value = value[i]
+    return None if isinstance(value, float) and math.isnan(value) else value

@@ -10,6 +10,7 @@ from xlm.tasks.star import preprocess_fn
 from arlm.datamodule_arlm import ARLMSeq2SeqPredCollator
 from arlm.dataprep.star import STAR_LEVELS, generate_star_split
 from arlm.metrics_arlm import seq2seq_exact_match_update_fn, star_planning_choice_update_fn, star_planning_prefix
+from arlm.prediction_io import prediction_rows
 
 # STAR-easy shape: the source 0 is the centre, arms 0-1-2, 0-3-4, 0-5-6; the goal 4 is on the second.
 EASY = {"edge_list": [[3, 4], [0, 1], [5, 6], [0, 5], [1, 2], [0, 3]], "source": 0, "goal": 4,
@@ -108,7 +109,7 @@ def test_metric_wrapper_averages_over_batches_as_configured(tokenizer):
 
 def test_prompts_the_collator_cut_are_left_out_and_the_others_judged(tokenizer):
     """With ``on_overflow=truncate`` a cut prompt has lost part of its graph: no planning choice
-    can be judged on it, so it is left out rather than refused or scored."""
+    can be judged on it, so it is NaN (left out of the mean, null in the JSONL), not refused or scored."""
     easy_width = len(preprocess_fn(dict(EASY), tokenizer)["prompt_token_ids"]) + 1
     with pytest.warns(UserWarning, match="2 prompts keep only their last"):
         batch, preds = prediction(
@@ -116,7 +117,20 @@ def test_prompts_the_collator_cut_are_left_out_and_the_others_judged(tokenizer):
             input_block_size=easy_width, on_overflow="truncate",
         )
     assert batch["prompt_cut"].tolist() == [False, True, False, True]
-    assert star_planning_choice_update_fn(batch, preds, tokenizer)["value"].tolist() == [1.0, 0.0]
+    values = star_planning_choice_update_fn(batch, preds, tokenizer)["value"]
+    assert values[[0, 2]].tolist() == [1.0, 0.0] and values[[1, 3]].isnan().all()
+    wrapper = MetricWrapper(
+        name="planning_choice_accuracy", metric=MeanMetricWithComputedValue(nan_strategy="ignore"),
+        prefix="val/prediction", update_fn="arlm.metrics_arlm.star_planning_choice_update_fn",
+    )
+    wrapper.update(batch, preds, tokenizer)
+    assert wrapper.compute().item() == 0.5
+    rows = prediction_rows(tokenizer, batch, {
+        **preds, "attention_mask": (preds["ids"] != tokenizer.pad_token_id).long(), "text": [""] * 4,
+        "text_with_spl_tokens": [""] * 4, "time_taken": [0.0] * 4,
+        "metric_planning_choice_accuracy": values.tolist(),
+    })
+    assert [r["metric_planning_choice_accuracy"] for r in rows] == [1.0, None, 0.0, None]
 
 
 @pytest.mark.parametrize("prompt, message", [
