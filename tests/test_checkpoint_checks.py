@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from arlm.runtime.checkpoint_io import CheckpointError, load_newest_valid
 from arlm.runtime.network_match import NetworkMismatchError, check_same_network, network_differences, warn_if_other_network
-from arlm.runtime.resume import ResumePastMaxStepsError, check_resume_step
+from arlm.runtime.resume import ResumePastMaxStepsError, check_resume_step, fresh_start_problem
 
 OLD_CHECKPOINT = Path(__file__).resolve().parent / "fixtures" / "star_easy_tiny_c4c0ecd.ckpt"
 TARGET = "arlm.model_arlm.RotaryTransformerARLMModel"
@@ -66,6 +66,22 @@ def test_resume_step_beyond_max_steps_is_refused():
         r"last.ckpt is at global step 40, past trainer.max_steps=10 of this command: resuming it would "
         r"train nothing .* Fix: raise trainer.max_steps above 40 .* another job_name=")):
         check_resume_step({"global_step": 40}, 10, "last.ckpt")
+
+
+def test_a_fresh_start_over_existing_checkpoints_is_refused(tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    assert fresh_start_problem("train", False, checkpoints) is None  # not made yet
+    checkpoints.mkdir()
+    (checkpoints / "notes.txt").write_text("kept")
+    assert fresh_start_problem("train", False, checkpoints) is None  # no checkpoint in it
+    for name in ("last.ckpt", "best.ckpt", "0-2.ckpt", "0-4.ckpt", "0-6.ckpt"):
+        (checkpoints / name).write_bytes(b"x")
+    problem = fresh_start_problem("train", False, checkpoints)
+    assert problem.startswith(f"checkpointing_dir={checkpoints} already holds checkpoints of an earlier run "
+                              "(0-2.ckpt, 0-4.ckpt, 0-6.ckpt, best.ckpt and 1 more)")
+    assert "would overwrite them. Fix: leave out resume_from_checkpoint=false" in problem
+    assert fresh_start_problem("train", True, checkpoints) is None  # resumes them
+    assert fresh_start_problem("eval", False, checkpoints) is None  # writes no checkpoint
 
 
 def _checkpoint(step, ema_value=1.0):

@@ -46,6 +46,7 @@ from arlm.runtime.config_kinds import (
 )
 from arlm.runtime.config_sizes import length_problems, memory_problems
 from arlm.runtime.directory_checks import directory_problems
+from arlm.runtime.resume import fresh_start_problem
 
 MISSING = object()
 
@@ -265,7 +266,8 @@ class ConfigRefused(SystemExit):
 
 class ConfigCheckCallback(Callback):
     """Hydra callback: :func:`arlm.runtime.directory_checks.directory_problems` before Hydra makes
-    the run directory (``on_run_start`` / ``on_multirun_start``), :func:`check_config` before every job."""
+    the run directory (``on_run_start`` / ``on_multirun_start``); :func:`check_config` and
+    :func:`arlm.runtime.resume.fresh_start_problem` before every job."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         _refuse_unusable_directories(config)
@@ -278,6 +280,13 @@ class ConfigCheckCallback(Callback):
             check_config(config)
         except ConfigValueError as error:
             raise ConfigRefused(f"{type(error).__name__}: {error}") from None
+        checkpoints = _select(config, "checkpointing_dir")
+        problem = fresh_start_problem(
+            _select(config, "job_type"), _select(config, "resume_from_checkpoint"),
+            None if checkpoints is MISSING else checkpoints,
+        )
+        if problem is not None:
+            raise ConfigRefused(f"CheckpointsWouldBeOverwritten: {problem}")
 
 
 def _refuse_unusable_directories(config: DictConfig) -> None:

@@ -12,10 +12,13 @@ command diverges again. Here:
 * :func:`reconcile_learning_rate` makes a resumed run use the learning rate of the command, not
   the one stored in the checkpoint's optimizer and scheduler, and reports the change;
 * :func:`check_resume_step` refuses a resume point past the command's ``trainer.max_steps``, which
-  would train nothing and report the checkpoint's model as this run's.
+  would train nothing and report the checkpoint's model as this run's;
+* :func:`fresh_start_problem` refuses ``resume_from_checkpoint=false`` where the run's
+  checkpoint directory already holds checkpoints: starting at step 0 there would overwrite them.
 """
 
 import math
+from pathlib import Path
 from typing import Any, Dict, Optional
 
 from omegaconf import OmegaConf
@@ -112,4 +115,26 @@ def check_resume_step(checkpoint: Dict[str, Any], max_steps: Optional[int], sour
         f"it would train nothing and report the step-{step} model as this run's. Fix: raise trainer.max_steps "
         f"above {step} to train on from it, or start a new run under another job_name=... (the checkpoints "
         f"of the run at step {step} are kept)"
+    )
+
+
+def fresh_start_problem(job_type: Any, resume: Any, checkpointing_dir: Any) -> Optional[str]:
+    """Why a ``train`` job with ``resume_from_checkpoint=false`` must not start, or None.
+
+    Such a job trains from step 0 and writes its checkpoints (``last.ckpt``, the periodic and
+    ``best`` ones) under ``checkpointing_dir`` with the names an earlier run there used, so that
+    run's ``*.ckpt`` files would be overwritten one by one. Other jobs, resuming jobs and an empty
+    or missing directory are fine."""
+    if job_type != "train" or resume is not False or checkpointing_dir is None:
+        return None
+    directory = Path(str(checkpointing_dir))
+    existing = sorted(path.name for path in directory.glob("*.ckpt")) if directory.is_dir() else []
+    if not existing:
+        return None
+    shown = ", ".join(existing[:4]) + (f" and {len(existing) - 4} more" if len(existing) > 4 else "")
+    return (
+        f"checkpointing_dir={directory} already holds checkpoints of an earlier run ({shown}); "
+        f"resume_from_checkpoint=false starts at step 0 and would overwrite them. Fix: leave out "
+        f"resume_from_checkpoint=false to continue that run, start a new run under another job_name=..., "
+        f"or move those checkpoints away first"
     )

@@ -1,5 +1,6 @@
 """A NaN stop does not become the resume point, and a resumed run uses the command's learning rate;
-a resume point past the command's ``trainer.max_steps`` is refused, and one with NaN EMA weights is
+a resume point past the command's ``trainer.max_steps`` is refused, so is a fresh start
+(``resume_from_checkpoint=false``) over a run's checkpoints, and one with NaN EMA weights is
 skipped (and named where a job is told to use it).
 
 The first test: run 1 trains 4 steps. Run 2 resumes it with ``optimizer.lr=1e30``: the change is reported (and
@@ -49,9 +50,10 @@ def test_nan_stop_is_skipped_on_resume_and_changed_lr_is_reported(star_data_dir,
 VALIDATING = [arg if not arg.startswith("trainer.val_check_interval=") else "trainer.val_check_interval=2" for arg in RUN]
 
 
-def test_restart_with_fewer_max_steps_than_the_finished_run_is_refused(star_data_dir, tmp_path):
-    """Before, the step-4 ``last.ckpt`` was restored, nothing was trained and the step-4 model was
-    tested as this 2-step run's."""
+def test_a_finished_run_is_neither_resumed_past_max_steps_nor_overwritten(star_data_dir, tmp_path):
+    """Before, fewer max_steps restored the step-4 ``last.ckpt``, trained nothing and tested the
+    step-4 model as this 2-step run's; ``resume_from_checkpoint=false`` trained from step 0 and
+    overwrote the finished run's checkpoints."""
     logs = tmp_path / "logs"
     env = offline_env(star_data_dir, logs)
     run_xlm([*VALIDATING, "trainer.max_steps=4"], cwd=REPO_ROOT, env=env)
@@ -64,6 +66,14 @@ def test_restart_with_fewer_max_steps_than_the_finished_run_is_refused(star_data
             "of this command: resuming it would train nothing") in proc.stdout
     assert "Fix: raise trainer.max_steps above 4 to train on from it, or start a new run under another job_name=" in proc.stdout
     assert "test/lm/accumulated_loss" not in proc.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in checkpoints.glob("*.ckpt")} == before
+
+    proc = run_xlm([*VALIDATING, "trainer.max_steps=4", "resume_from_checkpoint=false"], cwd=REPO_ROOT, env=env, check=False)
+    assert proc.returncode != 0
+    assert (f"CheckpointsWouldBeOverwritten: checkpointing_dir={checkpoints} already holds checkpoints of an "
+            "earlier run (") in proc.stdout
+    assert "resume_from_checkpoint=false starts at step 0 and would overwrite them. Fix:" in proc.stdout
+    assert "Loading model" not in proc.stdout
     assert {p.name: p.stat().st_mtime_ns for p in checkpoints.glob("*.ckpt")} == before
 
 
