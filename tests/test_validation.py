@@ -25,6 +25,8 @@ from arlm.runtime.config_checks import ConfigValueError, check_config, check_out
     ({"seed": "abc"}, "seed='abc' (str) must be an integer >= 0"),
     ({"input_block_size": -3}, "input_block_size=-3 (int) must be an integer >= 0"),
     ({"job_name": ""}, "job_name='' must be a non-empty name without '/'"),
+    ({"lr_scheduler": {"name": "foo"}}, "lr_scheduler.name='foo' must be one of ['linear', 'cosine', "),
+    ({"dataloader_prefetch_factor": -1}, "dataloader_prefetch_factor=-1 (int) must be a positive integer"),
 ])
 def test_bad_values_are_named(cfg, expected):
     assert any(expected in problem for problem in config_problems(OmegaConf.create(cfg)))

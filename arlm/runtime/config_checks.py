@@ -38,6 +38,7 @@ from arlm.runtime.config_kinds import (
     PositiveInt,
     PositiveNumber,
     PreparedDataDir,
+    SchedulerName,
     Seed,
     StarSeed,
     Temperature,
@@ -77,6 +78,7 @@ class OptimizerKeys:
 
 @dataclass
 class LrSchedulerKeys:
+    name: Optional[SchedulerName]
     num_warmup_steps: Optional[NonNegativeInt]
 
 
@@ -177,6 +179,7 @@ class ConfigSchema:
     block_size: Optional[PositiveInt]
     input_block_size: Optional[NonNegativeInt]
     num_dataloader_workers: Optional[NonNegativeInt]
+    dataloader_prefetch_factor: Optional[PositiveInt]
     dataloader_pin_memory: Optional[Flag]
     dataloader_persistent_workers: Optional[Flag]
     compile: Optional[Flag]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Optional, Tuple, Union
 
 import torch
+from transformers import SchedulerType
 
 from arlm.network.value_checks import is_finite_number, is_int
 
@@ -176,3 +177,5 @@ EmaDecay = Annotated[float, Fraction(one_allowed=False, example="0.999")]
 Temperature = Annotated[float, FiniteNumber(positive=True, example="1.0")]
 TopP = Annotated[float, Fraction(one_allowed=True, example="0.9")]
 Device = Annotated[str, DeviceName()]
+SchedulerName = Annotated[str, OneOf(tuple(kind.value for kind in SchedulerType))]
+"""A name ``transformers.get_scheduler`` knows (xlm-core's ``lr_scheduler.name``)."""

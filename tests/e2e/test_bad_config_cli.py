@@ -16,6 +16,8 @@ TRAIN = ["job_type=train", "experiment=star_easy_arlm", *STAR_SIZES, *TINY_MODEL
     ("trainer.val_check_interval=0", "trainer.val_check_interval=0 must be a positive integer"),
     ("trainer.max_steps=abc", "trainer.max_steps='abc' (str) must be a positive integer"),
     ("optimizer.lr=-1", "optimizer.lr=-1 must be a positive finite number"),
+    ("lr_scheduler.name=foo", "lr_scheduler.name='foo' must be one of ['linear', 'cosine', "),
+    ("dataloader_prefetch_factor=-1", "dataloader_prefetch_factor=-1 (int) must be a positive integer"),
 ])
 def test_non_positive_or_non_integer_keys_are_refused(star_data_dir, tmp_path, override, expected):
     proc = run_xlm([*TRAIN, override], cwd=REPO_ROOT, env=offline_env(star_data_dir, tmp_path / "logs"), check=False)
