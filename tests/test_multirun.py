@@ -51,3 +51,23 @@ def test_the_callback_leaves_a_sweep_without_run_keys_alone():
     MultirunJobNames().on_multirun_start(config)
     assert OmegaConf.to_container(config.hydra.overrides.task) == ["job_type=train,eval", "+eval.split=validation,test"]
     assert OmegaConf.to_container(config.hydra.overrides.hydra) == []
+
+
+@pytest.mark.parametrize("directory", ["paths.output_dir=/runs/mine", "+checkpointing_dir=/runs/ckpts"])
+def test_a_run_directory_fixed_for_every_job_of_a_sweep_is_refused(directory):
+    config = _multirun_config(["job_type=train", "optimizer.lr=0.001,0.01", directory])
+    key, value = directory.lstrip("+").split("=")
+    with pytest.raises(SweepRefused, match=(
+            rf"sweeps optimizer.lr, but {key}={value} is one directory for every job: each train job would "
+            rf"resume the checkpoints of the one before it.*e.g. '{key}={value}/\$\{{job_name\}}'")):
+        MultirunJobNames().on_multirun_start(config)
+
+
+@pytest.mark.parametrize("directory", [
+    "paths.output_dir='/runs/${job_name}'", "paths.output_dir='/runs/${hydra:job.num}'",
+    "paths.output_dir=/runs/a,/runs/b",
+])
+def test_a_run_directory_per_job_passes(directory):
+    config = _multirun_config(["job_type=train", "optimizer.lr=0.001,0.01", directory])
+    MultirunJobNames().on_multirun_start(config)
+    assert OmegaConf.to_container(config.hydra.overrides.task, resolve=False)[-1].startswith("job_name=")

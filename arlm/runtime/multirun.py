@@ -14,7 +14,10 @@ job of the training sweep. A sweep over keys that do not name a run (:data:`NOT_
 ``job_type``, ``job_name`` itself, and the ``eval``, ``generation``, ``export_hf`` and ``paths``
 settings) leaves ``job_name`` alone, and so do keys named in
 ``hydra.job.config.override_dirname.exclude_keys``; a swept value with ``/`` in it is refused
-(it cannot be part of a directory name). Single runs (without ``-m``) are not changed.
+(it cannot be part of a directory name), and so is a fixed ``paths.output_dir`` or
+``checkpointing_dir`` that would put every job's checkpoints in one place again (one that
+interpolates ``job_name`` or ``hydra:job.override_dirname`` / ``hydra:job.num`` is per job and
+passes). Single runs (without ``-m``) are not changed.
 
 Mechanism (Hydra's public configuration, nothing patched): before the sweep starts, the
 multirun's task overrides get ``job_name='<its value>__${hydra:job.override_dirname}'`` and its
@@ -60,6 +63,28 @@ def _check_nameable(override: Any) -> None:
         )
 
 
+RUN_DIRECTORY_KEYS = ("paths.output_dir", "checkpointing_dir")
+PER_JOB_INTERPOLATIONS = ("job_name", "hydra:job.override_dirname", "hydra:job.num")
+
+
+def check_run_directories_per_job(task_overrides: List[str], swept: List[str]) -> None:
+    """Refuse a sweep over ``swept`` whose ``task_overrides`` fix one ``paths.output_dir`` or
+    ``checkpointing_dir`` for every job: job 1 would resume job 0's checkpoints."""
+    for override in OverridesParser.create().parse_overrides(task_overrides):
+        key = override.key_or_group
+        if key not in RUN_DIRECTORY_KEYS or override.is_sweep_override():
+            continue
+        value = str(override.value())
+        if any(f"${{{name}}}" in value for name in PER_JOB_INTERPOLATIONS):
+            continue
+        raise SweepRefused(
+            f"SweepRefused: xlm -m sweeps {', '.join(swept)}, but {key}={value} is one directory for every job: "
+            f"each train job would resume the checkpoints of the one before it and train nothing of its own. "
+            f"Fix: leave {key} out (each job then gets <LOG_DIR>/<job_name>__<its swept values>), or make it per "
+            f"job with an interpolation, e.g. '{key}={value.rstrip('/')}/${{job_name}}'"
+        )
+
+
 def swept_run_keys(task_overrides: List[str], excluded: Iterable[str] = ()) -> List[str]:
     """The keys (or config groups) that ``task_overrides`` sweep over and that name a run, less
     ``excluded``; :class:`SweepRefused` for one whose values cannot be part of a directory name."""
@@ -81,6 +106,7 @@ class MultirunJobNames(Callback):
         swept = swept_run_keys(task, user_excluded)
         if not swept:
             return
+        check_run_directories_per_job(task, swept)
         keys = {o.key_or_group for o in OverridesParser.create().parse_overrides(task)}
         excluded = user_excluded | (keys - set(swept)) | {"job_name"}
         job_name = OmegaConf.to_container(OmegaConf.masked_copy(config, ["job_name"]), resolve=False)["job_name"]

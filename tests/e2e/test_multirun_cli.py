@@ -41,3 +41,14 @@ def test_a_sweep_over_settings_that_do_not_name_a_run_keeps_the_job_name(star_da
                   cwd=REPO_ROOT, env=env).stdout
     assert out.count(f"Loading model from full checkpoint: {logs / JOB_NAME / 'checkpoints'}") == 2
     assert sorted(p.name for p in Path(logs).iterdir()) == [JOB_NAME]
+
+
+def test_a_sweep_with_one_output_dir_for_every_job_is_refused_before_any_job(star_data_dir, tmp_path):
+    """Before, both jobs wrote ``<shared>/checkpoints`` and job 1 resumed job 0's finished run."""
+    shared = tmp_path / "shared"
+    env = offline_env(star_data_dir, tmp_path / "logs")
+    proc = run_xlm(["-m", "job_type=train", *STAR, *TINY_TRAIN, "optimizer.lr=0.001,0.01", f"paths.output_dir={shared}"],
+                   cwd=REPO_ROOT, env=env, check=False)
+    assert proc.returncode != 0
+    assert f"SweepRefused: xlm -m sweeps optimizer.lr, but paths.output_dir={shared} is one directory for every job" in proc.stdout
+    assert not shared.exists()
