@@ -60,22 +60,23 @@ def test_a_finished_run_is_neither_resumed_past_max_steps_nor_overwritten(star_d
     (checkpoints,) = list(logs.glob("*/checkpoints"))
     before = {p.name: p.stat().st_mtime_ns for p in checkpoints.glob("*.ckpt")}
 
-    proc = run_xlm([*VALIDATING, "trainer.max_steps=2"], cwd=REPO_ROOT, env=env, check=False)
-    assert proc.returncode != 0
+    def refused(*overrides: str) -> str:
+        proc = run_xlm([*VALIDATING, *overrides], cwd=REPO_ROOT, env=env, check=False)
+        assert proc.returncode != 0
+        assert "test/lm/accumulated_loss" not in proc.stdout
+        assert {p.name: p.stat().st_mtime_ns for p in checkpoints.glob("*.ckpt")} == before
+        return proc.stdout
+
+    out = refused("trainer.max_steps=2")
     assert (f"ResumePastMaxStepsError: {checkpoints / 'last.ckpt'} is at global step 4, past trainer.max_steps=2 "
-            "of this command: resuming it would train nothing") in proc.stdout
-    assert "Fix: raise trainer.max_steps above 4 to train on from it, or start a new run under another job_name=" in proc.stdout
-    assert "test/lm/accumulated_loss" not in proc.stdout
-    assert {p.name: p.stat().st_mtime_ns for p in checkpoints.glob("*.ckpt")} == before
+            "of this command: resuming it would train nothing") in out
+    assert "Fix: raise trainer.max_steps above 4 to train on from it, or start a new run under another job_name=" in out
 
-    proc = run_xlm([*VALIDATING, "trainer.max_steps=4", "resume_from_checkpoint=false"], cwd=REPO_ROOT, env=env, check=False)
-    assert proc.returncode != 0
+    out = refused("trainer.max_steps=4", "resume_from_checkpoint=false")
     assert (f"CheckpointsWouldBeOverwritten: checkpointing_dir={checkpoints} already holds checkpoints of an "
-            "earlier run (") in proc.stdout
-    assert "resume_from_checkpoint=false starts at step 0 and would overwrite them. Fix:" in proc.stdout
-    assert "Loading model" not in proc.stdout
-    assert {p.name: p.stat().st_mtime_ns for p in checkpoints.glob("*.ckpt")} == before
-
+            "earlier run (") in out
+    assert "resume_from_checkpoint=false starts at step 0 and would overwrite them. Fix:" in out
+    assert "Loading model" not in out
 
 def _poison_ema(path):
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
