@@ -55,7 +55,7 @@ class ARLMSeq2SeqPredictionBatch(TypedDict):
         target_ids: the reference continuation ``[target][EOS][pad...]`` (valid ids, padded with
             ``pad_token_id``, never -100) so that it can be decoded and compared.
         prompt_cut: True on rows whose prompt lost its first tokens to ``input_block_size``
-            (only with the collator's ``on_overflow="truncate"``).
+            (possible only with the collator's ``on_overflow="truncate"``), else False.
         answer: optional gold answers (e.g. TinyGSM), passed through untouched.
     """
 

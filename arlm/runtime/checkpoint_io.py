@@ -30,7 +30,7 @@ from arlm.runtime.atomic_files import (
     underlying_os_error,
     write_file_atomically,
 )
-from arlm.runtime.checkpoint_load import CheckpointError, first_non_finite, load_safely, non_finite_ema
+from arlm.runtime.checkpoint_load import CheckpointError, checkpoints_in, first_non_finite, load_safely, non_finite_ema
 from arlm.runtime.network_match import describe, fix_for, network_differences, recorded_model_config
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def _candidates(path: Path) -> List[Path]:
     """``path`` first, then the other ``*.ckpt`` files beside it, newest first. For a resume point
     (:data:`RESUME_NAMES`) a newer ``last.ckpt``/``on_exception.ckpt`` goes before it: xlm-core
     always asks for ``on_exception.ckpt`` first, even when a later run has written a newer ``last.ckpt``."""
-    others = [p for p in path.parent.glob("*.ckpt") if p.is_file() and p.name != path.name]
+    others = [p for p in checkpoints_in(path.parent) if p.is_file() and p.name != path.name]
     others.sort(key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
     if path.name in RESUME_NAMES and path.exists():
         newer = [p for p in others if p.name in RESUME_NAMES and p.stat().st_mtime > path.stat().st_mtime]

@@ -5,20 +5,28 @@ export (installed without xlm-core) reads checkpoints the same way training does
 only) and turns torch's errors for empty, text, truncated and code-carrying files into
 :class:`CheckpointError` naming the file. :func:`copy_ema_weights` puts a checkpoint's EMA
 weights into a module, for the export and for ``generate_arlm`` alike; :func:`first_non_finite`
-and :func:`non_finite_ema` find NaN/Inf weights.
+and :func:`non_finite_ema` find NaN/Inf weights; :func:`checkpoints_in` lists a directory's
+checkpoints.
 """
 
 import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import torch
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: empty, not a checkpoint, truncated, or unsafe."""
+
+
+def checkpoints_in(directory: Union[str, Path]) -> List[Path]:
+    """The ``*.ckpt`` entries of ``directory``, sorted by name: files, and the directories that
+    sharded strategies write under that suffix. Empty when ``directory`` is not a directory."""
+    directory = Path(directory)
+    return sorted(directory.glob("*.ckpt")) if directory.is_dir() else []
 
 
 def _describe_unreadable(path: Path, error: BaseException) -> str:

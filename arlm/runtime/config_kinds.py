@@ -13,6 +13,7 @@ import torch
 from transformers import SchedulerType
 
 from arlm.network.value_checks import is_finite_number, is_int
+from arlm.runtime.checkpoint_load import checkpoints_in
 
 @dataclass(frozen=True)
 class Integer:
@@ -125,10 +126,9 @@ class CheckpointFilePath:
         path = str(value)
         if path.lower() in ("", "none", "null") or not os.path.isdir(path):
             return None
-        names = os.listdir(path)
-        if any(name.endswith(".distcp") for name in names):
+        if any(name.endswith(".distcp") for name in os.listdir(path)):
             return None
-        ckpts = sorted(name for name in names if name.endswith(".ckpt"))
+        ckpts = [entry.name for entry in checkpoints_in(path)]
         pick = "last.ckpt" if "last.ckpt" in ckpts else (ckpts[0] if ckpts else "")
         hint = f"; it holds {ckpts[:4]}, e.g. pass {os.path.join(path, pick)}" if ckpts else ""
         return f"{key}={value} is a directory, not a checkpoint file{hint}"

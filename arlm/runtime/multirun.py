@@ -28,6 +28,7 @@ Hydra composes every job from these.
 from typing import Any, Iterable, List
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -67,10 +68,10 @@ RUN_DIRECTORY_KEYS = ("paths.output_dir", "checkpointing_dir")
 PER_JOB_INTERPOLATIONS = ("job_name", "hydra:job.override_dirname", "hydra:job.num")
 
 
-def check_run_directories_per_job(task_overrides: List[str], swept: List[str]) -> None:
-    """Refuse a sweep over ``swept`` whose ``task_overrides`` fix one ``paths.output_dir`` or
-    ``checkpointing_dir`` for every job: job 1 would resume job 0's checkpoints."""
-    for override in OverridesParser.create().parse_overrides(task_overrides):
+def check_run_directories_per_job(task_overrides: List[Override], swept: List[str]) -> None:
+    """Refuse a sweep over ``swept`` whose (parsed) ``task_overrides`` fix one ``paths.output_dir``
+    or ``checkpointing_dir`` for every job: job 1 would resume job 0's checkpoints."""
+    for override in task_overrides:
         key = override.key_or_group
         if key not in RUN_DIRECTORY_KEYS or override.is_sweep_override():
             continue
@@ -106,8 +107,9 @@ class MultirunJobNames(Callback):
         swept = swept_run_keys(task, user_excluded)
         if not swept:
             return
-        check_run_directories_per_job(task, swept)
-        keys = {o.key_or_group for o in OverridesParser.create().parse_overrides(task)}
+        parsed = OverridesParser.create().parse_overrides(task)
+        check_run_directories_per_job(parsed, swept)
+        keys = {o.key_or_group for o in parsed}
         excluded = user_excluded | (keys - set(swept)) | {"job_name"}
         job_name = OmegaConf.to_container(OmegaConf.masked_copy(config, ["job_name"]), resolve=False)["job_name"]
         config.hydra.overrides.hydra.append(

@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from xlm.utils.rank_zero import RankedLogger
 
 from arlm.network.value_checks import is_int
+from arlm.runtime.checkpoint_load import checkpoints_in
 
 logger = RankedLogger(__name__, rank_zero_only=True)
 
@@ -128,7 +129,7 @@ def fresh_start_problem(job_type: Any, resume: Any, checkpointing_dir: Any) -> O
     if job_type != "train" or resume is not False or checkpointing_dir is None:
         return None
     directory = Path(str(checkpointing_dir))
-    existing = sorted(path.name for path in directory.glob("*.ckpt")) if directory.is_dir() else []
+    existing = [path.name for path in checkpoints_in(directory)]
     if not existing:
         return None
     shown = ", ".join(existing[:4]) + (f" and {len(existing) - 4} more" if len(existing) > 4 else "")
