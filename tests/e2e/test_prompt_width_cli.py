@@ -1,8 +1,10 @@
 """``input_block_size`` smaller than the STAR prompts: before, every prediction prompt was cut to
 its last tokens (the graph lost) and exact match was computed on the cut prompts, silently. Now
 the first prediction batch stops the job naming both sizes and the fix, and cutting that is asked
-for (the prediction collator's ``on_overflow=truncate``) says how many prompts it cut."""
+for (the prediction collator's ``on_overflow=truncate``) says how many prompts it cut and leaves
+them out of the planning-choice metric (null in the predictions JSONL)."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -38,3 +40,7 @@ def test_cutting_prompts_when_asked_says_how_many_were_cut(star_data_dir, tmp_pa
     )
     assert "of the 32 prompts of this batch" in proc.stdout
     assert "prompts keep only their last 5 tokens (on_overflow=truncate)" in proc.stdout
+    # A cut prompt has lost its graph: xlm-core's metric leaves it out and the JSONL says null.
+    rows = [json.loads(line) for p in (tmp_path / "logs").glob("*/runs/*/predictions/val/prediction/*.jsonl") for line in open(p)]
+    assert len(rows) == 32 and all(row["metric_planning_choice_accuracy"] is None for row in rows)
+    assert all(isinstance(row["metric_exact_match"], float) for row in rows)
