@@ -30,10 +30,21 @@ from arlm.hf import (  # noqa: E402
     ArlowPreTrainedModel,
     ArlowRMSNorm,
     ArlowRotaryEmbedding,
-    ArlowTokenizerFast,
     apply_rotary_pos_emb,
-    register_arlow_with_auto_classes,
 )
+from arlm.pretrain.tokenizer import ArlowTokenizerFast  # noqa: E402
+
+
+def register_arlow_with_auto_classes() -> None:
+    """Make ``model_type="arlowgpt"`` directories load through ``AutoConfig``, ``AutoModel``,
+    ``AutoModelForCausalLM`` and ``AutoTokenizer`` (no ``trust_remote_code``). Idempotent."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    AutoConfig.register(ArlowConfig.model_type, ArlowConfig, exist_ok=True)
+    AutoModel.register(ArlowConfig, ArlowModel, exist_ok=True)
+    AutoModelForCausalLM.register(ArlowConfig, ArlowForCausalLM, exist_ok=True)
+    AutoTokenizer.register(ArlowConfig, fast_tokenizer_class=ArlowTokenizerFast, exist_ok=True)
+
 
 register_arlow_with_auto_classes()
 

@@ -1,7 +1,7 @@
 """``ARLMHarness``: xlm-core's ``Harness`` with vocabulary and shape checks between tokenizer,
-model and checkpoint, checkpoint reads that never unpickle code, a NaN/Inf stop that does not
-become the resume point, EMA weights applied from a checkpoint file, and checkpoint loading that
-works on machines without CUDA.
+model and checkpoint, checkpoint reads that never unpickle code nor build what a checkpoint
+names, a NaN/Inf stop that does not become the resume point, EMA weights applied from a
+checkpoint file, and checkpoint loading that works on machines without CUDA.
 
 Without the checks a mismatch surfaces as an ``IndexError`` deep inside the embedding (tokenizer
 larger than the model) or as a wall of ``size mismatch`` lines from ``load_state_dict``. They now
@@ -14,23 +14,26 @@ from typing import Any, Dict, List, Optional, Union
 
 import torch
 from lightning.pytorch import Callback
+from omegaconf import OmegaConf
 from xlm.harness import Harness
 from xlm.utils.ema import EMACallback
 
+from arlm.checkpoints.checks import NON_FINITE_STOP_KEY, copy_ema_weights, non_finite_ema, weights_difference
+from arlm.checkpoints.network import check_same_network, describe, fix_for, network_differences, recorded_model_config
+from arlm.checkpoints.read import CheckpointError, weight_shapes
 from arlm.datamodule_arlm import tokenizer_vocab_size
-from arlm.runtime.checkpoint_load import CheckpointError, copy_ema_weights, non_finite_ema
-from arlm.runtime.checkpoint_io import NON_FINITE_STOP_KEY, check_state_dict_shapes, load_newest_valid
+from arlm.runtime.checkpoint_io import load_newest_valid
+from arlm.runtime.config_schema import is_unset
 from arlm.runtime.cpu_precision import exact_fp32_matmul_on_cpu
-from arlm.runtime.model_only_weights import check_model_only_weights
-from arlm.runtime.network_match import check_same_network, recorded_model_config
-from arlm.runtime.resume import (
-    NonFiniteLossError, check_resume_step, is_non_finite_loss_error, reconcile_learning_rate,
-)
-from arlm.runtime.stopped_run import replace_on_exception_checkpoint
+from arlm.runtime.resume import check_resume_step, reconcile_learning_rate
+from arlm.runtime.stopped_run import NonFiniteLossError, is_non_finite_loss_error, replace_on_exception_checkpoint
 
 log = logging.getLogger(__name__)
 
 LM_HEAD_KEY = "model.lm_head.weight"
+MODEL_ONLY_KEYS = (
+    "model_only_checkpoint_path", "eval.model_only_checkpoint_path", "generation.model_only_checkpoint_path",
+)
 
 
 def check_model_covers_tokenizer(model: Any, tokenizer: Any) -> None:
@@ -63,13 +66,71 @@ def check_checkpoint_vocabulary(state_dict: Dict[str, Any], model: Any, tokenize
         )
 
 
+def check_state_dict_shapes(checkpoint: Dict[str, Any], module: Any) -> None:
+    """Raise ``ValueError`` naming the first weight of the model (``model.*``) whose shape differs
+    between checkpoint and module, or that only one of them has (another depth, width, MLP or
+    norm), the network settings that differ and the fix."""
+    def model_shapes(state: Dict[str, Any]) -> Dict[str, tuple]:
+        return {key: tuple(value.shape) for key, value in state.items() if key.startswith("model.") and isinstance(value, torch.Tensor)}
+
+    saved = checkpoint.get("state_dict", {})
+    mismatch = weights_difference(model_shapes(saved), model_shapes(module.state_dict()), "checkpoint") if saved else None
+    if mismatch is None:
+        return
+    config = getattr(module, "config", None)
+    differences = network_differences(recorded_model_config(checkpoint), None if config is None else config.get("model"))
+    fix = (
+        f"The model settings differ: {describe(differences)}. {fix_for(differences)}" if differences else
+        "Fix: use the model config (model=..., model.d_model, model.num_layers, model.nhead, ...) "
+        "the checkpoint was trained with"
+    )
+    raise ValueError(f"The checkpoint is for another model size: {mismatch}. {fix}.")
+
+
+def check_model_only_weights(model: torch.nn.Module, cfg: Any) -> None:
+    """Before xlm-core loads a model-only weights file named in ``cfg`` (:data:`MODEL_ONLY_KEYS`;
+    it would fail with the library's words, naming neither file nor key): raise ``ValueError`` if
+    it cannot be read or does not fit ``model`` (another shape; with ``strict_model_only_load``,
+    missing or extra weights). A safetensors file is read from its header. Paths that are unset
+    or not files are left to xlm-core's messages; sharded safetensors (``*.index.json``) are not checked."""
+    strict = OmegaConf.select(cfg, "strict_model_only_load", default=True) is not False
+    own = {name: tuple(value.shape) for name, value in model.state_dict().items()}
+    for key in MODEL_ONLY_KEYS:
+        value = OmegaConf.select(cfg, key, default=None)
+        if is_unset(value) or not Path(str(value)).is_file() or str(value).endswith(".json"):
+            continue
+        path = Path(str(value))
+        try:
+            lightning, saved = weight_shapes(path)
+        except CheckpointError as error:
+            raise ValueError(
+                f"{key}={path} cannot be read as model weights: {error}. It is truncated, corrupt or not a "
+                f"weights file. Fix: pass the model.safetensors (or .pt/.bin state dict) written by "
+                f"save_pretrained / extract_checkpoint again, or another file"
+            ) from error
+        if lightning:
+            raise ValueError(
+                f"{key}={path} is a Lightning checkpoint (it has 'state_dict'), not a model-only state dict; a "
+                f"checkpoint goes to ckpt_path (+eval.ckpt_path, +generation.ckpt_path, resume_checkpoint_path)"
+            )
+        difference = weights_difference(saved, own, "file", strict)
+        if difference is not None:
+            raise ValueError(
+                f"{key}={path} does not fit the configured model: {difference}"
+                + ("; strict_model_only_load=false loads the common ones" if set(saved) != set(own) else "")
+                + ". Fix: use the model config (model=..., model.d_model, model.num_layers, ...) the weights "
+                "were made with, or weights made for this one"
+            )
+
+
 class ARLMHarness(Harness):
     """``xlm.harness.Harness`` plus :func:`check_model_covers_tokenizer` when the model is built;
     whenever a checkpoint is loaded (resume, eval, generate) :meth:`check_checkpoint` (vocabulary,
     shapes, network settings, EMA weights, resume step), and on resume
     :func:`arlm.runtime.resume.reconcile_learning_rate`. ``load_from_checkpoint`` reads with
-    ``weights_only=True`` (:func:`arlm.runtime.checkpoint_io.load_newest_valid`), never with pickle; a NaN/Inf
-    loss stops training with :class:`arlm.runtime.resume.NonFiniteLossError` naming what to change, and
+    ``weights_only=True`` (:func:`arlm.runtime.checkpoint_io.load_newest_valid`), never with pickle,
+    and builds the module from the command's config, never from the checkpoint's; a NaN/Inf
+    loss stops training with :class:`arlm.runtime.stopped_run.NonFiniteLossError` naming what to change, and
     a checkpoint saved after it (``on_exception.ckpt``) is marked so that resuming skips it.
     :meth:`apply_checkpoint_ema` and a CPU-safe :meth:`from_checkpoint` serve the jobs. On the
     CPU, fp32 matmuls are exact again (:mod:`arlm.runtime.cpu_precision`) once Lightning has placed the
@@ -84,13 +145,23 @@ class ARLMHarness(Harness):
         valid checkpoint beside an unusable automatic one), onto ``map_location`` (default CPU).
 
         Lightning 2.5 reads with ``weights_only=False`` and takes no argument to change that, so
-        the module is built here as Lightning builds it: ``cls(cfg=<saved config>, **kwargs)``
-        (a ``cfg`` in ``kwargs`` replaces the saved one), then ``configure_model``,
-        ``on_load_checkpoint`` (:meth:`check_checkpoint` naming the file, EMA) and
-        ``load_state_dict``, then moved to the device of the loaded weights. ``strict`` defaults
-        to ``strict_loading``."""
+        the module is built here as Lightning builds it, from the command's config: ``cls(cfg=cfg,
+        **kwargs)`` (every xlm-core job passes its composed ``cfg``; the config the checkpoint
+        records is only compared with it, :meth:`check_checkpoint`, never instantiated), then
+        ``configure_model``, ``on_load_checkpoint`` (:meth:`check_checkpoint` naming the file, EMA)
+        and ``load_state_dict``, then moved to the device of the loaded weights. ``strict``
+        defaults to ``strict_loading``.
+
+        Raises:
+            TypeError: no ``cfg`` was given.
+        """
+        if kwargs.get("cfg") is None:
+            raise TypeError(
+                f"{cls.__name__}.load_from_checkpoint({checkpoint_path!r}) needs cfg=<the composed config of "
+                f"the command>: the module is built from it, never from the _target_s a checkpoint records"
+            )
         loaded_path, checkpoint = load_newest_valid(checkpoint_path, map_location or "cpu")
-        module = cls(**{"cfg": checkpoint.get("hyper_parameters") or {}, **kwargs})
+        module = cls(**kwargs)
         module.configure_model()
         module.check_checkpoint(checkpoint, loaded_path)
         Harness.on_load_checkpoint(module, checkpoint)
@@ -141,8 +212,8 @@ class ARLMHarness(Harness):
     def check_checkpoint(self, checkpoint: Dict[str, Any], path: Optional[Union[str, Path]]) -> None:
         """Refuse, naming ``path``, a checkpoint this module cannot load as its own: another
         vocabulary (:func:`check_checkpoint_vocabulary`), other weight shapes
-        (:func:`arlm.runtime.checkpoint_io.check_state_dict_shapes`), another network
-        (:func:`arlm.runtime.network_match.check_same_network`); under a Trainer, NaN/Inf EMA
+        (:func:`check_state_dict_shapes`), another network
+        (:func:`arlm.checkpoints.network.check_same_network`); under a Trainer, NaN/Inf EMA
         weights that its EMA callback would restore, and on resume a step past ``trainer.max_steps``
         (:func:`arlm.runtime.resume.check_resume_step`)."""
         source = "The checkpoint" if path is None else str(path)

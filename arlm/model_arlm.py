@@ -1,12 +1,19 @@
-"""``RotaryTransformerARLMModel``: the xLM face of the shared decoder."""
+"""``RotaryTransformerARLMModel``: the xLM face of the shared decoder.
 
-from typing import Any, Iterator, Optional, Tuple
+Its constructor is this face's one mapping onto :class:`~arlm.network.config.DecoderConfig`;
+:func:`decoder_config_of` reads that mapping for a ``model:`` node without building weights, and
+:func:`xlm_argument` names a field the way this face's users set it.
+"""
 
+from typing import Any, Iterator, Mapping, Optional, Tuple
+
+import torch
 from huggingface_hub import PyTorchModelHubMixin
 from jaxtyping import Float, Integer
 from safetensors import SafetensorError
 from torch import Tensor, nn
 
+from arlm.network.attention import resolve_attention_backend
 from arlm.network.config import DecoderConfig
 from arlm.network.decoder import DecoderStack, init_weights
 from arlm.network.kv_cache import KVCache
@@ -16,7 +23,8 @@ XLM_ARGUMENT_NAMES = {
     "n_kv_heads": "num_kv_heads", "d_ff": "dim_feedforward", "norm_eps": "layer_norm_eps",
     "rotary_dim": "rotary_emb_dim", "max_positions": "max_length", "attention_dropout": "dropout",
 }
-"""This face's argument names for the :class:`DecoderConfig` fields they set (the others match)."""
+"""This face's argument names for the :class:`DecoderConfig` fields they set (the others match,
+but ``final_norm``, which is ``not final_layer_without_normalization``)."""
 
 
 class RotaryTransformerARLMModel(nn.Module, PyTorchModelHubMixin):
@@ -91,7 +99,7 @@ class RotaryTransformerARLMModel(nn.Module, PyTorchModelHubMixin):
             final_norm=not final_layer_without_normalization,
             padding_idx=padding_idx,
             tie_word_embeddings=tie_word_embeddings,
-            attention_backend="flash_attn" if force_flash_attn else "sdpa",
+            attention_backend=resolve_attention_backend("flash_attn" if force_flash_attn else "sdpa"),
             arg_names=XLM_ARGUMENT_NAMES,
         )
         self.model = DecoderStack(self.config)
@@ -102,10 +110,14 @@ class RotaryTransformerARLMModel(nn.Module, PyTorchModelHubMixin):
 
     def reset_parameters(self, std: Optional[float] = None) -> None:
         """Initialise every weight (:func:`arlm.network.decoder.init_weights`; ``std`` default
-        ``config.init_std``, 0.02)."""
+        ``config.init_std``, 0.02). A head tied to the embedding is initialised with it (padding
+        row zeroed), not drawn again. Weights on the meta device hold no values to draw."""
         std = self.config.init_std if std is None else std
+        if self.lm_head.weight.is_meta:
+            return
         for module in self.modules():
-            init_weights(module, std)
+            if module is not self.lm_head or not self.config.tie_word_embeddings:
+                init_weights(module, std)
 
     def forward(
         self,
@@ -152,3 +164,22 @@ class RotaryTransformerARLMModel(nn.Module, PyTorchModelHubMixin):
 
 def _decays(name: str, param: nn.Parameter) -> bool:
     return param.dim() >= 2 and "embed_tokens" not in name
+
+
+XLM_MODEL_TARGET = f"{RotaryTransformerARLMModel.__module__}.{RotaryTransformerARLMModel.__name__}"
+"""The ``_target_`` of an arlm ``model:`` node (what configs and checkpoints record)."""
+
+
+def decoder_config_of(arguments: Mapping[str, Any]) -> DecoderConfig:
+    """The network ``RotaryTransformerARLMModel(**arguments)`` builds, its defaults filled in and
+    checked (``ValueError`` otherwise): read from a model built on the meta device, which takes no
+    memory and draws no weights."""
+    with torch.device("meta"):
+        return RotaryTransformerARLMModel(**arguments).config
+
+
+def xlm_argument(field: str, value: Any) -> Tuple[str, Any]:
+    """The constructor argument that sets :class:`DecoderConfig` ``field`` to ``value``, and its value."""
+    if field == "final_norm":
+        return "final_layer_without_normalization", not value
+    return XLM_ARGUMENT_NAMES.get(field, field), value

@@ -1,4 +1,12 @@
-"""The Hugging Face face of the shared decoder: Arlow config, models, tokenizer, export."""
+"""The Hugging Face face of the shared decoder, and exactly the code an Arlow export carries.
+
+:mod:`~arlm.hf.configuration_arlow` (``ArlowConfig``), :mod:`~arlm.hf.modeling_arlow`
+(``ArlowModel``, ``ArlowForCausalLM``), :mod:`~arlm.hf.hf_cache` (a transformers ``Cache`` as the
+decoder's cache), :mod:`~arlm.hf.peft_defaults` (PEFT's LoRA targets) and
+:mod:`~arlm.hf.shape_annotations` (jaxtyping's stand-ins in the bundle). They import only
+:mod:`arlm.network` and each other, so every module here, with the network modules it imports,
+is the remote-code bundle an Arlow export carries (:mod:`arlm.export.remote_code`).
+"""
 
 from arlm.hf.configuration_arlow import ArlowConfig
 from arlm.hf.modeling_arlow import (
@@ -9,19 +17,6 @@ from arlm.hf.modeling_arlow import (
     ArlowRotaryEmbedding,
     apply_rotary_pos_emb,
 )
-from arlm.hf.tokenization_arlow import ArlowTokenizerFast, train_arlow_tokenizer
-
-
-def register_arlow_with_auto_classes() -> None:
-    """Make ``model_type="arlowgpt"`` directories load through ``AutoConfig``, ``AutoModel``,
-    ``AutoModelForCausalLM`` and ``AutoTokenizer`` (no ``trust_remote_code``). Idempotent."""
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
-
-    AutoConfig.register(ArlowConfig.model_type, ArlowConfig, exist_ok=True)
-    AutoModel.register(ArlowConfig, ArlowModel, exist_ok=True)
-    AutoModelForCausalLM.register(ArlowConfig, ArlowForCausalLM, exist_ok=True)
-    AutoTokenizer.register(ArlowConfig, fast_tokenizer_class=ArlowTokenizerFast, exist_ok=True)
-
 
 __all__ = [
     "ArlowConfig",
@@ -30,8 +25,5 @@ __all__ = [
     "ArlowPreTrainedModel",
     "ArlowRMSNorm",
     "ArlowRotaryEmbedding",
-    "ArlowTokenizerFast",
     "apply_rotary_pos_emb",
-    "register_arlow_with_auto_classes",
-    "train_arlow_tokenizer",
 ]

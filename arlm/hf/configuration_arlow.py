@@ -34,19 +34,25 @@ ARLOW_FIELDS = {
 ``hidden_act``, and the attention backend from ``attn_implementation``."""
 
 
-def _check_plain_rope(name: str, value: Any, rope_theta: float) -> None:
-    """Refuse a RoPE setting that asks for anything but plain rotary embeddings at ``rope_theta``."""
+DEFAULT_ROPE_THETA = 100000.0
+
+
+def _plain_rope_theta(name: str, value: Any, rope_theta: Optional[float]) -> Optional[float]:
+    """``rope_theta`` after reading the RoPE setting ``name`` (``rope_scaling`` or
+    ``rope_parameters``): a default-type setting may carry the base itself, as transformers 5
+    writes it (``{"rope_type": "default", "rope_theta": X}``), which must agree with an explicit
+    ``rope_theta``. Anything else (scaling of any kind) is refused rather than ignored."""
     if value is None or value == {}:
-        return
+        return rope_theta
     kind = value.get("rope_type", value.get("type")) if isinstance(value, dict) else None
     theta = value.get("rope_theta", rope_theta) if isinstance(value, dict) else None
-    if kind == "default" and set(value) <= {"rope_type", "type", "rope_theta"} and theta == rope_theta:
-        return
+    if kind == "default" and set(value) <= {"rope_type", "type", "rope_theta"} and rope_theta in (None, theta):
+        return theta
     raise ValueError(
         f"ArlowConfig.{name}={value!r} is not supported: Arlow applies plain RoPE (base rope_theta="
-        f"{rope_theta}) with no scaling, so these weights would see other positions than they were "
-        f"trained with. Fix: remove {name} from config.json (or set it to null) for a model trained "
-        f"without RoPE scaling; a model trained with scaled RoPE cannot be loaded as Arlow"
+        f"{DEFAULT_ROPE_THETA if rope_theta is None else rope_theta}) with no scaling, so these weights would see "
+        f"other positions than they were trained with. Fix: remove {name} from config.json (or set it to null) "
+        f"for a model trained without RoPE scaling; a model trained with scaled RoPE cannot be loaded as Arlow"
     )
 
 
@@ -72,7 +78,8 @@ class ArlowConfig(PretrainedConfig):
         cross_attention_dim: width of ``encoder_hidden_states``; ``None`` = ``hidden_size``.
 
     Arlow's RoPE is the plain one: a ``rope_scaling`` (or ``rope_parameters``) other than
-    ``None`` or the default type, which Llama would apply, is refused rather than ignored.
+    ``None`` or the default type, which Llama would apply, is refused rather than ignored; a
+    default-type one may give the base (``rope_theta``, 1e5 when nothing gives it).
     """
 
     model_type = "arlowgpt"
@@ -92,7 +99,7 @@ class ArlowConfig(PretrainedConfig):
         hidden_act: str = "silu",
         use_cache: bool = True,
         rms_norm_eps: float = 1e-6,
-        rope_theta: float = 100000.0,
+        rope_theta: Optional[float] = None,
         tie_word_embeddings: bool = True,
         pad_token_id: Optional[int] = None,
         bos_token_id: Optional[int] = None,
@@ -109,7 +116,7 @@ class ArlowConfig(PretrainedConfig):
         **kwargs: Any,
     ):
         for name in ROPE_SCALING_KEYS:
-            _check_plain_rope(name, kwargs.pop(name, None), rope_theta)
+            rope_theta = _plain_rope_theta(name, kwargs.pop(name, None), rope_theta)
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size
@@ -122,7 +129,7 @@ class ArlowConfig(PretrainedConfig):
         self.hidden_act = hidden_act
         self.use_cache = use_cache
         self.rms_norm_eps = rms_norm_eps
-        self.rope_theta = rope_theta
+        self.rope_theta = DEFAULT_ROPE_THETA if rope_theta is None else rope_theta
         self.cross_attention = cross_attention
         self.use_cross_attention = use_cross_attention
         self.norm_type = norm_type

@@ -1,5 +1,5 @@
 """Stand-ins for jaxtyping's ``Float``, ``Integer`` and ``Bool`` in the code an Arlow export
-carries (:mod:`arlm.hf.remote_code`), which must load where only torch and transformers are.
+carries (:mod:`arlm.export.remote_code`), which must load where only torch and transformers are.
 
 ``Float[Tensor, "batch seq"]`` is ``typing.Annotated[Tensor, "batch seq"]``: the annotation keeps
 its documented shape and, like jaxtyping's without a type checker, checks nothing at run time.

@@ -1,24 +1,23 @@
 """``xlm job_type=export_hf``: write a Hugging Face directory from an xLM ``arlm`` checkpoint.
 
-The export itself is :func:`arlm.hf.export.export_checkpoint_to_hf` (which needs neither xlm-core
-nor Hydra); this job reads its arguments from the Hydra config and builds the run's tokenizer::
+The export itself is :func:`arlm.export.exporter.export_checkpoint_to_hf` (which needs neither
+xlm-core nor Hydra); this job reads its arguments from the Hydra config and builds the run's tokenizer::
 
     xlm job_type=export_hf experiment=star_easy_arlm \
         +export_hf.checkpoint_path=<run>/checkpoints/last.ckpt +export_hf.output_dir=<dir> \
         [+export_hf.architecture=auto|native|arlow] [+export_hf.overwrite=true] [+export_hf.apply_ema=true|false]
 
-``overwrite`` and ``apply_ema`` are booleans (``true``/``false``): :mod:`arlm.runtime.config_checks`
+``overwrite`` and ``apply_ema`` are booleans (``true``/``false``): :mod:`arlm.runtime.preflight`
 refuses anything else (``no``, ``0``, ...) before the job starts.
 """
 
 import logging
-from typing import List
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from arlm.hf.export import describe_architecture, export_checkpoint_to_hf
+from arlm.export.exporter import describe_architecture, export_checkpoint_to_hf
+from arlm.export.paths import data_cache_dirs
+from arlm.jobs.run_components import run_components
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +33,7 @@ def export_hf_job(cfg: DictConfig) -> None:
             "+export_hf.output_dir=<directory> (optional: +export_hf.architecture=auto|native|arlow, "
             "+export_hf.overwrite=true, +export_hf.apply_ema=true|false)"
         )
-    tokenizer = hydra.utils.instantiate(cfg.global_components)["tokenizer"]
-    OmegaConf.clear_resolver("tokenizer")
-    OmegaConf.register_new_resolver("tokenizer", lambda name: getattr(tokenizer, name))
+    tokenizer, _ = run_components(cfg, with_datamodule=False)
     model = export_checkpoint_to_hf(
         options.checkpoint_path,
         options.output_dir,
@@ -45,20 +42,6 @@ def export_hf_job(cfg: DictConfig) -> None:
         apply_ema=options.get("apply_ema"),
         architecture=options.get("architecture", "auto"),
         overwrite=options.get("overwrite", False),
-        protected_dirs=_data_caches(cfg),
+        protected_dirs=data_cache_dirs(cfg),
     )
     log.info(f"Exported {options.checkpoint_path} to {options.output_dir} as {describe_architecture(model)}")
-
-
-def _data_caches(cfg: DictConfig) -> List[str]:
-    """The configured data cache directories (``paths.data_dir``, ``datamodule.manual_cache_dir``),
-    which the export must not be written over or into."""
-    found = []
-    for key in ("paths.data_dir", "datamodule.manual_cache_dir"):
-        try:
-            value = OmegaConf.select(cfg, key, default=None)
-        except OmegaConfBaseException:  # an interpolation that cannot be resolved names no directory
-            value = None
-        if isinstance(value, str) and value:
-            found.append(value)
-    return found

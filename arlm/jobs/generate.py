@@ -28,16 +28,16 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO, Dict, List, Optional
 
-import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 from xlm.utils.model_loading import load_model_for_inference
 from xlm.utils.rank_zero import RankedLogger
 
+from arlm.jobs.run_components import run_components
 from arlm.runtime.atomic_files import AtomicWriteError, write_file_atomically
-from arlm.runtime.config_checks import check_output_dir
-from arlm.runtime.config_kinds import device_problem
+from arlm.runtime.config_schema import device_problem, is_unset
 from arlm.runtime.cpu_precision import exact_fp32_matmul_on_cpu
+from arlm.runtime.preflight import check_output_dir
 
 logger = RankedLogger(__name__, rank_zero_only=True)
 
@@ -46,7 +46,7 @@ DROPPED_FIELDS = ("text_with_spl_tokens",)
 
 def resolve_device(name: Optional[str]) -> torch.device:
     """``auto``/None -> ``cuda`` if available else ``cpu``; anything else must be ``cpu`` or a CUDA
-    device this machine has (:func:`arlm.runtime.config_kinds.device_problem`)."""
+    device this machine has (:func:`arlm.runtime.config_schema.device_problem`)."""
     if name is None or str(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     problem = device_problem("generation.device", name)
@@ -59,26 +59,12 @@ def check_checkpoint_argument(cfg: DictConfig) -> None:
     """Fail with the path and the fix when an explicitly given checkpoint file does not exist."""
     for key in ("ckpt_path", "checkpoint_path", "model_only_checkpoint_path"):
         path = OmegaConf.select(cfg, f"generation.{key}", default=None)
-        if path is not None and str(path).lower() not in ("", "none", "null") and not os.path.isfile(str(path)):
+        if not is_unset(path) and not os.path.isfile(str(path)):
             raise FileNotFoundError(
                 f"generation.{key}={path} does not exist (or is not a file). Fix: pass the .ckpt "
                 f"file written by training, e.g. {cfg.checkpointing_dir}/best.ckpt or last.ckpt, "
                 f"or leave it out to use those automatically."
             )
-
-
-def _register_resolvers(cfg: DictConfig):
-    """Build global components and datamodule and point the resolvers at them (as xlm-core's jobs do)."""
-    global_components: Dict[str, Any] = hydra.utils.instantiate(cfg.global_components)
-    OmegaConf.clear_resolver("global_components")
-    OmegaConf.register_new_resolver("global_components", lambda x: global_components[x])
-    datamodule = hydra.utils.instantiate(cfg.datamodule)
-    tokenizer = datamodule.tokenizer
-    OmegaConf.clear_resolver("tokenizer")
-    OmegaConf.register_new_resolver("tokenizer", lambda x: getattr(tokenizer, x))
-    OmegaConf.clear_resolver("datamodule")
-    OmegaConf.register_new_resolver("datamodule", lambda x: getattr(datamodule, x))
-    return datamodule, tokenizer
 
 
 def exact_match_summary(rows: List[Dict[str, Any]]) -> str:
@@ -120,12 +106,12 @@ def write_jsonl(path: Path, rows: List[Dict[str, Any]]) -> None:
 
 def generate_arlm(cfg: DictConfig) -> List[Path]:
     """Run the job described in the module docstring; return the JSONL paths written."""
-    if cfg.get("seed"):
+    if cfg.get("seed") is not None:
         torch.manual_seed(cfg.seed)
     check_checkpoint_argument(cfg)
     check_output_dir(OmegaConf.select(cfg, "generation.output_dir", default=None))
     device = resolve_device(OmegaConf.select(cfg, "generation.device", default="auto"))
-    datamodule, tokenizer = _register_resolvers(cfg)
+    tokenizer, datamodule = run_components(cfg, with_datamodule=True)
     datamodule.no_trainer_mode = True
     datamodule.prepare_data()
     datamodule.setup("predict")

@@ -4,8 +4,9 @@ deep inside xlm-core or huggingface_hub.
 
 :class:`PushToHubPreflight` is a Hydra callback (``hydra.callbacks.arlm_push_to_hub_preflight``
 in ``configs/model_type/arlm.yaml``); Hydra calls ``on_job_start`` before the job itself and it
-does nothing for other job types. A failed check raises ``SystemExit`` with the message, which
-Hydra and xlm-core let through, so the process exits with status 1 and prints only that line.
+does nothing for other job types. A failed check raises
+:class:`~arlm.runtime.preflight.JobRefused` with the message, which Hydra and xlm-core let
+through, so the process exits with status 1 and prints only that line.
 
 Checked, in order: ``hub.repo_id`` is set; ``hub_checkpoint_path`` is given and is a file (on a
 machine without CUDA, model-only weights are refused: xlm-core moves them to ``"cuda"``);
@@ -22,12 +23,15 @@ from huggingface_hub import HfApi, constants
 from omegaconf import DictConfig, OmegaConf
 from xlm.utils.hf_hub import resolve_hf_hub_token
 
+from arlm.runtime.config_schema import is_unset
+from arlm.runtime.preflight import JobRefused
+
 PREFIX = "push_to_hub: "
 
 
 def _text(cfg: DictConfig, key: str) -> Optional[str]:
     value = OmegaConf.select(cfg, key, default=None)
-    return None if value is None or str(value).strip().lower() in ("", "none", "null", "???") else str(value)
+    return None if is_unset(value) else str(value)
 
 
 def preflight_error(cfg: DictConfig) -> Optional[str]:
@@ -77,4 +81,4 @@ class PushToHubPreflight(Callback):
             return
         error = preflight_error(config) or hub_error(_text(config, "hub.repo_id"))
         if error is not None:
-            raise SystemExit(error)
+            raise JobRefused(error)

@@ -18,13 +18,12 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Integer
 from torch import Tensor
 
+from arlm.network.config import ATTENTION_BACKENDS
 from arlm.network.inputs import reads_values_for_free
 from arlm.network.rope import RotaryEmbedding
 
 if TYPE_CHECKING:
     from arlm.network.kv_cache import KVCache
-
-ATTENTION_BACKENDS = ("sdpa", "eager", "flash_attn")
 
 _FLASH_ATTN_INSTALLED = importlib.util.find_spec("flash_attn") is not None
 

@@ -1,23 +1,22 @@
-"""``DecoderConfig``: the one typed configuration of the causal rotary decoder.
+"""``DecoderConfig``: the one description of the causal rotary decoder.
 
 Both faces describe the same network in their own vocabulary (the xLM face's ``nhead``,
 ``rotary_emb_dim``, ``max_length``; the Hugging Face face's ``num_attention_heads``,
-``rotary_dim``, ``max_position_embeddings``) and map it onto this dataclass in a thin adapter.
-Derived fields are filled and every invariant is checked here, once; ``arg_names`` and
-``owner`` only make the messages name the argument the user actually passed.
+``rotary_dim``, ``max_position_embeddings``) and map it onto this dataclass in one adapter each.
+It is data: derived fields are filled and every invariant is checked here, once; nothing is
+allocated or probed (a configuration of a model larger than this machine constructs; memory is
+checked where it is allocated, :func:`arlm.network.memory_budget.check_decoder_fits`).
+``arg_names`` and ``owner`` only make the messages name the argument the user actually passed.
 """
 
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
-import torch
-
-from arlm.network.attention import resolve_attention_backend
-from arlm.network.memory_budget import check_fits, decoder_parameter_count, device_memory_bytes, rope_table_bytes
 from arlm.network.value_checks import is_finite_number, is_int, is_number
 
 NORMS = ("layernorm", "rmsnorm")
 ACTIVATIONS = ("relu", "gelu", "silu", "swiglu")
+ATTENTION_BACKENDS = ("sdpa", "eager", "flash_attn")
 
 
 def channels_per_head(d_model: int, n_heads: int) -> int:
@@ -73,13 +72,13 @@ class DecoderConfig:
             self._check_positive(name)
         if self.d_model % self.n_heads:
             self._fail(
-                "d_model", f"({self.d_model}) must be divisible by {self._arg('n_heads')}, the "
+                "d_model", f"({self.d_model}) must be divisible by {self.arg_name('n_heads')}, the "
                 f"number of heads ({self.n_heads})"
             )
         self.n_kv_heads = self.n_heads if self.n_kv_heads is None else self.n_kv_heads
         if self.n_heads % self.n_kv_heads:
             self._fail(
-                "n_heads", f"({self.n_heads}) must be divisible by {self._arg('n_kv_heads')}, the "
+                "n_heads", f"({self.n_heads}) must be divisible by {self.arg_name('n_kv_heads')}, the "
                 f"number of key/value heads ({self.n_kv_heads})"
             )
         self.d_ff = 4 * self.d_model if self.d_ff is None else self.d_ff
@@ -89,13 +88,16 @@ class DecoderConfig:
         ):
             self._fail(
                 "rotary_dim", f"must be even and in [2, head_dim={self.head_dim}] "
-                f"({self._arg('d_model')} {self.d_model} / {self.n_heads} heads), got {self.rotary_dim!r}"
+                f"({self.arg_name('d_model')} {self.d_model} / {self.n_heads} heads), got {self.rotary_dim!r}"
             )
         self.rotary_dim = int(self.rotary_dim)
         if self.activation not in ACTIVATIONS:
             self._fail("activation", f"must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.norm not in NORMS:
             self._fail("norm", f"must be one of {NORMS}, got {self.norm!r}")
+        for name in ("bias", "final_norm", "cross_attention", "tie_word_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                self._fail(name, f"must be True or False, got {getattr(self, name)!r}")
         for name in ("dropout", "attention_dropout"):
             value = getattr(self, name)
             if not is_number(value) or not 0.0 <= value < 1.0:
@@ -104,46 +106,37 @@ class DecoderConfig:
             is_int(self.padding_idx) and 0 <= self.padding_idx < self.vocab_size
         ):
             self._fail(
-                "padding_idx", f"must be in [0, {self._arg('vocab_size')}={self.vocab_size}), "
+                "padding_idx", f"must be in [0, {self.arg_name('vocab_size')}={self.vocab_size}), "
                 f"got {self.padding_idx!r}"
             )
         self.padding_idx = None if self.padding_idx is None else int(self.padding_idx)
         self.cross_attention_dim = self.d_model if self.cross_attention_dim is None else self.cross_attention_dim
-        self.attention_backend = resolve_attention_backend(self.attention_backend)
-        self._check_memory()
+        if self.attention_backend not in ATTENTION_BACKENDS:
+            self._fail("attention_backend", f"must be one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}")
 
     @property
     def head_dim(self) -> int:
         return channels_per_head(self.d_model, self.n_heads)
 
-    def _check_memory(self) -> None:
-        """Refuse weights or RoPE tables larger than the memory of the device the model is built
-        on (torch's default device; nothing is checked on the meta device), before allocating them."""
-        limit = device_memory_bytes(torch.get_default_device())
-        where = f"{torch.get_default_device()} memory on this machine"
-        params = decoder_parameter_count(
-            self.vocab_size, self.d_model, self.n_layers, self.n_heads, self.n_kv_heads, self.d_ff,
-            gated_mlp=self.activation == "swiglu", tied_embeddings=self.tie_word_embeddings,
-        )
-        sizes = ", ".join(f"{self._arg(name)}={getattr(self, name)}" for name in ("vocab_size", "d_model", "n_layers", "d_ff"))
-        check_fits(
-            f"{self.owner}the weights ({params:,} parameters from {sizes})",
-            params * torch.get_default_dtype().itemsize, limit, where,
-            f"lower {self._arg('d_model')}, {self._arg('n_layers')}, {self._arg('d_ff')} or {self._arg('vocab_size')}",
-        )
-        check_fits(
-            f"{self.owner}{self._arg('max_positions')}={self.max_positions} (RoPE tables of "
-            f"{self.max_positions} positions x {self._arg('rotary_dim')}={self.rotary_dim})",
-            rope_table_bytes(self.max_positions, self.rotary_dim), limit, where,
-            f"set {self._arg('max_positions')} to the longest sequence the model will see (prompt and generated tokens)",
-        )
+    @property
+    def parameter_count(self) -> int:
+        """Parameters of the decoder and its LM head, biases and norms included (a tied head
+        counts once); what a built model's ``parameters()`` hold."""
+        d, kv, ff, enc, bias = self.d_model, self.n_kv_heads * self.head_dim, self.d_ff, self.cross_attention_dim, int(self.bias)
+        norm = d * (2 if self.norm == "layernorm" and self.bias else 1)
+        gated = self.activation == "swiglu"
+        attention = 2 * d * d + 2 * d * kv + bias * (2 * d + 2 * kv)
+        cross = 2 * d * d + 2 * enc * d + bias * 4 * d + norm if self.cross_attention else 0
+        mlp = (3 if gated else 2) * d * ff + bias * ((2 if gated else 1) * ff + d)
+        embeddings = self.vocab_size * d * (1 if self.tie_word_embeddings else 2)
+        return embeddings + self.n_layers * (attention + cross + mlp + 2 * norm) + (norm if self.final_norm else 0)
 
-    def _arg(self, name: str) -> str:
-        """The face's name for field ``name``."""
+    def arg_name(self, name: str) -> str:
+        """The face's name for field ``name`` (``owner`` not included)."""
         return self.arg_names.get(name, name)
 
     def _fail(self, name: str, message: str) -> None:
-        raise ValueError(f"{self.owner}{self._arg(name)} {message}")
+        raise ValueError(f"{self.owner}{self.arg_name(name)} {message}")
 
     def _check_positive(self, name: str, integer: bool = False) -> None:
         value: Any = getattr(self, name)

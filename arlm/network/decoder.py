@@ -19,6 +19,7 @@ from arlm.network.attention import AttentionInputs, attend, attend_eager, attent
 from arlm.network.config import DecoderConfig
 from arlm.network.inputs import check_decoder_inputs
 from arlm.network.kv_cache import KVCache
+from arlm.network.memory_budget import check_decoder_fits
 from arlm.network.rope import RotaryEmbedding, apply_rotary_pos_emb
 
 
@@ -163,11 +164,13 @@ class DecoderStack(nn.Module):
     The model is causal by construction and owns its masks, positions and cache bookkeeping:
     callers pass token ids, at most a padding mask and, to decode incrementally, a cache
     (:class:`arlm.network.kv_cache.KVCache`). Both faces hold one as ``.model``, so ``model.config`` is
-    this :class:`DecoderConfig` in either.
+    this :class:`DecoderConfig` in either. Building one refuses weights (at torch's default dtype)
+    or RoPE tables that cannot fit on torch's default device, before allocating them.
     """
 
     def __init__(self, config: DecoderConfig):
         super().__init__()
+        check_decoder_fits(config, torch.get_default_dtype(), torch.get_default_device())
         self.config = config
         self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model, config.padding_idx)
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.n_layers))

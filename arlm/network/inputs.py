@@ -84,7 +84,7 @@ def check_decoder_inputs(
             f"a preallocated KV cache of {key_len} slots" if cache is not None and cache.preallocated
             else f"sequence length {key_len}"
         )
-        raise ValueError(f"{keys} exceeds max_length {config.max_positions}")
+        raise ValueError(f"{keys} exceeds {config.owner}{config.arg_name('max_positions')} {config.max_positions}")
     if positions is not None:
         if positions.dtype.is_floating_point or positions.dtype == torch.bool:
             raise ValueError(f"positions must be an integer tensor, got dtype {positions.dtype}")
@@ -106,7 +106,7 @@ def check_decoder_inputs(
         check_token_ids(input_ids, vocab_size)
     if reads_values_for_free(positions) and ((positions < 0) | (positions >= config.max_positions)).any():
         raise ValueError(
-            f"positions must be in [0, max_length={config.max_positions}), got values in "
+            f"positions must be in [0, {config.owner}{config.arg_name('max_positions')}={config.max_positions}), got values in "
             f"[{positions.min().item()}, {positions.max().item()}]"
         )
 

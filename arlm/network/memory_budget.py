@@ -8,6 +8,9 @@ program needs (activations, the allocator's slack and the rest of the program co
 only what cannot fit is refused. :func:`check_fits` compares an estimate with a limit and raises
 :class:`MemoryBudgetError` naming the setting, the estimate, the limit and the fix.
 
+:func:`check_decoder_fits` runs where a decoder is built, with the dtype and device its weights
+get (nothing is checked on the meta device, whose tensors take no memory).
+
 Limits: :func:`host_memory_bytes` is the physical memory (``sysconf``, or ``/proc/meminfo``);
 :func:`device_memory_bytes` that of a device (``torch.cuda.mem_get_info`` for CUDA). Plain torch
 and the standard library, as the rest of the network package.
@@ -18,6 +21,8 @@ import sys
 from typing import Any, Iterable, Optional
 
 import torch
+
+from arlm.network.config import DecoderConfig
 
 FP32_BYTES = 4
 ROPE_BYTES_PER_ENTRY = 24
@@ -83,16 +88,26 @@ def fit_problem(what: str, needed: int, limit: Optional[int], where: str, fix: s
     return f"{what} would take about {format_bytes(needed)}, more than the {format_bytes(limit)} of {where}. Fix: {fix}"
 
 
-def decoder_parameter_count(
-    vocab_size: int, d_model: int, n_layers: int, n_heads: int, n_kv_heads: int, d_ff: int,
-    gated_mlp: bool, tied_embeddings: bool,
-) -> int:
-    """Weights of the decoder and its LM head, biases and norms left out (a lower bound)."""
-    head_dim = d_model // n_heads
-    attention = 2 * d_model * d_model + 2 * d_model * n_kv_heads * head_dim
-    mlp = (3 if gated_mlp else 2) * d_model * d_ff
-    embeddings = vocab_size * d_model * (1 if tied_embeddings else 2)
-    return embeddings + n_layers * (attention + mlp)
+def check_decoder_fits(config: DecoderConfig, dtype: torch.dtype, device: torch.device) -> None:
+    """Refuse, before anything is allocated, a decoder whose weights (``config.parameter_count``
+    at ``dtype``'s size) or RoPE tables do not fit in the memory of ``device``; the message names
+    the face's arguments (``config.arg_names``, ``config.owner``)."""
+    limit = device_memory_bytes(device)
+    if limit is None:
+        return
+    where, name = f"{device} memory on this machine", config.arg_name
+    sizes = ", ".join(f"{name(field)}={getattr(config, field)}" for field in ("vocab_size", "d_model", "n_layers", "d_ff"))
+    check_fits(
+        f"{config.owner}the weights ({config.parameter_count:,} parameters from {sizes})",
+        config.parameter_count * dtype.itemsize, limit, where,
+        f"lower {name('d_model')}, {name('n_layers')}, {name('d_ff')} or {name('vocab_size')}",
+    )
+    check_fits(
+        f"{config.owner}{name('max_positions')}={config.max_positions} (RoPE tables of "
+        f"{config.max_positions} positions x {name('rotary_dim')}={config.rotary_dim})",
+        rope_table_bytes(config.max_positions, config.rotary_dim), limit, where,
+        f"set {name('max_positions')} to the longest sequence the model will see (prompt and generated tokens)",
+    )
 
 
 def rope_table_bytes(max_positions: int, rotary_dim: int) -> int:

@@ -1,11 +1,14 @@
 """Run safety and plumbing for the xLM jobs: what keeps a run from destroying or misreading files.
 
 :mod:`~arlm.runtime.atomic_files` writes files and directories whole or not at all (every writer
-of the package uses it).
-:mod:`~arlm.runtime.checkpoint_load` reads one checkpoint without running code from it;
-:mod:`~arlm.runtime.checkpoint_io` is the Lightning ``CheckpointIO`` plugin (atomic saves, the
-newest valid checkpoint on load, shape checks); :mod:`~arlm.runtime.resume` reconciles a resumed
-run with its configuration; :mod:`~arlm.runtime.run_lock` keeps two runs out of one checkpoint
-directory; :mod:`~arlm.runtime.config_checks` refuses bad Hydra values before a job starts;
+of the package uses it); :mod:`~arlm.runtime.checkpoint_io` is the one checkpoint writer and the
+Lightning ``CheckpointIO`` plugin (atomic saves, the newest valid checkpoint on load);
+:mod:`~arlm.runtime.preflight` refuses, before a job starts, unusable directories and config
+values (the pydantic schema of :mod:`~arlm.runtime.config_schema`), sizes that cannot fit and a
+fresh start over a run's checkpoints, with the one refusal type ``JobRefused``;
+:mod:`~arlm.runtime.run_lock` keeps two runs out of one checkpoint directory;
+:mod:`~arlm.runtime.multirun` gives each job of a sweep its own run directory;
+:mod:`~arlm.runtime.stopped_run` makes a run stopped by a signal or a NaN loss exit non-zero and
+resume where it stopped; :mod:`~arlm.runtime.resume` reconciles a resumed run with its command;
 :mod:`~arlm.runtime.cpu_precision` keeps fp32 matmuls exact on the CPU.
 """

@@ -1,11 +1,11 @@
-"""Checkpoint files that cannot be half-written, cannot run code, and are checked before use.
+"""The one checkpoint writer, and the Lightning plugin through which every checkpoint is written and read.
 
 * :func:`save_atomically` writes ``torch.save`` output with
   :func:`arlm.runtime.atomic_files.write_file_atomically` (a temporary beside the target, fsynced
   and renamed into place; on any error, a full disk or Ctrl+C included, the temporary is removed and the
   old target is untouched; temporaries of writers killed earlier are deleted).
-* :func:`arlm.runtime.checkpoint_load.load_safely` reads a checkpoint with
-  ``torch.load(weights_only=True)`` and names what is wrong with a file it cannot use.
+* Reading goes through :func:`arlm.checkpoints.read.read_checkpoint` (weights only, one message
+  per way a file can be unreadable) and :func:`arlm.checkpoints.checks.check_resumable`.
 * :func:`load_newest_valid` loads the checkpoint Lightning or xlm-core picked automatically
   (``last.ckpt``, ``on_exception.ckpt``, ``best.ckpt``) and, if it is unreadable, holds non-finite
   weights (raw or EMA: resuming restores both) or was written at a NaN/Inf stop, the newest valid
@@ -23,6 +23,8 @@ import torch
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from arlm.checkpoints.checks import check_resumable
+from arlm.checkpoints.read import CheckpointError, checkpoints_in, read_checkpoint
 from arlm.runtime.atomic_files import (
     AtomicWriteError,
     is_no_space,
@@ -30,42 +32,11 @@ from arlm.runtime.atomic_files import (
     underlying_os_error,
     write_file_atomically,
 )
-from arlm.runtime.checkpoint_load import CheckpointError, checkpoints_in, first_non_finite, load_safely, non_finite_ema
-from arlm.runtime.network_match import describe, fix_for, network_differences, recorded_model_config
 
 log = logging.getLogger(__name__)
 
-NON_FINITE_STOP_KEY = "arlm_non_finite_stop"
 AUTOMATIC_NAMES = ("last.ckpt", "on_exception.ckpt", "best.ckpt")
 RESUME_NAMES = ("last.ckpt", "on_exception.ckpt")
-
-
-def non_finite_tensor(checkpoint: Dict[str, Any]) -> Optional[str]:
-    """Name of the first weight in ``checkpoint["state_dict"]`` holding NaN or Inf, else None."""
-    return first_non_finite(checkpoint.get("state_dict", {}).items())
-
-
-def check_usable(path: Path, checkpoint: Dict[str, Any], include_ema: bool = True) -> None:
-    """Raise :class:`CheckpointError` if ``checkpoint`` lacks weights, holds non-finite ones (its
-    EMA weights too with ``include_ema``), or was written when training stopped on a NaN/Inf loss
-    (:data:`NON_FINITE_STOP_KEY`)."""
-    if NON_FINITE_STOP_KEY in checkpoint:
-        raise CheckpointError(
-            f"{path} was written when training stopped on a non-finite loss "
-            f"({str(checkpoint[NON_FINITE_STOP_KEY]).split('. ')[0]}); resuming from it would diverge again"
-        )
-    if "state_dict" not in checkpoint:
-        raise CheckpointError(
-            f"{path} has no 'state_dict' (keys: {sorted(checkpoint)[:4]}...); it is not a Lightning "
-            f"checkpoint. A bare model state dict goes to +eval.model_only_checkpoint_path / "
-            f"+generation.model_only_checkpoint_path instead"
-        )
-    bad = non_finite_tensor(checkpoint)
-    if bad is not None:
-        raise CheckpointError(f"{path} holds NaN/Inf weights ({bad}); a run that diverged wrote it")
-    bad_ema = non_finite_ema(checkpoint) if include_ema else None
-    if bad_ema is not None:
-        raise CheckpointError(f"{path} holds NaN/Inf EMA weights ({bad_ema}); a run that diverged wrote it")
 
 
 def _write_fix(error: BaseException, path: Path) -> str:
@@ -117,14 +88,14 @@ def load_newest_valid(path: _PATH, map_location: Any = "cpu") -> Tuple[Path, Dic
     path = Path(path)
     remove_dead_writers_temporaries(path.parent)
     if path.name not in AUTOMATIC_NAMES:
-        checkpoint = load_safely(path, map_location)
-        check_usable(path, checkpoint, include_ema=False)
+        checkpoint = read_checkpoint(path, map_location).contents
+        check_resumable(path, checkpoint, include_ema=False)
         return path, checkpoint
     skipped = []
     for candidate in _candidates(path):
         try:
-            checkpoint = load_safely(candidate, map_location)
-            check_usable(candidate, checkpoint)
+            checkpoint = read_checkpoint(candidate, map_location).contents
+            check_resumable(candidate, checkpoint)
         except CheckpointError as error:
             skipped.append(str(error))
             log.warning(f"Skipping checkpoint: {error}")
@@ -150,37 +121,3 @@ class SafeAtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path: _PATH, map_location: Optional[Any] = lambda storage, loc: storage, weights_only: Optional[bool] = None) -> Dict[str, Any]:
         return load_newest_valid(path, map_location)[1]
-
-
-def _first_structural_mismatch(saved: Dict[str, Any], own: Dict[str, Any]) -> Optional[str]:
-    """The first weight of the model (``model.*``) whose shape differs or that only one side has."""
-    for key, value in saved.items():
-        if key in own and isinstance(value, torch.Tensor) and tuple(value.shape) != tuple(own[key].shape):
-            return f"{key} has shape {tuple(value.shape)} in the checkpoint but {tuple(own[key].shape)} in the configured model"
-    for key in own:
-        if key.startswith("model.") and key not in saved:
-            return f"the configured model has {key}, which the checkpoint lacks"
-    for key in saved:
-        if key.startswith("model.") and key not in own:
-            return f"the checkpoint has {key}, which the configured model lacks"
-    return None
-
-
-def _fix_hint(checkpoint: Dict[str, Any], module: Any) -> str:
-    config = getattr(module, "config", None)
-    differences = network_differences(recorded_model_config(checkpoint), None if config is None else config.get("model"))
-    if not differences:
-        return (
-            "Fix: use the model config (model=..., model.d_model, model.num_layers, model.nhead, ...) "
-            "the checkpoint was trained with"
-        )
-    return f"The model settings differ: {describe(differences)}. {fix_for(differences)}"
-
-
-def check_state_dict_shapes(checkpoint: Dict[str, Any], module: Any) -> None:
-    """Raise ``ValueError`` naming the first weight whose shape differs between checkpoint and
-    module, or that only one of them has (another depth, width, MLP or norm), and the fix."""
-    saved = checkpoint.get("state_dict", {})
-    mismatch = _first_structural_mismatch(saved, module.state_dict()) if saved else None
-    if mismatch is not None:
-        raise ValueError(f"The checkpoint is for another model size: {mismatch}. {_fix_hint(checkpoint, module)}.")

@@ -32,6 +32,8 @@ from hydra.core.override_parser.types import Override
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from arlm.runtime.preflight import JobRefused
+
 NOT_RUN_KEYS = ("job_type", "job_name")
 NOT_RUN_PREFIXES = ("eval.", "generation.", "export_hf.", "paths.", "hydra.")
 
@@ -45,18 +47,13 @@ def _quoted(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-class SweepRefused(SystemExit):
-    """Exit status 1 with the reason. Hydra turns an ``Exception`` raised by a callback into a
-    warning and goes on, so the refusal must be a ``SystemExit``."""
-
-
 def _check_nameable(override: Any) -> None:
     """Refuse a swept value that cannot be part of a directory name (it holds ``/``)."""
     values = list(override.sweep_string_iterator()) if override.is_choice_sweep() else []
     bad = [value for value in values if "/" in value]
     if bad:
         key = override.key_or_group
-        raise SweepRefused(
+        raise JobRefused(
             f"SweepRefused: xlm -m sweeps {key} over {bad[0]!r}, which holds '/': it cannot be part of each "
             f"job's job_name (its run directory logs/<job_name>/). Fix: leave {key} out of the job names with "
             f"'hydra.job.config.override_dirname.exclude_keys=[{key}]' (the jobs then share one run "
@@ -78,7 +75,7 @@ def check_run_directories_per_job(task_overrides: List[Override], swept: List[st
         value = str(override.value())
         if any(f"${{{name}}}" in value for name in PER_JOB_INTERPOLATIONS):
             continue
-        raise SweepRefused(
+        raise JobRefused(
             f"SweepRefused: xlm -m sweeps {', '.join(swept)}, but {key}={value} is one directory for every job: "
             f"each train job would resume the checkpoints of the one before it and train nothing of its own. "
             f"Fix: leave {key} out (each job then gets <LOG_DIR>/<job_name>__<its swept values>), or make it per "
@@ -88,7 +85,7 @@ def check_run_directories_per_job(task_overrides: List[Override], swept: List[st
 
 def swept_run_keys(task_overrides: List[str], excluded: Iterable[str] = ()) -> List[str]:
     """The keys (or config groups) that ``task_overrides`` sweep over and that name a run, less
-    ``excluded``; :class:`SweepRefused` for one whose values cannot be part of a directory name."""
+    ``excluded``; :class:`~arlm.runtime.preflight.JobRefused` for one whose values cannot be part of a directory name."""
     parsed = OverridesParser.create().parse_overrides(task_overrides)
     swept = [o for o in parsed if o.is_sweep_override() and _names_a_run(o.key_or_group) and o.key_or_group not in excluded]
     for override in swept:

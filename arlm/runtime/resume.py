@@ -1,63 +1,25 @@
-"""Resuming safely after a divergence: no NaN resume point, and the configured learning rate wins.
+"""What a resumed run must agree with: the command's learning rate and its ``trainer.max_steps``.
 
-xlm-core's ``OnExceptionCheckpoint`` saves ``on_exception.ckpt`` on every exception, and resuming
-prefers that file. After a NaN/Inf loss that checkpoint is the diverged state, so the corrected
-command diverges again. Here:
-
-* :class:`NonFiniteLossError` replaces the harness's bare "NaN loss encountered" with the step,
-  the learning rate in use and the settings to change;
-* the ``on_exception.ckpt`` written for it is marked (:data:`arlm.runtime.checkpoint_io.NON_FINITE_STOP_KEY`,
-  set by ``ARLMHarness.on_save_checkpoint``), and resuming skips marked checkpoints, so the next
-  run resumes from the last periodic checkpoint (``last.ckpt``);
 * :func:`reconcile_learning_rate` makes a resumed run use the learning rate of the command, not
-  the one stored in the checkpoint's optimizer and scheduler, and reports the change;
+  the one stored in the checkpoint's optimizer and scheduler, and reports the change (a run
+  resumed after a divergence is usually re-run with a lower one);
 * :func:`check_resume_step` refuses a resume point past the command's ``trainer.max_steps``, which
-  would train nothing and report the checkpoint's model as this run's;
-* :func:`fresh_start_problem` refuses ``resume_from_checkpoint=false`` where the run's
-  checkpoint directory already holds checkpoints: starting at step 0 there would overwrite them.
+  would train nothing and report the checkpoint's model as this run's.
+
+Which checkpoint a run resumes from (never one written at a NaN/Inf stop) is
+:func:`arlm.runtime.checkpoint_io.load_newest_valid`; a fresh start over a run's checkpoints is
+refused before the job (:func:`arlm.runtime.preflight.fresh_start_problem`).
 """
 
 import math
-from pathlib import Path
 from typing import Any, Dict, Optional
 
 from omegaconf import OmegaConf
 from xlm.utils.rank_zero import RankedLogger
 
 from arlm.network.value_checks import is_int
-from arlm.runtime.checkpoint_load import checkpoints_in
 
 logger = RankedLogger(__name__, rank_zero_only=True)
-
-NON_FINITE_PREFIXES = ("NaN loss encountered", "Inf loss (")
-
-
-def is_non_finite_loss_error(error: BaseException) -> bool:
-    """True for the ``RuntimeError`` xlm-core's ``Harness`` raises on a NaN or Inf training loss."""
-    return isinstance(error, NonFiniteLossError) or str(error).startswith(NON_FINITE_PREFIXES)
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or Inf; the message names the step and what to change."""
-
-    @classmethod
-    def from_harness(cls, harness: Any, error: BaseException) -> "NonFiniteLossError":
-        cfg = harness.config
-        lr = OmegaConf.select(cfg, "optimizer.lr", default="?")
-        warmup = OmegaConf.select(cfg, "lr_scheduler.num_warmup_steps", default="?")
-        clip = OmegaConf.select(cfg, "trainer.gradient_clip_val", default=None)
-        try:
-            current = harness.trainer.optimizers[0].param_groups[0]["lr"]
-        except (AttributeError, IndexError, RuntimeError):
-            current = "?"
-        return cls(
-            f"{error}. Training stopped; on_exception.ckpt is marked as diverged and resuming skips "
-            f"it, so re-running the command resumes from the last periodic checkpoint ({harness.config.checkpointing_dir}/last.ckpt) "
-            f"with the settings of the new command. Learning rate at the failure: {current}. Fix: "
-            f"lower optimizer.lr (now {lr}), raise lr_scheduler.num_warmup_steps (now {warmup}), "
-            f"set trainer.gradient_clip_val (now {clip}); check the data of this step if it persists."
-        )
-
 
 def _configured_lr(cfg: Any) -> Optional[float]:
     value = OmegaConf.select(cfg, "optimizer.lr", default=None)
@@ -116,26 +78,4 @@ def check_resume_step(checkpoint: Dict[str, Any], max_steps: Optional[int], sour
         f"it would train nothing and report the step-{step} model as this run's. Fix: raise trainer.max_steps "
         f"above {step} to train on from it, or start a new run under another job_name=... (the checkpoints "
         f"of the run at step {step} are kept)"
-    )
-
-
-def fresh_start_problem(job_type: Any, resume: Any, checkpointing_dir: Any) -> Optional[str]:
-    """Why a ``train`` job with ``resume_from_checkpoint=false`` must not start, or None.
-
-    Such a job trains from step 0 and writes its checkpoints (``last.ckpt``, the periodic and
-    ``best`` ones) under ``checkpointing_dir`` with the names an earlier run there used, so that
-    run's ``*.ckpt`` files would be overwritten one by one. Other jobs, resuming jobs and an empty
-    or missing directory are fine."""
-    if job_type != "train" or resume is not False or checkpointing_dir is None:
-        return None
-    directory = Path(str(checkpointing_dir))
-    existing = [path.name for path in checkpoints_in(directory)]
-    if not existing:
-        return None
-    shown = ", ".join(existing[:4]) + (f" and {len(existing) - 4} more" if len(existing) > 4 else "")
-    return (
-        f"checkpointing_dir={directory} already holds checkpoints of an earlier run ({shown}); "
-        f"resume_from_checkpoint=false starts at step 0 and would overwrite them. Fix: leave out "
-        f"resume_from_checkpoint=false to continue that run, start a new run under another job_name=..., "
-        f"or move those checkpoints away first"
     )

@@ -20,6 +20,8 @@ from filelock import FileLock, Timeout
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from arlm.runtime.preflight import JobRefused
+
 LOCK_NAME = "run.lock"
 LOCKED_JOB_TYPES = ("train",)
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
@@ -32,11 +34,6 @@ def is_rank_zero_process() -> bool:
 
 class RunInProgressError(RuntimeError):
     """Another live process holds the lock of this ``job_name``."""
-
-
-class RunRefused(SystemExit):
-    """Exit status 1 with :class:`RunInProgressError`'s message. Hydra turns an ``Exception`` raised
-    by a callback into a warning and goes on, so the refusal must be a ``SystemExit``."""
 
 
 def holder_description() -> str:
@@ -91,9 +88,9 @@ class RunLockCallback(Callback):
         try:
             lock.acquire()
         except RunInProgressError as error:
-            raise RunRefused(f"{type(error).__name__}: {error}") from None
+            raise JobRefused(f"{type(error).__name__}: {error}") from None
         except OSError as error:
-            raise RunRefused(
+            raise JobRefused(
                 f"Cannot take the run lock {lock.path} of job_name={config.job_name}: {error}. "
                 f"Fix: make {output_dir} a writable directory and {LOCK_NAME} in it a file (or remove it)"
             ) from None

@@ -1,4 +1,4 @@
-"""A run stopped part-way (SIGTERM, Ctrl+C, an error) never looks finished, and resumes where it stopped.
+"""A run stopped part-way (SIGTERM, Ctrl+C, a NaN loss, an error) never looks finished, and resumes where it stopped.
 
 xlm-core's ``OnExceptionCheckpoint`` (``callbacks.on_exception_checkpoint``) writes
 ``on_exception.ckpt`` when an exception stops the Trainer, and resuming prefers that file. With
@@ -22,6 +22,12 @@ of validation"), so the re-run validates that step again from its first batch be
 on. Then, for a signal, it logs what happened and sets the exit status: 143 (128 + 15) for
 SIGTERM; Lightning itself exits 1 after Ctrl+C. An error while writing the checkpoint replaces the
 stop (exit 1, naming the file), so a non-zero status never hides a missing checkpoint.
+
+A NaN/Inf training loss stops the run with :class:`NonFiniteLossError` (the step, the learning rate
+in use and the settings to change, instead of the harness's bare "NaN loss encountered"); the
+``on_exception.ckpt`` written for it is marked
+(:data:`arlm.checkpoints.checks.NON_FINITE_STOP_KEY`, set by ``ARLMHarness.on_save_checkpoint``),
+so resuming skips it and the corrected command resumes from the last periodic checkpoint.
 """
 
 import signal
@@ -30,6 +36,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import OmegaConf
 from xlm.utils.ema import EMACallback
 from xlm.utils.on_exception_checkpoint import OnExceptionCheckpoint
 from xlm.utils.rank_zero import RankedLogger
@@ -40,6 +47,34 @@ VALIDATION_PENDING_KEY = "arlm_validation_pending"
 VAL_PROGRESS_KEY = "epoch_loop.val_loop.batch_progress"
 SIGTERM_EXIT_STATUS = 128 + signal.SIGTERM
 STAGE_NAMES = {"train": "training", "sanity_check": "the sanity check", "validate": "validation", "test": "test", "predict": "prediction"}
+NON_FINITE_PREFIXES = ("NaN loss encountered", "Inf loss (")
+
+
+def is_non_finite_loss_error(error: BaseException) -> bool:
+    """True for the ``RuntimeError`` xlm-core's ``Harness`` raises on a NaN or Inf training loss."""
+    return isinstance(error, NonFiniteLossError) or str(error).startswith(NON_FINITE_PREFIXES)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or Inf; the message names the step and what to change."""
+
+    @classmethod
+    def from_harness(cls, harness: Any, error: BaseException) -> "NonFiniteLossError":
+        cfg = harness.config
+        lr = OmegaConf.select(cfg, "optimizer.lr", default="?")
+        warmup = OmegaConf.select(cfg, "lr_scheduler.num_warmup_steps", default="?")
+        clip = OmegaConf.select(cfg, "trainer.gradient_clip_val", default=None)
+        try:
+            current = harness.trainer.optimizers[0].param_groups[0]["lr"]
+        except (AttributeError, IndexError, RuntimeError):
+            current = "?"
+        return cls(
+            f"{error}. Training stopped; on_exception.ckpt is marked as diverged and resuming skips "
+            f"it, so re-running the command resumes from the last periodic checkpoint ({harness.config.checkpointing_dir}/last.ckpt) "
+            f"with the settings of the new command. Learning rate at the failure: {current}. Fix: "
+            f"lower optimizer.lr (now {lr}), raise lr_scheduler.num_warmup_steps (now {warmup}), "
+            f"set trainer.gradient_clip_val (now {clip}); check the data of this step if it persists."
+        )
 
 
 def stop_signal(exception: BaseException) -> Optional[str]:
@@ -142,6 +177,7 @@ class StoppedRunCheckpoint(OnExceptionCheckpoint):
         status = SIGTERM_EXIT_STATUS if name == "SIGTERM" else 1
         detail = f" ({detail})" if detail else ""
         logger.warning(f"Stopped by {name} during {where} at step {trainer.global_step}{detail}: {outcome}. Exit status {status}.")
+
 
 def replace_on_exception_checkpoint(callbacks: Sequence[Callback]) -> List[Callback]:
     """``[StoppedRunCheckpoint]`` with the directory and file name of xlm-core's

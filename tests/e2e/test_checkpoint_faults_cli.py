@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from arlm.runtime.checkpoint_io import load_safely
+from arlm.checkpoints.read import read_checkpoint
 from tests.e2e.faults import resize_tmpfs, tmpfs
 from tests.e2e.xlm_cli import REPO_ROOT, STAR_SIZES, TINY_MODEL, XLM, offline_env, run_xlm
 
@@ -28,11 +28,11 @@ WIDE_MODEL = ["model.d_model=256", "model.num_layers=4", "model.nhead=4", "model
 
 def _assert_all_checkpoints_load(directory: Path) -> None:
     for path in directory.glob("*.ckpt"):
-        load_safely(path)
+        read_checkpoint(path).contents
 
 
 def _global_step(path: Path) -> int:
-    return load_safely(path)["global_step"]
+    return read_checkpoint(path).contents["global_step"]
 
 
 def test_sigkill_during_a_checkpoint_write_on_tmpfs_leaves_no_partial_checkpoint(star_data_dir, tmp_path):

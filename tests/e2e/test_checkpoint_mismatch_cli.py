@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from arlm.runtime.checkpoint_io import load_safely
+from arlm.checkpoints.read import read_checkpoint
 from tests.e2e.xlm_cli import REPO_ROOT, STAR_SIZES, TINY_MODEL, TINY_TRAIN, checkpoint_dir, offline_env, run_xlm
 
 pytestmark = pytest.mark.slow
@@ -45,13 +45,13 @@ def test_other_activation_and_rotary_size_are_named_with_the_fix(env, job):
     """Before, eval, generate_arlm and resume ran the relu / rotary-16 weights as a gelu /
     rotary-8 network without a word."""
     checkpoints = checkpoint_dir(Path(env["LOG_DIR"]))
-    before = {p.name: load_safely(p)["global_step"] for p in checkpoints.glob("*.ckpt")}
+    before = {p.name: read_checkpoint(p).contents["global_step"] for p in checkpoints.glob("*.ckpt")}
     proc = run_xlm([*job, "experiment=star_easy_arlm", *STAR_SIZES, *TINY_MODEL, *OTHER_NETWORK], cwd=REPO_ROOT, env=env, check=False)
     assert proc.returncode != 0
     assert ("was trained as another network than the configured one: model.activation: checkpoint relu, "
             "configured gelu; model.rotary_emb_dim: checkpoint 16, configured 8") in proc.stdout
     assert "Fix: pass the checkpoint's values (model.activation=relu model.rotary_emb_dim=16)" in proc.stdout
-    assert {p.name: load_safely(p)["global_step"] for p in checkpoints.glob("*.ckpt")} == before
+    assert {p.name: read_checkpoint(p).contents["global_step"] for p in checkpoints.glob("*.ckpt")} == before
 
 
 def test_export_hf_exports_the_recorded_network_and_names_the_configured_differences(env, tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from arlm.runtime.checkpoint_io import load_safely
+from arlm.checkpoints.read import read_checkpoint
 from tests.e2e.faults import write_crafted_checkpoint
 from tests.e2e.xlm_cli import REPO_ROOT, STAR_SIZES, TINY_MODEL, TINY_TRAIN, offline_env, run_xlm
 
@@ -65,7 +65,7 @@ def test_resume_skips_a_last_checkpoint_that_runs_code(star_data_dir, tmp_path):
     assert f"instead of {last}, which was skipped: {last} {REFUSAL} (io.open)" in out
     assert "(global step 4)" in out
     assert not marker.exists(), "resuming ran the checkpoint's code"
-    assert load_safely(Path(last))["global_step"] == 6
+    assert read_checkpoint(Path(last)).contents["global_step"] == 6
 
     explicit = write_crafted_checkpoint(checkpoints / "best.ckpt", tmp_path / "explicit.ckpt", marker)
     proc = run_xlm(["job_type=train", *EXPERIMENT, *TINY_TRAIN, f"resume_checkpoint_path={explicit}"],

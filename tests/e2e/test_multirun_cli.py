@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from arlm.runtime.checkpoint_io import load_safely
+from arlm.checkpoints.read import read_checkpoint
 from tests.e2e.xlm_cli import REPO_ROOT, STAR_SIZES, TINY_MODEL, TINY_TRAIN, offline_env, run_xlm
 
 pytestmark = pytest.mark.slow
@@ -21,7 +21,7 @@ def test_each_job_of_a_sweep_trains_and_is_evaluated_in_its_own_run_directory(st
     assert "Restoring states from the checkpoint" not in out
     for lr in (0.001, 0.01):
         last = logs / f"{JOB_NAME}__optimizer.lr={lr}" / "checkpoints" / "last.ckpt"
-        checkpoint = load_safely(last)
+        checkpoint = read_checkpoint(last).contents
         assert checkpoint["global_step"] == 4
         assert checkpoint["hyper_parameters"]["optimizer"]["lr"] == lr
         assert checkpoint["optimizer_states"][0]["param_groups"][0]["initial_lr"] == lr

@@ -14,7 +14,7 @@ import shutil
 import pytest
 import torch
 
-from arlm.runtime.checkpoint_io import load_safely
+from arlm.checkpoints.read import read_checkpoint
 from tests.e2e.xlm_cli import REPO_ROOT, STAR_SIZES, TINY_MODEL, offline_env, run_xlm
 
 pytestmark = pytest.mark.slow
@@ -44,7 +44,7 @@ def test_nan_stop_is_skipped_on_resume_and_changed_lr_is_reported(star_data_dir,
         assert f"instead of {on_exception}, which was skipped" in out
         assert "written when training stopped on a non-finite loss" in out
     assert "(global step 4)" in out or f"Restoring states from the checkpoint path at {checkpoints / 'last.ckpt'}" in out
-    assert load_safely(checkpoints / "last.ckpt")["global_step"] == 8
+    assert read_checkpoint(checkpoints / "last.ckpt").contents["global_step"] == 8
 
 
 VALIDATING = [arg if not arg.startswith("trainer.val_check_interval=") else "trainer.val_check_interval=2" for arg in RUN]
@@ -98,7 +98,7 @@ def test_nan_ema_checkpoint_is_skipped_on_resume_and_named_where_it_is_used(star
     out = run_xlm([*VALIDATING, "trainer.max_steps=6"], cwd=REPO_ROOT, env=env).stdout
     assert f"{last} holds NaN/Inf EMA weights (ema.shadow_params[0]); a run that diverged wrote it" in out
     assert f"(global step 4) instead of {last}, which was skipped" in out
-    resumed = load_safely(last)
+    resumed = read_checkpoint(last).contents
     assert resumed["global_step"] == 6 and all(bool(torch.isfinite(p).all()) for p in resumed["ema"]["shadow_params"])
 
     star = ["experiment=star_easy_arlm", *STAR_SIZES, *TINY_MODEL]

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from arlm.runtime.checkpoint_io import load_safely
+from arlm.checkpoints.read import read_checkpoint
 from tests.e2e.xlm_cli import REPO_ROOT, STAR_SIZES, TINY_MODEL, TINY_TRAIN, XLM, offline_env, run_xlm
 
 pytestmark = pytest.mark.slow
@@ -37,4 +37,4 @@ def test_second_run_of_a_job_name_refuses_and_a_killed_runs_lock_does_not_block(
 
     run_xlm([*EXPERIMENT, *TINY_TRAIN], cwd=REPO_ROOT, env=env)
     (last,) = list(logs.glob("*/checkpoints/last.ckpt"))
-    assert load_safely(last)["global_step"] == 4
+    assert read_checkpoint(last).contents["global_step"] == 4

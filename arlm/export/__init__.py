@@ -1,0 +1,10 @@
+"""Exporting a trained checkpoint for the Hugging Face ecosystem (``xlm job_type=export_hf``).
+
+:mod:`~arlm.export.exporter` is the export (:func:`~arlm.export.exporter.export_checkpoint_to_hf`);
+:mod:`~arlm.export.checkpoint_model` builds the network a checkpoint records, with its weights;
+:mod:`~arlm.export.native` rewrites it as ``LlamaForCausalLM`` / ``GPTNeoXForCausalLM`` when one
+expresses it exactly; :mod:`~arlm.export.remote_code` writes the code an Arlow export carries;
+:mod:`~arlm.export.tokenizer` converts the tokenizer; :mod:`~arlm.export.model_card` writes the
+card and the generation defaults; :mod:`~arlm.export.paths` says where an export may not go.
+Nothing here needs xlm-core or Hydra.
+"""

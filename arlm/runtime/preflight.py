@@ -1,0 +1,250 @@
+"""Everything checked before a job starts, and the one way a job is refused (:class:`JobRefused`).
+
+:class:`Preflight` (a Hydra callback, registered by ``model_type/arlm``) runs, in order:
+
+* before Hydra makes the run directory (``on_run_start`` / ``on_multirun_start``), the
+  directories the job writes (:func:`directory_problems`: a ``LOG_DIR`` that is a file, lies under
+  a file, is a dangling link, read-only or full; ``DATA_DIR`` for ``prepare_data``), which would
+  otherwise end in a raw ``NotADirectoryError`` naming neither the variable nor the fix;
+* before every job, the config values (:func:`config_problems`: the schema of
+  :mod:`arlm.runtime.config_schema`, then the sizes that cannot work, :func:`length_problems` and
+  :func:`memory_problems`), and a fresh start over a run's checkpoints
+  (:func:`fresh_start_problem`).
+
+Hydra turns an ``Exception`` raised by a callback into a warning and goes on, so every refusal
+before a job (these, the run lock, a sweep, ``push_to_hub``'s checks) is a :class:`JobRefused`: a
+``SystemExit`` with status 1 and the message.
+"""
+
+import os
+from pathlib import Path
+from typing import Any, List, Optional, Tuple
+
+import torch
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from arlm.checkpoints.network import model_arguments, network_of
+from arlm.checkpoints.read import checkpoints_in
+from arlm.model_arlm import xlm_argument
+from arlm.network.memory_budget import FP32_BYTES, TRAINING_COPIES, fit_problem, host_memory_bytes, rope_table_bytes
+from arlm.network.value_checks import is_int
+from arlm.runtime.config_schema import schema_problems, select
+
+MIN_FREE_BYTES = 1 << 20
+"""Less free space than this on the filesystem of a directory to write is taken as full."""
+DIRECTORIES = (("paths.log_dir", "LOG_DIR"), ("paths.data_dir", "DATA_DIR"))
+
+
+class JobRefused(SystemExit):
+    """A job refused before it starts: exit status 1 with the message (a ``SystemExit``, which
+    Hydra and xlm-core let through, unlike an ``Exception`` raised by a callback)."""
+
+
+class ConfigValueError(ValueError):
+    """A config key holds a value of the wrong kind or range."""
+
+
+def _existing_ancestor(path: str) -> Tuple[str, Optional[str]]:
+    """The deepest existing ancestor of ``path`` (or ``path``), and the problem on the way there:
+    a dangling symbolic link, or a file where a directory has to be made."""
+    current = os.path.abspath(path)
+    while not os.path.lexists(current):
+        current = os.path.dirname(current)
+    if os.path.islink(current) and not os.path.exists(current):
+        return current, f"{current} is a symbolic link to {os.readlink(current)}, which does not exist"
+    if not os.path.isdir(current):
+        if current == os.path.abspath(path):
+            return current, f"{current} is a file, not a directory"
+        return current, f"{current} is a file, so {path} cannot be created under it"
+    return current, None
+
+
+def directory_problem(path: Any, name: str, must_write: bool) -> Optional[str]:
+    """What keeps the job from using ``path`` (the value of ``name``) as a directory, or None."""
+    text = str(path)
+    if not text.strip():
+        return f"{name} is empty. Fix: set it to a directory path (unset it for the default)"
+    if text.startswith("~"):
+        return f"{name}={text} starts with '~', which is not expanded here. Fix: use an absolute path ($HOME/...)"
+    ancestor, problem = _existing_ancestor(text)
+    if problem is not None:
+        return f"{name}={text}: {problem}. Fix: point {name} at a directory (new or existing)"
+    if not must_write:
+        return None
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return (
+            f"{name}={text}: {ancestor} is not writable (permissions, or a read-only filesystem). "
+            f"Fix: point {name} at a writable directory"
+        )
+    stats = os.statvfs(ancestor)
+    free = stats.f_bavail * stats.f_frsize
+    if free < MIN_FREE_BYTES:
+        return f"{name}={text}: the filesystem of {ancestor} is full ({free} bytes free). Fix: free space, or point {name} at another filesystem"
+    return None
+
+
+def directory_problems(cfg: DictConfig) -> List[str]:
+    """One message per directory of :data:`DIRECTORIES` the job cannot use (``DATA_DIR`` must be
+    writable only for ``job_type=prepare_data``: other jobs may read a cache from a read-only place)."""
+    problems = []
+    for key, variable in DIRECTORIES:
+        path = select(cfg, key)
+        if path is None:
+            continue
+        must_write = key == "paths.log_dir" or cfg.get("job_type") == "prepare_data"
+        problem = directory_problem(path, f"{variable} ({key})", must_write)
+        if problem is not None:
+            problems.append(problem)
+    return problems
+
+
+def _positive_int(cfg: DictConfig, key: str) -> Optional[int]:
+    value = select(cfg, key)
+    return int(value) if is_int(value) and value > 0 else None
+
+
+def job_memory_bytes(cfg: DictConfig) -> Optional[int]:
+    """Memory a job can use at most: this machine's, plus that of every visible CUDA device times
+    ``trainer.num_nodes`` for training (a sharded model spreads over them)."""
+    host = host_memory_bytes()
+    if host is None:
+        return None
+    if cfg.get("job_type") != "train" or not torch.cuda.is_available():
+        return host
+    devices = sum(torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count()))
+    return host + devices * (_positive_int(cfg, "trainer.num_nodes") or 1)
+
+
+def memory_problems(cfg: DictConfig) -> List[str]:
+    """One message per size of ``cfg`` that cannot fit in :func:`job_memory_bytes`: the RoPE
+    tables and the weights of the configured network (its :class:`~arlm.network.config.DecoderConfig`;
+    training keeps :data:`~arlm.network.memory_budget.TRAINING_COPIES` fp32 copies of each
+    parameter), and a training batch (logits over the vocabulary and one hidden state per layer
+    per token). An unknown vocabulary (``${tokenizer:...}`` before the tokenizer exists) counts as none."""
+    node = select(cfg, "model")
+    network = network_of(model_arguments(node)) if isinstance(node, DictConfig) else None
+    limit = job_memory_bytes(cfg)
+    if network is None or limit is None:
+        return []
+
+    def named(*fields: str) -> str:
+        return ", ".join("model.{}={}".format(*xlm_argument(field, getattr(network, field))) for field in fields)
+
+    where, problems, training = "memory on this machine", [], cfg.get("job_type") == "train"
+    vocab = network.vocab_size if is_int(select(cfg, "model.num_embeddings")) else 0
+    problems.append(fit_problem(
+        f"{named('max_positions')} (block_size + input_block_size unless set; RoPE tables of that many "
+        f"positions x {named('rotary_dim')})", rope_table_bytes(network.max_positions, network.rotary_dim), limit, where,
+        "set block_size (or model.max_length) to the longest sequence of the data",
+    ))
+    copies = TRAINING_COPIES if training else 1
+    parameters = network.parameter_count - (0 if vocab else network.vocab_size * network.d_model * (1 if network.tie_word_embeddings else 2))
+    problems.append(fit_problem(
+        f"The model ({parameters:,} parameters from {named(*(['vocab_size'] if vocab else []), 'd_model', 'n_layers', 'd_ff')}"
+        + (", as fp32 weights, gradients and AdamW's two moments)" if copies > 1 else ")"),
+        parameters * FP32_BYTES * copies, limit, where, "lower model.d_model, model.num_layers or model.dim_feedforward",
+    ))
+    batch, block = _positive_int(cfg, "per_device_batch_size"), _positive_int(cfg, "block_size")
+    if training and batch and block:
+        problems.append(fit_problem(
+            f"A training batch of per_device_batch_size={batch} x block_size={block} tokens ("
+            + (f"logits over {vocab} ids and " if vocab else "")
+            + f"{network.n_layers} hidden states of model.d_model={network.d_model} per token)",
+            batch * block * (vocab + network.n_layers * network.d_model) * FP32_BYTES, limit, where,
+            "lower block_size to the longest sequence of the data, or per_device_batch_size",
+        ))
+    return [problem for problem in problems if problem is not None]
+
+
+def length_problems(cfg: DictConfig) -> List[str]:
+    """``predictor.max_length`` (prompt and answer) shorter than a row of the data, ``block_size +
+    input_block_size`` (its default): every longer prompt would be cut or left no room to answer."""
+    max_length, block = _positive_int(cfg, "predictor.max_length"), _positive_int(cfg, "block_size")
+    if max_length is None or block is None:
+        return []
+    rows = block + (_positive_int(cfg, "input_block_size") or 0)
+    if max_length >= rows:
+        return []
+    return [
+        f"predictor.max_length={max_length} is shorter than the rows of the data (block_size + input_block_size "
+        f"= {rows} tokens, prompt and answer). Fix: leave predictor.max_length at its default; cap the "
+        f"generated tokens with predictor.max_steps instead"
+    ]
+
+
+def config_problems(cfg: DictConfig) -> List[str]:
+    """Every value of ``cfg`` that breaks the schema, one message each; when they are valid, the
+    sizes that cannot work."""
+    problems = schema_problems(cfg)
+    return problems if problems else length_problems(cfg) + memory_problems(cfg)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigValueError` listing :func:`config_problems`."""
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigValueError("Invalid configuration: " + "; ".join(problems))
+
+
+def check_output_dir(path: Any, key: str = "generation.output_dir") -> None:
+    """Raise :class:`ConfigValueError` if ``path`` exists and is not a directory (checked before work)."""
+    if path is None:
+        return
+    if os.path.exists(str(path)) and not os.path.isdir(str(path)):
+        raise ConfigValueError(f"{key}={path} is an existing file, not a directory. Fix: pass a directory path (new or existing)")
+    ancestor = os.path.dirname(os.path.abspath(str(path)))
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise ConfigValueError(f"{key}={path} cannot be created: {ancestor} is a file. Fix: pass a directory path")
+
+
+def fresh_start_problem(job_type: Any, resume: Any, checkpointing_dir: Any) -> Optional[str]:
+    """Why a ``train`` job with ``resume_from_checkpoint=false`` must not start, or None.
+
+    Such a job trains from step 0 and writes its checkpoints (``last.ckpt``, the periodic and
+    ``best`` ones) under ``checkpointing_dir`` with the names an earlier run there used, so that
+    run's ``*.ckpt`` files would be overwritten one by one. Other jobs, resuming jobs and an empty
+    or missing directory are fine."""
+    if job_type != "train" or resume is not False or checkpointing_dir is None:
+        return None
+    directory = Path(str(checkpointing_dir))
+    existing = [path.name for path in checkpoints_in(directory)]
+    if not existing:
+        return None
+    shown = ", ".join(existing[:4]) + (f" and {len(existing) - 4} more" if len(existing) > 4 else "")
+    return (
+        f"checkpointing_dir={directory} already holds checkpoints of an earlier run ({shown}); "
+        f"resume_from_checkpoint=false starts at step 0 and would overwrite them. Fix: leave out "
+        f"resume_from_checkpoint=false to continue that run, start a new run under another job_name=..., "
+        f"or move those checkpoints away first"
+    )
+
+
+class Preflight(Callback):
+    """Hydra callback: :func:`directory_problems` before Hydra makes the run directory,
+    :func:`check_config` and :func:`fresh_start_problem` before every job."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _refuse_unusable_directories(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _refuse_unusable_directories(config)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check_config(config)
+        except ConfigValueError as error:
+            raise JobRefused(f"{type(error).__name__}: {error}") from None
+        problem = fresh_start_problem(
+            select(config, "job_type"), select(config, "resume_from_checkpoint"), select(config, "checkpointing_dir"),
+        )
+        if problem is not None:
+            raise JobRefused(f"CheckpointsWouldBeOverwritten: {problem}")
+
+
+def _refuse_unusable_directories(config: DictConfig) -> None:
+    problems = directory_problems(config)
+    if problems:
+        raise JobRefused("DirectoryError: " + "; ".join(problems))
