@@ -28,7 +28,8 @@ import pyarrow as pa
 from xlm.datamodule import DatasetManager
 from xlm.utils.rank_zero import RankedLogger
 
-from arlm.runtime.atomic_files import AtomicWriteError, TargetExistsError, temporary_path, write_directory_atomically
+from arlm.runtime.atomic_files import AtomicWriteError, TargetExistsError, write_directory_atomically
+from arlm.runtime.partial_files import temporary_path
 
 logger = RankedLogger(__name__, rank_zero_only=True)
 

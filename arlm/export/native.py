@@ -24,6 +24,11 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaFo
 from arlm.export.checkpoint_model import empty_model
 from arlm.hf.configuration_arlow import ArlowConfig
 
+SHARED_FIELDS = (
+    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "max_position_embeddings", "attention_dropout", "initializer_range", "tie_word_embeddings",
+    "pad_token_id", "bos_token_id", "eos_token_id",
+)
 NATIVE_ACTIVATIONS = ("relu", "gelu")
 """Plain MLP activations whose ``transformers`` ``ACT2FN`` entry equals ``torch.nn.functional``'s."""
 
@@ -74,21 +79,8 @@ def to_native(arlow: PreTrainedModel) -> PreTrainedModel:
 
 
 def _shared_fields(config: ArlowConfig) -> dict:
-    return dict(
-        vocab_size=config.vocab_size,
-        hidden_size=config.hidden_size,
-        intermediate_size=config.intermediate_size,
-        num_hidden_layers=config.num_hidden_layers,
-        num_attention_heads=config.num_attention_heads,
-        max_position_embeddings=config.max_position_embeddings,
-        attention_dropout=config.attention_dropout,
-        initializer_range=config.initializer_range,
-        tie_word_embeddings=config.tie_word_embeddings,
-        pad_token_id=config.pad_token_id,
-        bos_token_id=config.bos_token_id,
-        eos_token_id=config.eos_token_id,
-        use_cache=True,
-    )
+    """The fields Llama's and GPT-NeoX's configs share with Arlow's, under the same names."""
+    return {**{name: getattr(config, name) for name in SHARED_FIELDS}, "use_cache": True}
 
 
 def _llama_config(config: ArlowConfig) -> LlamaConfig:

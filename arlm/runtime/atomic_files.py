@@ -1,14 +1,10 @@
 """Atomic writes: a file or a directory appears at its path whole, or not at all.
 
-Every write goes to a temporary beside its target (same directory, so the same filesystem) named
-``.<target name>.partial-<pid>-<token>@<host>``, is fsynced, and is renamed into place; the
-directory is fsynced after the rename. On any error (a full disk included) the temporary is
-removed and the target is as it was; a write stopped by Ctrl+C / SIGINT says so
-(:class:`WriteInterrupted`) instead of blaming the directory. A hard kill (SIGKILL, power loss) can leave a temporary
-behind; the pid and host in its name tell a dead writer's leftover from a live one, and every
-write (and :func:`remove_dead_writers_temporaries`) deletes those of dead processes of this host
-in its directory. Those of other hosts (a shared filesystem) are kept, whose processes cannot be
-seen from here, and named in the log.
+Every write goes to a temporary beside its target (same directory, so the same filesystem;
+:mod:`arlm.runtime.partial_files` names it and removes those of writers that died), is fsynced,
+and is renamed into place; the directory is fsynced after the rename. On any error (a full disk
+included) the temporary is removed and the target is as it was; a write stopped by Ctrl+C /
+SIGINT says so (:class:`WriteInterrupted`) instead of blaming the directory.
 
 * :func:`write_file_atomically`: bytes, text or a callback writing into a binary file.
 * :func:`write_directory_atomically`: a callback fills a new staging directory, which is
@@ -26,24 +22,14 @@ without xlm-core installed.
 
 import ctypes
 import errno
-import logging
 import os
-import re
-import shutil
-import socket
 import stat
 import sys
-import uuid
 from pathlib import Path
-from typing import BinaryIO, Callable, List, Optional, Union
+from typing import BinaryIO, Callable, Iterator, Optional, Union
 
-log = logging.getLogger(__name__)
+from arlm.runtime.partial_files import discard, remove_dead_writers_temporaries, temporary_path
 
-TEMPORARY_MARKER = ".partial-"
-TEMPORARY_NAME = re.compile(
-    r"^\.(?P<target>.+)\.partial-(?P<pid>\d{1,7})-(?P<token>[0-9a-zA-Z]+)(@(?P<host>[0-9A-Za-z_-]+))?$"
-)
-HOST = re.sub(r"[^0-9A-Za-z_-]", "_", socket.gethostname().split(".")[0]) or "localhost"
 NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -94,82 +80,31 @@ class TargetExistsError(FileExistsError):
         self.while_writing = while_writing
 
 
+def _chain(error: Optional[BaseException]) -> Iterator[BaseException]:
+    """``error`` and the errors it was raised from or while handling, each once."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
 def underlying_os_error(error: BaseException) -> Optional[OSError]:
     """``error`` if it is an ``OSError``, else the first one it was raised from or while handling
     (``torch.save`` turns a failed ``write`` into a ``RuntimeError`` raised during the ``OSError``)."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, OSError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
+    return next((cause for cause in _chain(error) if isinstance(cause, OSError)), None)
 
 
 def was_interrupted(error: BaseException) -> bool:
     """True when ``error`` is, or was raised from or while handling, a ``KeyboardInterrupt``
     (``torch.save`` turns one raised inside its ``write`` calls into a ``RuntimeError``)."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, KeyboardInterrupt):
-            return True
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return False
+    return any(isinstance(cause, KeyboardInterrupt) for cause in _chain(error))
 
 
 def is_no_space(error: BaseException) -> bool:
     """True for a full filesystem or quota (``ENOSPC``/``EDQUOT``) behind ``error``."""
     os_error = underlying_os_error(error)
     return (os_error is not None and os_error.errno in NO_SPACE_ERRNOS) or "No space left" in str(error)
-
-
-def pid_alive(pid: int) -> bool:
-    """True when a process with ``pid`` exists on this machine (owned by anyone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def temporary_path(target: Path) -> Path:
-    """A new ``.<name>.partial-<pid>-<token>@<host>`` path beside ``target``."""
-    return target.with_name(f".{target.name}{TEMPORARY_MARKER}{os.getpid()}-{uuid.uuid4().hex[:12]}@{HOST}")
-
-
-def remove_dead_writers_temporaries(directory: Path) -> List[Path]:
-    """Delete the temporaries in ``directory`` of dead processes of this host (a name without a
-    host is taken as this host's) and return them; log them, and those of other hosts, once."""
-    directory = Path(directory)
-    try:
-        entries = list(directory.iterdir())
-    except OSError:
-        return []
-    removed, other_hosts = [], []
-    for path in entries:
-        match = TEMPORARY_NAME.match(path.name)
-        if match is None:
-            continue
-        if match["host"] not in (None, HOST):
-            other_hosts.append(path)
-        elif not pid_alive(int(match["pid"])):
-            _discard(path)
-            if not (path.exists() or path.is_symlink()):
-                removed.append(path)
-    if removed:
-        log.warning(
-            f"Removed {len(removed)} temporaries left in {directory} by writers that died: "
-            + ", ".join(p.name for p in removed)
-        )
-    if other_hosts:
-        log.info(
-            f"Kept {len(other_hosts)} temporaries in {directory} of writers on other hosts (this is {HOST}); "
-            f"delete them if those writers are gone: " + ", ".join(p.name for p in other_hosts)
-        )
-    return removed
 
 
 def occupant(target: Path) -> Optional[str]:
@@ -209,7 +144,7 @@ def write_file_atomically(path: Union[str, Path], content: FileContent) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException as error:
-        _discard(tmp)
+        discard(tmp)
         _raise_write_failure(path, error)
     _fsync_directory(path.parent)
 
@@ -245,10 +180,10 @@ def write_directory_atomically(
         _fsync_tree(staging)
         _put_in_place(staging, target, replace)
     except TargetExistsError:
-        _discard(staging)
+        discard(staging)
         raise
     except BaseException as error:
-        _discard(staging)
+        discard(staging)
         _raise_write_failure(target, error)
     _fsync_directory(target.parent)
 
@@ -310,7 +245,7 @@ def _rename_onto_new(staging: Path, target: Path) -> None:
 def _swap_into_place(staging: Path, target: Path) -> None:
     """Put ``staging`` at ``target`` and delete what was there (``staging`` ends up removed)."""
     if _exchange(staging, target):
-        _discard(staging)
+        discard(staging)
         return
     aside = temporary_path(target)
     os.rename(target, aside)
@@ -319,7 +254,7 @@ def _swap_into_place(staging: Path, target: Path) -> None:
     except BaseException:
         os.rename(aside, target)
         raise
-    _discard(aside)
+    discard(aside)
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -336,17 +271,6 @@ def _exchange(a: Path, b: Path) -> bool:
     if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
         return False
     raise OSError(code, os.strerror(code), str(b))
-
-
-def _discard(path: Path) -> None:
-    """Remove ``path`` (a file, a link or a directory tree) if it is there; never raise."""
-    try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-    except OSError:
-        pass
 
 
 def _give_plain_permissions(root: Path, directory_mode: int) -> None:

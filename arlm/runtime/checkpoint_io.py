@@ -25,13 +25,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from arlm.checkpoints.checks import check_resumable
 from arlm.checkpoints.read import CheckpointError, checkpoints_in, read_checkpoint
-from arlm.runtime.atomic_files import (
-    AtomicWriteError,
-    is_no_space,
-    remove_dead_writers_temporaries,
-    underlying_os_error,
-    write_file_atomically,
-)
+from arlm.runtime.atomic_files import AtomicWriteError, is_no_space, underlying_os_error, write_file_atomically
+from arlm.runtime.partial_files import remove_dead_writers_temporaries
 
 log = logging.getLogger(__name__)
 

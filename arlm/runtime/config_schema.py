@@ -1,4 +1,4 @@
-"""The keys of the composed config that arlm checks, as one pydantic schema.
+"""The keys of the composed config that arlm checks, and the kind of value each must hold (pydantic).
 
 Without these checks ``global_batch_size=-16`` trains as if it were 16, ``per_device_batch_size=0``
 ends in a ``ZeroDivisionError`` inside a resolver, ``trainer.max_steps=abc`` in a ``TypeError``
@@ -6,22 +6,21 @@ inside Lightning, ``+export_hf.overwrite=no`` replaces a directory (the string `
 Python), ``seed`` out of numpy's range becomes 0 with a warning, and a checkpoint path that is a
 directory is reported by xlm-core as not existing.
 
-:class:`ConfigSchema` and the models under it follow the config's nesting; each field's type says
-what its value must be (the kinds below: :data:`PositiveInt`, :data:`Flag`, :data:`CheckpointFile`,
-...; ``Optional`` allows null), pydantic checks it (strictly: a string or a bool is no number, a
-number is no bool), and the kind's :class:`Says` words the refusal, naming the key, the value and
-an example. Only these keys are described: every other key is left alone, and a key the config
-lacks (or whose interpolation cannot be resolved yet) is not checked. :func:`schema_problems` is
-the validator; :mod:`arlm.runtime.preflight` runs it before every job.
+:data:`CHECKED_KEYS` names each checked key and the kind its value must be (the kinds below:
+:data:`PositiveInt`, :data:`Flag`, :data:`CheckpointFile`, ...): a type pydantic checks (strictly:
+a string or a bool is no number, a number is no bool) and a :class:`Says` that words the refusal,
+naming the key, the value and an example. Only these keys are checked: every other key is left
+alone, and a key the config lacks (or whose interpolation cannot be resolved yet) is not checked.
+:func:`schema_problems` is the validator; :mod:`arlm.runtime.preflight` runs it before every job.
 """
 
 import os
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Dict, List, Literal, Optional, Type, Union, get_args, get_origin
+from typing import Annotated, Any, Callable, Dict, List, Literal, Optional, Union
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import AfterValidator, Field, StrictBool, TypeAdapter, ValidationError
 from transformers import SchedulerType
 
 from arlm.checkpoints.read import checkpoints_in
@@ -149,138 +148,70 @@ TopP = _fraction(one_allowed=True, example="0.9")
 Temperature = _number(positive=True, example="1.0")
 
 
-class Keys(BaseModel):
-    """A level of the config: its other keys are ignored; every key is optional."""
-
-    model_config = ConfigDict(extra="ignore")
-
-
-class TrainerKeys(Keys):
-    max_steps: Optional[PositiveInt] = None
-    num_nodes: Optional[PositiveInt] = None
-    log_every_n_steps: Optional[PositiveInt] = None
-    num_sanity_val_steps: Optional[NonNegativeInt] = None
-    accumulate_grad_batches: Optional[PositiveInt] = None
-    gradient_clip_val: Optional[NonNegativeNumber] = None
-    val_check_interval: Optional[ValCheckInterval] = None
-
-
-class OptimizerKeys(Keys):
-    lr: Optional[PositiveNumber] = None
-    weight_decay: Optional[NonNegativeNumber] = None
-
-
-class LrSchedulerKeys(Keys):
-    name: Optional[SchedulerName] = None
-    num_warmup_steps: Optional[NonNegativeInt] = None
-
-
-class PeriodicCheckpointKeys(Keys):
-    every_n_train_steps: Optional[PositiveInt] = None
-
-
-class EmaKeys(Keys):
-    decay: Optional[EmaDecay] = None
-    use_num_updates: Optional[Flag] = None
-    apply_ema_at_train_end: Optional[Flag] = None
-
-
-class CallbackKeys(Keys):
-    checkpoint_every_n_steps: PeriodicCheckpointKeys = PeriodicCheckpointKeys()
-    ema: EmaKeys = EmaKeys()
-
-
-class DatamoduleKeys(Keys):
-    manual_cache_dir: Optional[PreparedDataDir] = None
-    rewrite_manual_cache: Optional[Flag] = None
-
-
-class ModelKeys(Keys):
-    force_flash_attn: Optional[Flag] = None
-    final_layer_without_normalization: Optional[Flag] = None
-
-
-class PredictorKeys(Keys):
-    max_steps: Optional[PositiveInt] = None
-    max_length: Optional[_integer(2)] = None
-    top: Optional[PositiveInt] = None
-    p: Optional[TopP] = None
-    temperature: Optional[Temperature] = None
-
-
-class StarSplitSizeKeys(Keys):
-    """STAR experiments: rows per split (numpy seeds the generator with ``star_seed + split index``)."""
-
-    train: Optional[PositiveInt] = None
-    validation: Optional[PositiveInt] = None
-    test: Optional[PositiveInt] = None
-
-
-class EvalKeys(Keys):
-    split: Optional[EvalSplit] = None
-    ckpt_path: Optional[CheckpointFile] = None
-    checkpoint_path: Optional[CheckpointFile] = None
-    model_only_checkpoint_path: Optional[CheckpointFile] = None
-
-
-class GenerationKeys(Keys):
-    """``job_type=generate_arlm``."""
-
-    max_batches: Optional[PositiveInt] = None
-    device: Optional[Device] = None
-    use_ema: Optional[Flag] = None
-    ckpt_path: Optional[CheckpointFile] = None
-    checkpoint_path: Optional[CheckpointFile] = None
-    model_only_checkpoint_path: Optional[CheckpointFile] = None
-
-
-class ExportHfKeys(Keys):
-    """``job_type=export_hf`` (``apply_ema`` null: use the EMA weights when the checkpoint has them)."""
-
-    overwrite: Optional[Flag] = None
-    apply_ema: Optional[Flag] = None
-
-
-class PostTrainingKeys(Keys):
-    """xlm-core's ``job_type=extract_checkpoint``."""
-
-    apply_ema: Optional[Flag] = None
-
-
-class ConfigSchema(Keys):
-    """The keys of a composed arlm config that :func:`schema_problems` checks (``job_name`` may
-    not be null)."""
-
-    job_name: JobName = None
-    seed: Optional[Seed] = None
-    star_seed: Optional[StarSeed] = None
-    star_split_sizes: StarSplitSizeKeys = StarSplitSizeKeys()
-    global_batch_size: Optional[PositiveInt] = None
-    per_device_batch_size: Optional[PositiveInt] = None
-    per_device_val_batch_size: Optional[PositiveInt] = None
-    block_size: Optional[PositiveInt] = None
-    input_block_size: Optional[NonNegativeInt] = None
-    num_dataloader_workers: Optional[NonNegativeInt] = None
-    dataloader_prefetch_factor: Optional[PositiveInt] = None
-    dataloader_pin_memory: Optional[Flag] = None
-    dataloader_persistent_workers: Optional[Flag] = None
-    compile: Optional[Flag] = None
-    resume_from_checkpoint: Optional[Flag] = None
-    resume_checkpoint_path: Optional[CheckpointFile] = None
-    model_only_checkpoint_path: Optional[CheckpointFile] = None
-    strict_model_only_load: Optional[Flag] = None
-    skip_init_weights: Optional[Flag] = None
-    trainer: TrainerKeys = TrainerKeys()
-    optimizer: OptimizerKeys = OptimizerKeys()
-    lr_scheduler: LrSchedulerKeys = LrSchedulerKeys()
-    callbacks: CallbackKeys = CallbackKeys()
-    datamodule: DatamoduleKeys = DatamoduleKeys()
-    model: ModelKeys = ModelKeys()
-    predictor: PredictorKeys = PredictorKeys()
-    eval: EvalKeys = EvalKeys()
-    generation: GenerationKeys = GenerationKeys()
-    export_hf: ExportHfKeys = ExportHfKeys()
-    post_training: PostTrainingKeys = PostTrainingKeys()
+CHECKED_KEYS: Dict[str, Any] = {
+    "job_name": JobName,
+    "seed": Seed,
+    "star_seed": StarSeed,
+    "star_split_sizes.train": PositiveInt,  # STAR: rows per split, seeded with star_seed + split index
+    "star_split_sizes.validation": PositiveInt,
+    "star_split_sizes.test": PositiveInt,
+    "global_batch_size": PositiveInt,
+    "per_device_batch_size": PositiveInt,
+    "per_device_val_batch_size": PositiveInt,
+    "block_size": PositiveInt,
+    "input_block_size": NonNegativeInt,
+    "num_dataloader_workers": NonNegativeInt,
+    "dataloader_prefetch_factor": PositiveInt,
+    "dataloader_pin_memory": Flag,
+    "dataloader_persistent_workers": Flag,
+    "compile": Flag,
+    "resume_from_checkpoint": Flag,
+    "resume_checkpoint_path": CheckpointFile,
+    "model_only_checkpoint_path": CheckpointFile,
+    "strict_model_only_load": Flag,
+    "skip_init_weights": Flag,
+    "trainer.max_steps": PositiveInt,
+    "trainer.num_nodes": PositiveInt,
+    "trainer.log_every_n_steps": PositiveInt,
+    "trainer.num_sanity_val_steps": NonNegativeInt,
+    "trainer.accumulate_grad_batches": PositiveInt,
+    "trainer.gradient_clip_val": NonNegativeNumber,
+    "trainer.val_check_interval": ValCheckInterval,
+    "optimizer.lr": PositiveNumber,
+    "optimizer.weight_decay": NonNegativeNumber,
+    "lr_scheduler.name": SchedulerName,
+    "lr_scheduler.num_warmup_steps": NonNegativeInt,
+    "callbacks.checkpoint_every_n_steps.every_n_train_steps": PositiveInt,
+    "callbacks.ema.decay": EmaDecay,
+    "callbacks.ema.use_num_updates": Flag,
+    "callbacks.ema.apply_ema_at_train_end": Flag,
+    "datamodule.manual_cache_dir": PreparedDataDir,
+    "datamodule.rewrite_manual_cache": Flag,
+    "model.force_flash_attn": Flag,
+    "model.final_layer_without_normalization": Flag,
+    "predictor.max_steps": PositiveInt,
+    "predictor.max_length": _integer(2),
+    "predictor.top": PositiveInt,
+    "predictor.p": TopP,
+    "predictor.temperature": Temperature,
+    "eval.split": EvalSplit,
+    "eval.ckpt_path": CheckpointFile,
+    "eval.checkpoint_path": CheckpointFile,
+    "eval.model_only_checkpoint_path": CheckpointFile,
+    "generation.max_batches": PositiveInt,  # job_type=generate_arlm
+    "generation.device": Device,
+    "generation.use_ema": Flag,
+    "generation.ckpt_path": CheckpointFile,
+    "generation.checkpoint_path": CheckpointFile,
+    "generation.model_only_checkpoint_path": CheckpointFile,
+    "export_hf.overwrite": Flag,  # job_type=export_hf (apply_ema null: the EMA weights when the checkpoint has them)
+    "export_hf.apply_ema": Flag,
+    "post_training.apply_ema": Flag,  # xlm-core's job_type=extract_checkpoint
+}
+"""Every key arlm checks, in the order problems are listed, and the kind its value must be;
+null is allowed but for :data:`NOT_NULL` keys."""
+NOT_NULL = ("job_name",)
+_ADAPTERS = {id(kind): TypeAdapter(kind) for kind in CHECKED_KEYS.values()}
 
 
 def select(cfg: DictConfig, key: str, default: Any = None) -> Any:
@@ -291,48 +222,15 @@ def select(cfg: DictConfig, key: str, default: Any = None) -> Any:
         return default
 
 
-def _described_values(cfg: DictConfig, schema: Type[Keys], prefix: str = "") -> Dict[str, Any]:
-    """The values of ``cfg`` at the keys ``schema`` describes, nested as it nests them."""
-    values: Dict[str, Any] = {}
-    for name, field in schema.model_fields.items():
-        if isinstance(field.annotation, type) and issubclass(field.annotation, Keys):
-            values[name] = _described_values(cfg, field.annotation, f"{prefix}{name}.")
-        else:
-            value = select(cfg, prefix + name, default=_MISSING)
-            if value is not _MISSING:
-                values[name] = value
-    return values
-
-
-def _says(metadata: List[Any], annotation: Any) -> Says:
-    """The :class:`Says` of a field: in its metadata (a kind used as it is), or in its annotation
-    (a kind inside ``Optional``)."""
-    for item in metadata:
-        if isinstance(item, Says):
-            return item
-    for argument in get_args(annotation):
-        if get_origin(argument) is Annotated:
-            return _says(list(argument.__metadata__), None)
-    raise LookupError(f"no refusal wording in {annotation}")
-
-
 def schema_problems(cfg: DictConfig) -> List[str]:
-    """Every value of ``cfg`` that breaks :class:`ConfigSchema`, in the schema's order, one message each."""
-    values = _described_values(cfg, ConfigSchema)
-    try:
-        ConfigSchema.model_validate(values)
-    except ValidationError as error:
-        problems = []
-        for detail in error.errors():
-            schema, node, path = ConfigSchema, values, []
-            for part in detail["loc"]:
-                path.append(str(part))
-                field = schema.model_fields[part]
-                if not (isinstance(field.annotation, type) and issubclass(field.annotation, Keys)):
-                    break
-                schema, node = field.annotation, node[part]
-            problem = _says(field.metadata, field.annotation).words(".".join(path), node[part])
-            if problem not in problems:
-                problems.append(problem)
-        return problems
-    return []
+    """One message per value of ``cfg`` that is not of its key's kind (:data:`CHECKED_KEYS`)."""
+    problems = []
+    for key, kind in CHECKED_KEYS.items():
+        value = select(cfg, key, default=_MISSING)
+        if value is _MISSING or (value is None and key not in NOT_NULL):
+            continue
+        try:
+            _ADAPTERS[id(kind)].validate_python(value)
+        except ValidationError:
+            problems.append(next(item for item in kind.__metadata__ if isinstance(item, Says)).words(key, value))
+    return problems

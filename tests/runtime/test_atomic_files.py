@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from arlm.runtime import atomic_files
+from arlm.runtime import atomic_files, partial_files
+from arlm.runtime.partial_files import remove_dead_writers_temporaries, temporary_path
 from arlm.runtime.atomic_files import (
     AtomicWriteError,
     TargetExistsError,
-    remove_dead_writers_temporaries,
-    temporary_path,
     write_directory_atomically,
     write_file_atomically,
 )
@@ -30,7 +29,7 @@ def dead_pid() -> int:
 
 
 def temporaries(directory: Path):
-    return sorted(p.name for p in directory.iterdir() if atomic_files.TEMPORARY_NAME.match(p.name))
+    return sorted(p.name for p in directory.iterdir() if partial_files.TEMPORARY_NAME.match(p.name))
 
 
 @contextlib.contextmanager
@@ -196,7 +195,7 @@ def test_files_a_writer_makes_private_get_the_umask_permissions_too(tmp_path):
 
 
 def test_dead_writers_temporaries_are_removed_once_logged_and_nothing_else(tmp_path, caplog, capsys):
-    dead, live, host = dead_pid(), os.getpid(), atomic_files.HOST
+    dead, live, host = dead_pid(), os.getpid(), partial_files.HOST
     (tmp_path / f".hf.partial-{dead}-ab12@{host}").mkdir()
     (tmp_path / f".hf.partial-{dead}-ab12@{host}" / "model.safetensors").write_bytes(b"x")
     (tmp_path / f".last.ckpt.partial-{dead}-cd34").write_bytes(b"x")  # no host: taken as this one's
@@ -204,7 +203,7 @@ def test_dead_writers_temporaries_are_removed_once_logged_and_nothing_else(tmp_p
     kept = [f".prediction.jsonl.partial-{live}-ef56@{host}", other_host, ".notes.partial-abc-1", "last.ckpt", ".hidden"]
     for name in kept:
         (tmp_path / name).write_bytes(b"x")
-    with caplog.at_level(logging.INFO, logger="arlm.runtime.atomic_files"):
+    with caplog.at_level(logging.INFO, logger="arlm.runtime.partial_files"):
         write_file_atomically(tmp_path / "best.ckpt", b"new")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, "best.ckpt"])
     removed, kept_elsewhere = caplog.records
@@ -241,7 +240,7 @@ def test_a_live_writers_temporary_is_kept_and_a_sigkilled_ones_removed_by_the_ne
         proc.kill()
         proc.wait(timeout=60)
     assert staging.parent == tmp_path and staging.name.startswith(f".hf.partial-{proc.pid}-")
-    assert staging.name.endswith(f"@{atomic_files.HOST}")
+    assert staging.name.endswith(f"@{partial_files.HOST}")
     assert (staging / "model.safetensors").is_file() and not target.exists()
 
     write_file_atomically(tmp_path / "last.ckpt", b"a checkpoint save in the same directory")
@@ -251,7 +250,7 @@ def test_a_live_writers_temporary_is_kept_and_a_sigkilled_ones_removed_by_the_ne
 def test_temporary_names_carry_the_pid_and_differ(tmp_path):
     first, second = temporary_path(tmp_path / "hf"), temporary_path(tmp_path / "hf")
     assert first != second and first.parent == tmp_path
-    assert atomic_files.TEMPORARY_NAME.match(first.name)["pid"] == str(os.getpid())
+    assert partial_files.TEMPORARY_NAME.match(first.name)["pid"] == str(os.getpid())
 
 
 def test_module_imports_without_lightning_hydra_or_xlm():
