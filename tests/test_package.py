@@ -61,3 +61,37 @@ def test_editable_install_maps_the_data_packages_onto_the_checkout():
     registration = json.loads((xlm_models_dir() / "xlm_models.json").read_text())
     assert registration == {"arlm_jobs": ".."}
     assert (xlm_models_dir() / ".." / "configs" / "commands.yaml").is_file()
+
+
+def _modules(package: Path):
+    return sorted(path.stem for path in package.glob("*.py") if path.stem not in ("__init__", "__main__"))
+
+
+@pytest.mark.parametrize("package", sorted(init.parent.name for init in (REPO_ROOT / "arlm").glob("*/__init__.py")))
+def test_each_package_describes_every_one_of_its_modules(package):
+    import ast
+
+    directory = REPO_ROOT / "arlm" / package
+    docstring = ast.get_docstring(ast.parse((directory / "__init__.py").read_text())) or ""
+    missing = [name for name in _modules(directory) if f"arlm.{package}.{name}" not in docstring]
+    assert missing == [], f"arlm/{package}/__init__.py does not describe {missing}"
+
+
+def test_the_documents_the_configs_point_at_exist():
+    import re
+
+    pointers = []
+    for config in (REPO_ROOT / "configs").rglob("*.yaml"):
+        for line in config.read_text().splitlines():
+            comment = line.partition("#")[2]
+            pointers += [(config.name, *match) for match in re.findall(r"(README|docs/[\w-]+\.md)(?:#([\w-]+)|, \"([^\"]+)\")?", comment)]
+    assert pointers
+    for config, document, anchor, section in pointers:
+        path = REPO_ROOT / ("README.md" if document == "README" else document)
+        assert path.is_file(), f"{config} points at {document}, which does not exist"
+        headings = [line.lstrip("#").strip() for line in path.read_text().splitlines() if line.startswith("#")]
+        if section:
+            assert section in headings, f"{config} points at {document}, section {section!r}, which it does not have"
+        if anchor:
+            slugs = {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+            assert anchor in slugs, f"{config} points at {document}#{anchor}, which it does not have"

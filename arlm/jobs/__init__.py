@@ -3,7 +3,9 @@
 * :mod:`arlm.jobs.generate`: ``xlm job_type=generate_arlm``;
 * :mod:`arlm.jobs.export_hf`: ``xlm job_type=export_hf``;
 * :mod:`arlm.jobs.hub_preflight`: the Hydra callback that checks xlm-core's own
-  ``job_type=push_to_hub`` before it starts (set in ``configs/model_type/arlm.yaml``).
+  ``job_type=push_to_hub`` before it starts (set in ``configs/model_type/arlm.yaml``);
+* :mod:`arlm.jobs.run_components`: a run's tokenizer and datamodule, built for these jobs as
+  xlm-core's own jobs build them.
 
 The two job types are listed in ``configs/commands.yaml``. xLM reads that file only as
 ``<model directory>/configs/commands.yaml`` of a directory named in an ``xlm_models.json``: it

@@ -1,7 +1,8 @@
 """Run safety and plumbing for the xLM jobs: what keeps a run from destroying or misreading files.
 
 :mod:`~arlm.runtime.atomic_files` writes files and directories whole or not at all (every writer
-of the package uses it); :mod:`~arlm.runtime.checkpoint_io` is the one checkpoint writer and the
+of the package uses it), through temporaries :mod:`~arlm.runtime.partial_files` names and removes
+when their writer died; :mod:`~arlm.runtime.checkpoint_io` is the one checkpoint writer and the
 Lightning ``CheckpointIO`` plugin (atomic saves, the newest valid checkpoint on load);
 :mod:`~arlm.runtime.preflight` refuses, before a job starts, unusable directories and config
 values (the pydantic schema of :mod:`~arlm.runtime.config_schema`), sizes that cannot fit and a

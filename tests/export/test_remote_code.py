@@ -163,3 +163,24 @@ def test_lora_with_peft_defaults_trains_merges_and_reloads(tmp_path, loading):
         assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
         out = proc.stdout
     assert "LORA OK 4 " in out  # q_proj and v_proj of each of the 2 layers
+
+
+def test_the_bundle_is_arlm_hf_and_the_network_modules_it_imports():
+    """``arlm/hf`` holds exactly what an Arlow export carries: each of its modules imports nothing of
+    arlm but ``arlm.network`` and ``arlm.hf``, and the bundle is all of them plus the network
+    modules they import (none other)."""
+    import ast
+    import importlib.util
+    import pkgutil
+    from pathlib import Path
+
+    import arlm.hf
+
+    face = {f"arlm.hf.{info.name}" for info in pkgutil.iter_modules(arlm.hf.__path__)}
+    for module in face:
+        tree = ast.parse(Path(importlib.util.find_spec(module).origin).read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("arlm")}
+        assert all(name.startswith(("arlm.hf.", "arlm.network.")) for name in imported), (module, imported)
+    assert {module for module in BUNDLE if module.startswith("arlm.hf.")} == face
+    assert all(module.startswith("arlm.network.") for module in set(BUNDLE) - face)
+    assert "arlm.network.sampling" not in BUNDLE  # no bundled module imports it

@@ -4,7 +4,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from arlm.harness_arlm import check_checkpoint_vocabulary, check_model_covers_tokenizer
+from arlm.harness_arlm import ARLMHarness, check_checkpoint_vocabulary, check_model_covers_tokenizer
 from arlm.jobs.generate import check_checkpoint_argument, exact_match_summary, resolve_device
 from arlm.model_arlm import RotaryTransformerARLMModel
 from tests.conftest import TINY_MODEL_KWARGS, VOCAB_SIZE
@@ -54,3 +54,12 @@ def test_exact_match_summary():
     rows = [{"generated_text": "1 2", "truth": "1 2"}, {"generated_text": "1 3", "truth": "1 2"}]
     assert exact_match_summary(rows) == "; exact match 1/2 (50.0%)"
     assert exact_match_summary([{"generated_text": "x", "truth": ""}]) == ""
+
+
+def test_loading_a_checkpoint_needs_the_commands_config_and_never_the_recorded_one(tmp_path):
+    """The module is built from the command's composed config; the ``_target_``s a checkpoint
+    records are data, never instantiated (every xlm-core job passes ``cfg``)."""
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"model": {"_target_": "os.system"}}}, path)
+    with pytest.raises(TypeError, match=r"needs cfg=<the composed config of the command>: the module is built from it, never"):
+        ARLMHarness.load_from_checkpoint(path)

@@ -165,3 +165,14 @@ def test_corpus_metrics_keep_a_nan_nll():
     metric = m.CorpusTokenNLL()
     metric.update(torch.tensor([[1.0, math.nan]]), torch.ones(1, 2, dtype=torch.bool))
     assert math.isnan(metric.compute().item())
+
+
+def test_every_update_function_is_used_by_a_config():
+    """The seed's four update functions of the LM rows (per-sequence perplexity, target-token NLL,
+    sequence length, tokens carrying loss) were kept but used by no config."""
+    from pathlib import Path
+
+    configs = "\n".join(path.read_text() for path in (Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
+    functions = [name for name in dir(m) if name.endswith("_update_fn") and not name.startswith("_")]
+    assert len(functions) == 9
+    assert [name for name in functions if f"arlm.metrics_arlm.{name}" not in configs] == []

@@ -117,6 +117,17 @@ def test_padding_idx_row_starts_at_zero():
     assert model.model.embed_tokens.weight[0].abs().sum() == 0
 
 
+def test_a_tied_head_keeps_the_zeroed_padding_row_and_the_embedding_draw():
+    """The head shares the embedding's weight: initialising the head again drew over the zeroed
+    padding row and the embedding's own draw."""
+    torch.manual_seed(0)
+    tied = RotaryTransformerARLMModel(**TINY_MODEL_KWARGS, padding_idx=0, tie_word_embeddings=True)
+    assert tied.lm_head.weight[0].abs().sum() == 0
+    torch.manual_seed(0)
+    untied = RotaryTransformerARLMModel(**TINY_MODEL_KWARGS, padding_idx=0)
+    assert torch.equal(tied.model.embed_tokens.weight, untied.model.embed_tokens.weight)
+
+
 @pytest.mark.parametrize(
     "options",
     [
