@@ -33,10 +33,6 @@ NETWORK_FIELDS = (
 )
 """The :class:`DecoderConfig` fields that define the function a checkpoint's weights compute."""
 UNKNOWN = object()
-STAND_INS = {"num_embeddings": 1, "num_layers": 1, "nhead": 1, "d_model": None}
-"""The required arguments, and what stands for one that neither side of a comparison knows (the
-same on both sides, so never a difference; ``d_model``: a head wide enough for any rotary width)."""
-WIDE_HEAD = 1024
 
 
 class NetworkMismatchError(ValueError):
@@ -109,14 +105,9 @@ def network_differences(
         return []
     arguments = model_arguments(checkpoint_model), model_arguments(configured_model)
     for mine, other in (arguments, arguments[::-1]):  # an unknown value is the other side's
-        mine.update({key: UNKNOWN for key in STAND_INS if key not in mine})
         mine.update({key: other[key] for key, value in mine.items() if value is UNKNOWN and key in other})
-    for mine in arguments:
-        mine.update({key: value for key, value in STAND_INS.items() if mine[key] is UNKNOWN and key != "d_model"})
-        if mine["d_model"] is UNKNOWN:
-            mine["d_model"] = mine["nhead"] * WIDE_HEAD
     saved, current = map(network_of, arguments)
-    if saved is None or current is None:  # a side builds no network: compare the arguments both record
+    if saved is None or current is None:  # a side describes no network: compare what both record
         keys = [xlm_argument(field, None)[0] for field in NETWORK_FIELDS]
         return [
             NetworkDifference(key, arguments[0][key], arguments[1][key]) for key in keys

@@ -23,7 +23,7 @@ import importlib.util
 import json
 import pkgutil
 from pathlib import Path
-from typing import Dict, List, Set, Tuple
+from typing import Callable, Dict, Iterable, List, Set, Tuple
 
 FACE_PACKAGE = "arlm.hf"
 BUNDLED_PACKAGES = (FACE_PACKAGE, "arlm.network")
@@ -41,19 +41,18 @@ def bundle_modules() -> Dict[str, str]:
     """arlm module -> its file name (without ``.py``) in the export directory: every module of
     :data:`FACE_PACKAGE` and the bundled packages' modules they import, directly or not."""
     face = importlib.import_module(FACE_PACKAGE)
-    todo = [f"{FACE_PACKAGE}.{info.name}" for info in pkgutil.iter_modules(face.__path__)]
-    found: Dict[str, str] = {}
-    while todo:
-        module = todo.pop()
-        if module not in found:
-            found[module] = FILE_NAMES.get(module, module.rsplit(".", 1)[1])
-            tree = ast.parse(_module_file(module).read_text(encoding="utf-8"))
-            todo += [
-                node.module for node in ast.walk(tree)
-                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
-                and node.module.startswith(tuple(f"{package}." for package in BUNDLED_PACKAGES))
-            ]
-    return dict(sorted(found.items()))
+    modules = _closure((f"{FACE_PACKAGE}.{info.name}" for info in pkgutil.iter_modules(face.__path__)), _bundled_imports)
+    return {module: FILE_NAMES.get(module, module.rsplit(".", 1)[1]) for module in sorted(modules)}
+
+
+def _bundled_imports(module: str) -> List[str]:
+    """The modules of :data:`BUNDLED_PACKAGES` that ``module`` imports."""
+    tree = ast.parse(_module_file(module).read_text(encoding="utf-8"))
+    return [
+        node.module for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+        and node.module.startswith(tuple(f"{package}." for package in BUNDLED_PACKAGES))
+    ]
 
 
 def rewrite_imports(source: str, module: str) -> str:
@@ -97,7 +96,7 @@ def bundle_sources() -> Dict[str, str]:
     sources = {name: rewrite_imports(_module_file(module).read_text(encoding="utf-8"), module) for module, name in BUNDLE.items()}
     for entry in {ref.split(".")[0] for ref in AUTO_MAP.values()}:
         direct = set(_relative_imports(sources[entry]))
-        indirect = sorted(_import_closure(entry, sources) - direct - {entry})
+        indirect = sorted(_closure([entry], lambda name: _relative_imports(sources[name])) - direct - {entry})
         if indirect:
             sources[entry] += (
                 "\n\n# Bundled files this one needs through the others, named here too: transformers 4 copies\n"
@@ -126,13 +125,14 @@ def _relative_imports(source: str) -> List[str]:
     ]
 
 
-def _import_closure(entry: str, sources: Dict[str, str]) -> Set[str]:
-    seen, todo = set(), [entry]
+def _closure(start: Iterable[str], imports: Callable[[str], List[str]]) -> Set[str]:
+    """``start`` and everything it imports (``imports(name)``), directly or not."""
+    seen, todo = set(), list(start)
     while todo:
         name = todo.pop()
         if name not in seen:
             seen.add(name)
-            todo.extend(_relative_imports(sources[name]))
+            todo.extend(imports(name))
     return seen
 
 
