@@ -3,10 +3,10 @@
 One xLM network (``RotaryTransformerARLMModel``, built from one seed) seen three ways on the same
 weights, fp32, SDPA, on CPU with ``--threads``:
 
-* native: its exact ``transformers`` twin from :func:`arlm.hf.native_export.to_native`
+* native: its exact ``transformers`` twin from :func:`arlm.export.native.to_native`
   (``GPTNeoXForCausalLM`` for ``--shape gpt_neox``, the xLM default network: LayerNorm, ReLU,
   biases, partial rotary; ``LlamaForCausalLM`` for ``--shape llama``);
-* ``ArlowForCausalLM`` (:func:`arlm.hf.export.xlm_to_hf`);
+* ``ArlowForCausalLM`` (:func:`arlm.export.exporter.xlm_to_hf`);
 * ``ARLMPredictor`` (greedy, dynamic KV cache) on the xLM model itself.
 
 * train (the two ``transformers`` models): forward + backward + AdamW on ``--batch`` x ``--seq``
@@ -32,8 +32,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from arlm import RotaryTransformerARLMModel
-from arlm.hf.export import xlm_to_hf
-from arlm.hf.native_export import to_native
+from arlm.export.exporter import xlm_to_hf
+from arlm.export.native import to_native
 from arlm.predictor_arlm import ARLMPredictor
 from common import (
     CLOCKS, add_clock_arg, add_network_args, add_round_args, arlm_network, benchmark_parser, time_alternating,

@@ -121,7 +121,8 @@ def memory_problems(cfg: DictConfig) -> List[str]:
     tables and the weights of the configured network (its :class:`~arlm.network.config.DecoderConfig`;
     training keeps :data:`~arlm.network.memory_budget.TRAINING_COPIES` fp32 copies of each
     parameter), and a training batch (logits over the vocabulary and one hidden state per layer
-    per token). An unknown vocabulary (``${tokenizer:...}`` before the tokenizer exists) counts as none."""
+    per token). An unknown vocabulary (``${tokenizer:...}`` before the tokenizer exists) counts
+    as one id."""
     node = select(cfg, "model")
     network = network_of(model_arguments(node)) if isinstance(node, DictConfig) else None
     limit = job_memory_bytes(cfg)
@@ -133,13 +134,12 @@ def memory_problems(cfg: DictConfig) -> List[str]:
 
     where, problems, training = "memory on this machine", [], cfg.get("job_type") == "train"
     vocab = network.vocab_size if is_int(select(cfg, "model.num_embeddings")) else 0
+    parameters, copies = network.parameter_count, TRAINING_COPIES if training else 1
     problems.append(fit_problem(
         f"{named('max_positions')} (block_size + input_block_size unless set; RoPE tables of that many "
         f"positions x {named('rotary_dim')})", rope_table_bytes(network.max_positions, network.rotary_dim), limit, where,
         "set block_size (or model.max_length) to the longest sequence of the data",
     ))
-    copies = TRAINING_COPIES if training else 1
-    parameters = network.parameter_count - (0 if vocab else network.vocab_size * network.d_model * (1 if network.tie_word_embeddings else 2))
     problems.append(fit_problem(
         f"The model ({parameters:,} parameters from {named(*(['vocab_size'] if vocab else []), 'd_model', 'n_layers', 'd_ff')}"
         + (", as fp32 weights, gradients and AdamW's two moments)" if copies > 1 else ")"),

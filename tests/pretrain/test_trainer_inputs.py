@@ -1,4 +1,4 @@
-"""Bad input to ``python -m arlm.hf.pretrain`` is named with the file, line or flag and the fix
+"""Bad input to ``python -m arlm.pretrain`` is named with the file, line or flag and the fix
 (before: a JSONDecodeError or UnicodeDecodeError naming no file, a corpus shorter than a block
 that never yielded a batch, ``--block-size 0`` / ``--max-steps 0`` passed to the Trainer)."""
 

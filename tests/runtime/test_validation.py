@@ -1,4 +1,4 @@
-"""``arlm.runtime.config_checks``: bad config values are listed with the key, the value and what is expected."""
+"""``arlm.runtime.preflight``: bad config values are listed with the key, the value and what is expected."""
 
 import math
 import os
