@@ -75,3 +75,17 @@ def test_the_hf_face_names_its_own_length_field_in_input_errors():
                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=8)
     with pytest.raises(ValueError, match=r"sequence length 9 exceeds ArlowConfig.max_position_embeddings 8"):
         ArlowForCausalLM(config)(torch.zeros(1, 9, dtype=torch.long))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_with_cuda_as_default_device_a_config_initialises_nothing_and_a_model_is_checked_there():
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; torch.set_default_device('cuda'); from arlm.hf.configuration_arlow import ArlowConfig; "
+        f"ArlowConfig(**{LLAMA_70B!r}); print(torch.cuda.is_initialized())"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    with torch.device("cuda"), pytest.raises(MemoryBudgetError, match=r"the weights .* of cuda(:\d+)? memory on this machine"):
+        RotaryTransformerARLMModel(num_embeddings=10**8, d_model=8192, num_layers=2, nhead=64, rotary_emb_dim=128)
