@@ -56,16 +56,21 @@ def _hold(stage: str, step: int, marker: Path) -> List[str]:
 
 
 def _signal_when(args: List[str], env, marker: Path, signum: int, timeout: float = 600) -> Tuple[int, str]:
-    """Start ``xlm <args>``, send ``signum`` once ``marker`` appears; return (exit status, output)."""
-    proc = subprocess.Popen([str(XLM), *args], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + timeout
-    while not marker.exists():
-        assert proc.poll() is None, f"the run ended before it reached the hold point:\n{proc.stdout.read()[-4000:]}"
-        assert time.time() < deadline, "the run never reached the hold point"
-        time.sleep(0.05)
-    proc.send_signal(signum)
-    out, _ = proc.communicate(timeout=300)
-    return proc.returncode, out
+    """Start ``xlm <args>``, send ``signum`` once ``marker`` appears; return (exit status, output).
+
+    The output goes to a file beside ``marker``: a pipe nobody reads while the run goes on would
+    block the run once it holds 64 KiB."""
+    output = marker.with_name(marker.name + ".out")
+    with open(output, "w") as sink:
+        proc = subprocess.Popen([str(XLM), *args], cwd=REPO_ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + timeout
+        while not marker.exists():
+            assert proc.poll() is None, f"the run ended before it reached the hold point:\n{output.read_text()[-4000:]}"
+            assert time.time() < deadline, "the run never reached the hold point"
+            time.sleep(0.05)
+        proc.send_signal(signum)
+        proc.wait(timeout=300)
+    return proc.returncode, output.read_text()
 
 
 @pytest.fixture(scope="module")
@@ -186,17 +191,20 @@ def test_two_ctrl_c_during_a_checkpoint_write_say_interrupted_and_keep_the_previ
         "model.nhead=4", "model.rotary_emb_dim=16", "per_device_batch_size=16", "global_batch_size=16",
         "trainer.max_steps=40", "trainer.val_check_interval=1000", "callbacks.checkpoint_every_n_steps.every_n_train_steps=2",
     ]
-    proc = subprocess.Popen([str(XLM), *args], cwd=REPO_ROOT, env=_env(star_data_dir, logs), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    caught = None
-    while proc.poll() is None and caught is None:
-        partial = list(logs.glob("*/checkpoints/.*.partial-*"))
-        if partial and (partial[0].parent / "last.ckpt").exists():  # a write after the first last.ckpt
-            proc.send_signal(signal.SIGINT)
-            time.sleep(0.02)
-            proc.send_signal(signal.SIGINT)
-            caught = partial[0]
-        time.sleep(0.002)
-    out, _ = proc.communicate(timeout=300)
+    output = tmp_path / "run.out"  # a file, not a pipe nobody reads while the run goes on
+    with open(output, "w") as sink:
+        proc = subprocess.Popen([str(XLM), *args], cwd=REPO_ROOT, env=_env(star_data_dir, logs), stdout=sink, stderr=subprocess.STDOUT, text=True)
+        caught = None
+        while proc.poll() is None and caught is None:
+            partial = list(logs.glob("*/checkpoints/.*.partial-*"))
+            if partial and (partial[0].parent / "last.ckpt").exists():  # a write after the first last.ckpt
+                proc.send_signal(signal.SIGINT)
+                time.sleep(0.02)
+                proc.send_signal(signal.SIGINT)
+                caught = partial[0]
+            time.sleep(0.002)
+        proc.wait(timeout=300)
+    out = output.read_text()
     assert caught is not None, "the run ended before a second checkpoint write"
     checkpoints = caught.parent
     assert proc.returncode == 1, out[-3000:]
