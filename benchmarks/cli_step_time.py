@@ -1,7 +1,8 @@
 """The training step as the real ``xlm`` CLI runs it, side by side for two or more checkouts.
 
 Each round runs ``xlm job_type=train experiment=<experiment> trainer.max_steps=<steps>`` once per
-checkout (``<checkout>/.venv/bin/xlm``: each checkout's own install, configs and code), in turn,
+checkout, in turn, from the checkout with its code first on ``PYTHONPATH`` (``<checkout>/.venv/bin/xlm``
+when the checkout has its own environment, else the ``xlm`` beside this Python),
 with validation and test turned off and :class:`job_timer.JobTimer` recording every step. A
 step is the time from one ``on_train_batch_start`` to the next (data loading, forward, backward,
 clipping, optimizer, EMA, logging and callbacks: everything the loop does per step); the first
@@ -47,12 +48,15 @@ def run_job(checkout: Path, out: Path, args: argparse.Namespace, run_id: str) ->
             f"callbacks.checkpoint_every_n_steps.every_n_train_steps={args.steps + 1}",
         ]
     env = {
-        **os.environ, "PYTHONPATH": str(HERE), "OMP_NUM_THREADS": str(args.threads),
+        **os.environ, "PYTHONPATH": f"{checkout}{os.pathsep}{HERE}", "OMP_NUM_THREADS": str(args.threads),
         "LOG_DIR": str(out / "logs" / run_id), "DATA_DIR": args.data_dir, "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
     }
+    xlm = checkout / ".venv" / "bin" / "xlm"
+    if not xlm.exists():
+        xlm = Path(sys.executable).parent / "xlm"
     result = subprocess.run(
-        [str(checkout / ".venv" / "bin" / "xlm"), *overrides], cwd=checkout, env=env, capture_output=True, text=True,
+        [str(xlm), *overrides], cwd=checkout, env=env, capture_output=True, text=True,
     )
     if result.returncode != 0 or not timer_file.exists():
         sys.exit(f"{checkout}: the job failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
