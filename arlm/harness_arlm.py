@@ -116,8 +116,9 @@ class ARLMHarness(Harness):
         return replace_on_exception_checkpoint(self.trainer.callbacks) + replace_ema_callback(self.trainer.callbacks)
 
     def configure_optimizers(self) -> Any:
-        """xlm-core's optimizer and schedule, Adam/AdamW on their fused kernel where that is safe
-        (:func:`arlm.step_speed.with_fused_kernel`; the saved hyper-parameters are unchanged)."""
+        """xlm-core's optimizer and schedule, Adam/AdamW on their fused (or, under mixed
+        precision, foreach) kernel unless the config chose one (:func:`arlm.step_speed.with_fused_kernel`;
+        the saved hyper-parameters are unchanged)."""
         configured = self.config.optimizer
         self.config.optimizer = with_fused_kernel(configured, self.trainer.precision, self.device)
         try:

@@ -1,6 +1,6 @@
 """What ``ARLMHarness`` changes in xlm-core's training loop to make each step cheaper, with the
-same results: a fused Adam/AdamW kernel, a foreach EMA update, and the logged gradient norm in
-one foreach reduction.
+same results: a fused (under mixed precision, foreach) Adam/AdamW kernel, a foreach EMA update,
+and the logged gradient norm in one foreach reduction.
 
 Each replaces a loop over parameters (about ten small tensor operations per parameter and step:
 some 150 parameters in STAR's 8-layer model) by a handful of kernels over all of them; measured
@@ -18,24 +18,27 @@ FUSED_DEVICES = ("cpu", "cuda")
 
 
 def with_fused_kernel(optimizer: DictConfig, precision: str, device: torch.device) -> DictConfig:
-    """``optimizer`` (the ``optimizer`` config node) with ``fused: true`` added when that is safe
-    and unasked-for: its target is ``torch.optim.Adam`` or ``AdamW``, it sets neither ``fused``
-    nor ``foreach``, the parameters live on the CPU or CUDA, and the precision is not
-    ``16-mixed`` (Lightning's gradient scaler cannot clip the gradients of an optimizer that
-    unscales them itself). Otherwise ``optimizer`` itself. The fused kernel computes the same
-    update as torch's per-parameter loop within float rounding."""
+    """``optimizer`` (the ``optimizer`` config node) on a multi-tensor kernel when it asks for
+    none: its target is ``torch.optim.Adam`` or ``AdamW``, it sets neither ``fused`` nor
+    ``foreach``, and the parameters live on the CPU or CUDA. Then ``fused: true``, except under
+    Lightning's mixed precision (``16-mixed``, ``bf16-mixed``), whose plugin refuses to clip the
+    gradients of an optimizer that could unscale them itself: there ``foreach: true``. Otherwise
+    ``optimizer`` itself. Both kernels compute the update of torch's per-parameter loop within
+    float rounding."""
     if (
         optimizer.get("_target_") not in FUSED_OPTIMIZERS
         or optimizer.get("fused") is not None
         or optimizer.get("foreach") is not None
         or device.type not in FUSED_DEVICES
-        or str(precision) in ("16-mixed", "16")
     ):
         return optimizer
-    fused = OmegaConf.create(OmegaConf.to_container(optimizer))
-    with open_dict(fused):
-        fused.fused = True
-    return fused
+    chosen = OmegaConf.create(OmegaConf.to_container(optimizer))
+    with open_dict(chosen):
+        if "mixed" in str(precision):
+            chosen.foreach = True
+        else:
+            chosen.fused = True
+    return chosen
 
 
 def total_gradient_norm(parameters: Iterable[torch.nn.Parameter], norm_type: float = 2.0) -> Optional[torch.Tensor]:
