@@ -5,9 +5,10 @@ Method: every measurement is a fresh Python process (the checkout's code first o
 ``PYTHONPATH``) that builds the model (GPT-2-small shape by default: d_model 768, 12 layers, 12
 heads, ff 3072, vocabulary 50,257), runs one untimed step of batch 1 x 64 tokens so that the
 allocator has its working set, reads its resident set size, runs one step of ``--batch`` x
-``--seq`` tokens and reads the peak resident set size (``ru_maxrss``). The figure is peak minus
-the resident size before the step: what the step itself adds on top of the weights, gradients
-and optimizer-free model. ``--bf16`` runs the step under CPU autocast (bf16 logits, as
+``--seq`` tokens, reading the resident set size once the loss is computed (before backward:
+what the forward pass and the loss hold for the backward pass) and the peak resident set size
+(``ru_maxrss``) at the end. Both are reported minus the resident size before the step: what the
+step adds on top of the weights and gradients (no optimizer state). ``--bf16`` runs the step under CPU autocast (bf16 logits, as
 ``trainer.precision=bf16-mixed``).
 
     python benchmarks/loss_memory.py --checkouts /path/to/base /path/to/branch
@@ -41,17 +42,18 @@ def step(batch, seq):
     data = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "target_ids": targets, "right_padded": True}
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg["bf16"]):
         out = loss(data)
+    after_forward = rss_kib()
     out["loss"].backward()
-    return float(out["loss"])
+    return float(out["loss"]), after_forward
 
 def rss_kib():
     return int(open("/proc/self/statm").read().split()[1]) * (resource.getpagesize() // 1024)
 
 step(1, 64)
 before = rss_kib()
-value = step(cfg["batch"], cfg["seq"])
+value, after_forward = step(cfg["batch"], cfg["seq"])
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"before_mib": before / 1024, "peak_mib": peak / 1024, "loss": value}))
+print(json.dumps({"before_mib": before / 1024, "forward_mib": after_forward / 1024, "peak_mib": peak / 1024, "loss": value}))
 """
 
 
@@ -71,7 +73,7 @@ def main() -> None:
         f"d_model {args.d_model}, {args.layers} layers, vocab {args.vocab}, seq {args.seq}, "
         f"{'bf16 autocast' if args.bf16 else 'fp32'}; MiB added by one forward + backward (peak RSS - RSS before)\n"
     )
-    print("| checkout | batch | RSS before | peak RSS | step adds | fp32 logits of the batch | loss |")
+    print("| checkout | batch | RSS before | held after the loss | step peak adds | fp32 logits of the batch | loss |")
     print("|---|---|---|---|---|---|---|")
     for batch in args.batch:
         for checkout in args.checkouts:
@@ -86,7 +88,7 @@ def main() -> None:
             m = json.loads(result.stdout.strip().splitlines()[-1])
             logits = batch * args.seq * args.vocab * 4 / 2**20
             print(
-                f"| {checkout} | {batch} | {m['before_mib']:,.0f} | {m['peak_mib']:,.0f} | "
+                f"| {checkout.resolve().name} | {batch} | {m['before_mib']:,.0f} | {m['forward_mib'] - m['before_mib']:,.0f} | "
                 f"{m['peak_mib'] - m['before_mib']:,.0f} | {logits:,.0f} | {m['loss']:.4f} |", flush=True,
             )
 
