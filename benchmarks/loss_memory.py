@@ -8,7 +8,10 @@ allocator has its working set, reads its resident set size, runs one step of ``-
 ``--seq`` tokens, reading the resident set size once the loss is computed (before backward:
 what the forward pass and the loss hold for the backward pass) and the peak resident set size
 (``ru_maxrss``) at the end. Both are reported minus the resident size before the step: what the
-step adds on top of the weights and gradients (no optimizer state). ``--bf16`` runs the step under CPU autocast (bf16 logits, as
+step adds on top of the weights and gradients (no optimizer state). The children run with
+``MALLOC_MMAP_THRESHOLD_=131072``: every block over 128 KiB is then its own mapping, returned to
+the system when freed, so that the resident size follows the live tensors (glibc otherwise
+raises that threshold as large blocks are freed and keeps later ones in its heap). ``--bf16`` runs the step under CPU autocast (bf16 logits, as
 ``trainer.precision=bf16-mixed``).
 
     python benchmarks/loss_memory.py --checkouts /path/to/base /path/to/branch
@@ -81,7 +84,10 @@ def main() -> None:
                 "batch": batch, "seq": args.seq, "vocab": args.vocab, "d_model": args.d_model, "layers": args.layers,
                 "heads": args.heads, "threads": args.threads, "bf16": args.bf16,
             }
-            env = {**os.environ, "PYTHONPATH": str(checkout.resolve()), "OMP_NUM_THREADS": str(args.threads)}
+            env = {
+                **os.environ, "PYTHONPATH": str(checkout.resolve()), "OMP_NUM_THREADS": str(args.threads),
+                "MALLOC_MMAP_THRESHOLD_": "131072",
+            }
             result = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg)], env=env, capture_output=True, text=True)
             if result.returncode != 0:
                 sys.exit(f"{checkout}: {result.stderr[-3000:]}")

@@ -177,30 +177,28 @@ def main() -> None:
         contenders["peer (xlm-models 0.3.1)"] = (str(Path(args.peer).absolute()), "", "peer")
     contenders["matmul"] = (sys.executable, "", "matmul")
     shapes = {"quick": QUICK} if args.quick else {name: SHAPES[name] for name in args.shapes}
-    times: Dict[tuple, List[float]] = {}
-    for name, shape in shapes.items():
-        for round_ in range(args.rounds):
-            for label, (python, path, kind) in contenders.items():
-                times.setdefault((name, label), []).extend(run_worker(python, path, kind, shape, args.threads))
-            print(f"{name}: round {round_ + 1} done", file=sys.stderr, flush=True)
-
     clock = "CPU time" if args.threads == 1 else "wall time"
     print(f"\n{args.threads} thread(s), {clock}, fp32, forward + backward + AdamW; median over {args.rounds} rounds\n")
     racers = [c for c in contenders if c != "matmul"]
     print("| shape | " + " | ".join(f"{c}: tokens/s" for c in racers) + " | matmul time | "
           + " | ".join(f"{c}: x matmul" for c in racers) + " | last arlm vs Llama | last arlm vs peer |")
-    print("|---|" + "---|" * (2 * len(racers) + 3))
+    print("|---|" + "---|" * (2 * len(racers) + 3), flush=True)
     for name, shape in shapes.items():
+        times: Dict[str, List[float]] = {label: [] for label in contenders}
+        for round_ in range(args.rounds):
+            for label, (python, path, kind) in contenders.items():
+                times[label].extend(run_worker(python, path, kind, shape, args.threads))
+            print(f"{name}: round {round_ + 1} done", file=sys.stderr, flush=True)
         tokens = shape["batch"] * shape["seq"]
-        step = {c: statistics.median(times[name, c]) for c in racers}
-        matmul = statistics.median(times[name, "matmul"])
+        step = {c: statistics.median(times[c]) for c in racers}
+        matmul = statistics.median(times["matmul"])
         ours = step[racers[len(args.checkouts) - 1]]
         vs_peer = f"{step['peer (xlm-models 0.3.1)'] / ours:.2f}x" if args.peer else "-"
         print(
             f"| {name} ({shape['batch']}x{shape['seq']}, {model_flops(shape) / 1e9:.1f} GFLOP) | "
             + " | ".join(f"{tokens / step[c]:,.0f}" for c in racers)
             + f" | {matmul * 1e3:,.0f} ms | " + " | ".join(f"{step[c] / matmul:.2f}" for c in racers)
-            + f" | {step['HF Llama'] / ours:.2f}x | {vs_peer} |"
+            + f" | {step['HF Llama'] / ours:.2f}x | {vs_peer} |", flush=True,
         )
 
 
