@@ -88,7 +88,9 @@ def main() -> None:
                 **os.environ, "PYTHONPATH": str(checkout.resolve()), "OMP_NUM_THREADS": str(args.threads),
                 "MALLOC_MMAP_THRESHOLD_": "131072",
             }
-            result = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg)], env=env, capture_output=True, text=True)
+            result = subprocess.run(  # from "/": "python -c" puts the working directory first on sys.path
+                [sys.executable, "-c", CHILD, json.dumps(cfg)], env=env, capture_output=True, text=True, cwd="/",
+            )
             if result.returncode != 0:
                 sys.exit(f"{checkout}: {result.stderr[-3000:]}")
             m = json.loads(result.stdout.strip().splitlines()[-1])
