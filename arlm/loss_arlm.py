@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from arlm.network.inputs import reads_values_for_free
+from arlm.network.value_checks import check_int_at_least
 from arlm.types_arlm import IGNORE_INDEX, ARLMBatch, ARLMLossDict, ARLMModel
 
 REQUIRED_BATCH_KEYS = ("input_ids", "attention_mask", "target_ids")
@@ -41,13 +42,22 @@ class ARLMLoss:
 
     Memory: for a model with a decoder and an output projection (:class:`arlm.types_arlm.ARLMModel`,
     either face) the loss projects the final hidden states itself, in chunks of tokens whose fp32
-    logits stay under :data:`LOGITS_PER_CHUNK` (:func:`next_token_nlls`), so a large vocabulary
-    never holds the whole batch's logits, neither in the model's dtype nor upcast to fp32.
+    logits stay under ``logits_per_chunk`` (default :data:`LOGITS_PER_CHUNK`; :func:`next_token_nlls`),
+    so a large vocabulary never holds the whole batch's logits, neither in the model's dtype nor
+    upcast to fp32. Chunking recomputes the output projection in the backward pass (at GPT-2's
+    vocabulary about 10% more arithmetic); ``logits_per_chunk=None`` (``loss.logits_per_chunk=null``)
+    turns it off where memory is plentiful.
     """
 
-    def __init__(self, model: Optional[Any] = None, tokenizer: Optional[Any] = None):
+    def __init__(
+        self, model: Optional[Any] = None, tokenizer: Optional[Any] = None,
+        logits_per_chunk: Optional[int] = LOGITS_PER_CHUNK,
+    ):
         self.model = model
         self.tokenizer = tokenizer
+        self.logits_per_chunk = (
+            None if logits_per_chunk is None else check_int_at_least("loss.logits_per_chunk", logits_per_chunk, 1)
+        )
 
     def configure(self, pl_module: Any) -> None:
         """Nothing to precompute: the loss holds no tensors of its own."""
@@ -79,7 +89,9 @@ class ARLMLoss:
             head, vocab_size = None, features.shape[-1]
         if reads_values_for_free(target_ids):
             _check_target_range(target_ids, vocab_size)
-        nlls = next_token_nlls(features.flatten(0, 1), head, vocab_size, target_ids.flatten()).view_as(target_ids)
+        nlls = next_token_nlls(
+            features.flatten(0, 1), head, vocab_size, target_ids.flatten(), self.logits_per_chunk
+        ).view_as(target_ids)
         target_mask = target_ids != IGNORE_INDEX
         loss = nlls.sum() / target_mask.sum().clamp_min(1)
         return {
@@ -95,16 +107,17 @@ def next_token_nlls(
     head: Optional[Callable[[Tensor], Tensor]],
     vocab_size: int,
     targets: Integer[Tensor, " tokens"],
+    logits_per_chunk: Optional[int] = LOGITS_PER_CHUNK,
 ) -> Float[Tensor, " tokens"]:
     """Cross entropy of ``head(features)`` (the logits; ``features`` themselves when ``head`` is
     None) against ``targets``, in fp32, 0 where the target is ``IGNORE_INDEX``.
 
-    When the fp32 logits would exceed :data:`LOGITS_PER_CHUNK`, the tokens are cut into chunks
+    When the fp32 logits would exceed ``logits_per_chunk`` (None: never), the tokens are cut into chunks
     and each chunk's projection, upcast and cross entropy runs under activation checkpointing:
     only the features are kept for the backward pass, which recomputes one chunk's logits at a
     time (one more forward pass of the head). Values and gradients equal the unchunked ones
     within float rounding."""
-    chunks = math.ceil(features.shape[0] * vocab_size / LOGITS_PER_CHUNK)
+    chunks = 1 if logits_per_chunk is None else math.ceil(features.shape[0] * vocab_size / logits_per_chunk)
     if chunks <= 1:
         return _nlls(features, targets, head)
     return torch.cat([

@@ -164,7 +164,7 @@ def test_chunked_loss_has_the_values_and_gradients_of_the_whole_batch(loss_fn, m
     batch = make_batch(pad_last_row=5)
     whole, whole_grads = _loss_and_grads(loss_fn, batch)
     calls = []
-    monkeypatch.setattr(arlm.loss_arlm, "LOGITS_PER_CHUNK", 20 * VOCAB_SIZE)  # 128 tokens -> 7 chunks
+    loss_fn.logits_per_chunk = 20 * VOCAB_SIZE  # 128 tokens -> 7 chunks
     monkeypatch.setattr(arlm.loss_arlm, "checkpoint", lambda *a, **k: calls.append(1) or torch.utils.checkpoint.checkpoint(*a, **k))
     chunked, chunked_grads = _loss_and_grads(loss_fn, batch)
     assert len(calls) == 7
@@ -175,9 +175,7 @@ def test_chunked_loss_has_the_values_and_gradients_of_the_whole_batch(loss_fn, m
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
 
 
-def test_a_model_without_decoder_and_head_is_scored_on_its_logits(monkeypatch):
-    import arlm.loss_arlm
-
+def test_a_model_without_decoder_and_head_is_scored_on_its_logits():
     torch.manual_seed(0)
     network = RotaryTransformerARLMModel(**TINY_MODEL_KWARGS)
 
@@ -191,15 +189,28 @@ def test_a_model_without_decoder_and_head_is_scored_on_its_logits(monkeypatch):
 
     batch = make_batch()
     want = ARLMLoss(model=network)(batch)
-    monkeypatch.setattr(arlm.loss_arlm, "LOGITS_PER_CHUNK", 20 * VOCAB_SIZE)
-    got = ARLMLoss(model=LogitsOnly())(batch)
+    got = ARLMLoss(model=LogitsOnly(), logits_per_chunk=20 * VOCAB_SIZE)(batch)
     torch.testing.assert_close(got["nlls"], want["nlls"], atol=1e-6, rtol=1e-6)
 
 
-def test_chunked_training_step_compiles_without_graph_breaks(loss_fn, monkeypatch):
-    import arlm.loss_arlm
-
-    monkeypatch.setattr(arlm.loss_arlm, "LOGITS_PER_CHUNK", 40 * VOCAB_SIZE)
+def test_chunked_training_step_compiles_without_graph_breaks(loss_fn):
+    loss_fn.logits_per_chunk = 40 * VOCAB_SIZE
     torch._dynamo.reset()
     explanation = torch._dynamo.explain(loss_fn.loss_fn)(make_batch(right_padded=True))
     assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
+@pytest.mark.parametrize("value", [0, -5, 2.5, "1024", True])
+def test_a_bad_chunk_size_is_refused(value):
+    with pytest.raises(ValueError, match="loss.logits_per_chunk"):
+        ARLMLoss(logits_per_chunk=value)
+
+
+def test_chunking_can_be_turned_off(loss_fn, monkeypatch):
+    import arlm.loss_arlm
+
+    calls = []
+    monkeypatch.setattr(arlm.loss_arlm, "checkpoint", lambda *a, **k: calls.append(1))
+    loss_fn.logits_per_chunk = None
+    loss_fn(make_batch(batch=64, seq=64))
+    assert calls == []
