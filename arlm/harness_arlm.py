@@ -27,6 +27,7 @@ from arlm.runtime.config_schema import is_unset
 from arlm.runtime.cpu_precision import exact_fp32_matmul_on_cpu
 from arlm.runtime.resume import check_resume_step, reconcile_learning_rate
 from arlm.runtime.stopped_run import NonFiniteLossError, is_non_finite_loss_error, replace_on_exception_checkpoint
+from arlm.runtime.step_speed import replace_ema_callback, total_gradient_norm, with_fused_kernel
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +182,30 @@ class ARLMHarness(Harness):
         exact_fp32_matmul_on_cpu(self.trainer.strategy.root_device)
 
     def configure_callbacks(self) -> List[Callback]:
-        """xlm-core's ``OnExceptionCheckpoint`` replaced by :class:`arlm.runtime.stopped_run.StoppedRunCheckpoint`."""
-        return replace_on_exception_checkpoint(self.trainer.callbacks)
+        """xlm-core's ``OnExceptionCheckpoint`` replaced by :class:`arlm.runtime.stopped_run.StoppedRunCheckpoint`,
+        its ``EMACallback`` by :class:`arlm.runtime.step_speed.ForeachEMACallback` (the same averages)."""
+        return replace_on_exception_checkpoint(self.trainer.callbacks) + replace_ema_callback(self.trainer.callbacks)
+
+    def configure_optimizers(self) -> Any:
+        """xlm-core's optimizer and schedule, Adam/AdamW on their fused (or, under mixed
+        precision, foreach) kernel unless the config chose one (:func:`arlm.runtime.step_speed.with_fused_kernel`;
+        the saved hyper-parameters are unchanged)."""
+        configured = self.config.optimizer
+        self.config.optimizer = with_fused_kernel(configured, self.trainer.precision, self.device)
+        try:
+            return super().configure_optimizers()
+        finally:
+            self.config.optimizer = configured
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        """Log xlm-core's ``Total gradient (norm)`` (the 2-norm of all gradients before clipping),
+        computed in one foreach reduction rather than one norm and one host read per parameter."""
+        norm = total_gradient_norm(self.parameters())
+        if norm is not None:
+            self.log(
+                "Total gradient (norm)", norm, on_step=True, on_epoch=False, prog_bar=False, sync_dist=False,
+                rank_zero_only=True, logger=True, add_dataloader_idx=False,
+            )
 
     def training_step(self, *args: Any, **kwargs: Any) -> Any:
         try:

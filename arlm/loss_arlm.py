@@ -1,14 +1,23 @@
 """``ARLMLoss``: next-token cross entropy for the xLM Harness."""
 
-from typing import Any, Optional, Tuple
+import math
+from typing import Any, Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from jaxtyping import Float, Integer
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from arlm.network.inputs import reads_values_for_free
-from arlm.types_arlm import IGNORE_INDEX, ARLMBatch, ARLMLossDict
+from arlm.network.value_checks import check_int_at_least
+from arlm.types_arlm import IGNORE_INDEX, ARLMBatch, ARLMLossDict, ARLMModel
 
 REQUIRED_BATCH_KEYS = ("input_ids", "attention_mask", "target_ids")
+
+LOGITS_PER_CHUNK = 2**24
+"""Most fp32 logits (tokens x vocabulary) the loss holds at once: 64 MiB. A batch with more is
+cut into chunks of tokens, each projected and scored on its own (see :func:`next_token_nlls`)."""
 
 
 class ARLMLoss:
@@ -30,11 +39,25 @@ class ARLMLoss:
 
     Targets equal to -100 carry no loss. A batch whose targets are all -100 gives a loss of
     exactly 0 (not NaN), so it can never poison training.
+
+    Memory: for a model with a decoder and an output projection (:class:`arlm.types_arlm.ARLMModel`,
+    either face) the loss projects the final hidden states itself, in chunks of tokens whose fp32
+    logits stay under ``logits_per_chunk`` (default :data:`LOGITS_PER_CHUNK`; :func:`next_token_nlls`),
+    so a large vocabulary never holds the whole batch's logits, neither in the model's dtype nor
+    upcast to fp32. Chunking recomputes the output projection in the backward pass (at GPT-2's
+    vocabulary about 10% more arithmetic); ``logits_per_chunk=None`` (``loss.logits_per_chunk=null``)
+    turns it off where memory is plentiful.
     """
 
-    def __init__(self, model: Optional[Any] = None, tokenizer: Optional[Any] = None):
+    def __init__(
+        self, model: Optional[Any] = None, tokenizer: Optional[Any] = None,
+        logits_per_chunk: Optional[int] = LOGITS_PER_CHUNK,
+    ):
         self.model = model
         self.tokenizer = tokenizer
+        self.logits_per_chunk = (
+            None if logits_per_chunk is None else check_int_at_least("loss.logits_per_chunk", logits_per_chunk, 1)
+        )
 
     def configure(self, pl_module: Any) -> None:
         """Nothing to precompute: the loss holds no tensors of its own."""
@@ -58,13 +81,17 @@ class ARLMLoss:
         _validate_batch(batch)
         input_ids, target_ids = batch["input_ids"], batch["target_ids"]
         key_padding = None if _declared_right_padded(batch) else batch["attention_mask"]
-        logits = self.model(input_ids, attention_mask=key_padding)
+        if isinstance(self.model, ARLMModel):
+            features = self.model.model(input_ids, attention_mask=key_padding).last_hidden_state
+            head, vocab_size = self.model.lm_head, self.model.lm_head.out_features
+        else:
+            features = self.model(input_ids, attention_mask=key_padding)  # logits
+            head, vocab_size = None, features.shape[-1]
         if reads_values_for_free(target_ids):
-            _check_target_range(target_ids, logits.shape[-1])
-        nlls = F.cross_entropy(
-            logits.flatten(0, 1).float(), target_ids.flatten(),
-            ignore_index=IGNORE_INDEX, reduction="none",
-        ).view_as(target_ids)  # (B, L), 0 where ignored
+            _check_target_range(target_ids, vocab_size)
+        nlls = next_token_nlls(
+            features.flatten(0, 1), head, vocab_size, target_ids.flatten(), self.logits_per_chunk
+        ).view_as(target_ids)
         target_mask = target_ids != IGNORE_INDEX
         loss = nlls.sum() / target_mask.sum().clamp_min(1)
         return {
@@ -73,6 +100,35 @@ class ARLMLoss:
             "nlls": nlls.detach(),
             "target_mask": target_mask,
         }
+
+
+def next_token_nlls(
+    features: Float[Tensor, "tokens dim"],
+    head: Optional[Callable[[Tensor], Tensor]],
+    vocab_size: int,
+    targets: Integer[Tensor, " tokens"],
+    logits_per_chunk: Optional[int] = LOGITS_PER_CHUNK,
+) -> Float[Tensor, " tokens"]:
+    """Cross entropy of ``head(features)`` (the logits; ``features`` themselves when ``head`` is
+    None) against ``targets``, in fp32, 0 where the target is ``IGNORE_INDEX``.
+
+    When the fp32 logits would exceed ``logits_per_chunk`` (None: never), the tokens are cut into chunks
+    and each chunk's projection, upcast and cross entropy runs under activation checkpointing:
+    only the features are kept for the backward pass, which recomputes one chunk's logits at a
+    time (one more forward pass of the head). Values and gradients equal the unchunked ones
+    within float rounding."""
+    chunks = 1 if logits_per_chunk is None else math.ceil(features.shape[0] * vocab_size / logits_per_chunk)
+    if chunks <= 1:
+        return _nlls(features, targets, head)
+    return torch.cat([
+        checkpoint(_nlls, part, part_targets, head, use_reentrant=False)
+        for part, part_targets in zip(features.chunk(chunks), targets.chunk(chunks))
+    ])
+
+
+def _nlls(features: Tensor, targets: Tensor, head: Optional[Callable[[Tensor], Tensor]]) -> Tensor:
+    logits = features if head is None else head(features)
+    return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="none")
 
 
 def _declared_right_padded(batch: ARLMBatch) -> bool:

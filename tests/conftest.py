@@ -31,15 +31,23 @@ def tiny_model():
 
 @pytest.fixture
 def sdpa_calls(monkeypatch):
-    """The ``(attn_mask, is_causal)`` of every SDPA call the package makes while the test runs."""
+    """The ``(attn_mask, is_causal)`` of every call the package makes to a kernel that takes a
+    mask-free causal fast path while the test runs: SDPA, and the short-sequence kernel
+    (``attend_short_causal``, recorded as ``(None, True)``)."""
     import arlm.network.attention
 
     calls = []
     sdpa = arlm.network.attention.F.scaled_dot_product_attention
+    short_causal = arlm.network.attention.attend_short_causal
 
     def recording_sdpa(*args, **kwargs):
         calls.append((kwargs["attn_mask"], kwargs["is_causal"]))
         return sdpa(*args, **kwargs)
 
+    def recording_short_causal(*args):
+        calls.append((None, True))
+        return short_causal(*args)
+
     monkeypatch.setattr(arlm.network.attention.F, "scaled_dot_product_attention", recording_sdpa)
+    monkeypatch.setattr(arlm.network.attention, "attend_short_causal", recording_short_causal)
     return calls

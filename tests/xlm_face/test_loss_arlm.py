@@ -147,3 +147,70 @@ def test_mask_is_built_once_per_forward_not_per_layer(monkeypatch):
     model = RotaryTransformerARLMModel(**dict(TINY_MODEL_KWARGS, num_layers=3))
     model(make_batch()["input_ids"], torch.ones(4, 32, dtype=torch.long))
     assert len(calls) == 1
+
+
+def _loss_and_grads(loss_fn, batch):
+    out = loss_fn(batch)
+    grads = torch.autograd.grad(out["loss"], list(loss_fn.model.parameters()))
+    return out, grads
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_chunked_loss_has_the_values_and_gradients_of_the_whole_batch(loss_fn, monkeypatch, tied):
+    import arlm.loss_arlm
+
+    torch.manual_seed(0)
+    loss_fn.model = RotaryTransformerARLMModel(**TINY_MODEL_KWARGS, tie_word_embeddings=tied)
+    batch = make_batch(pad_last_row=5)
+    whole, whole_grads = _loss_and_grads(loss_fn, batch)
+    calls = []
+    loss_fn.logits_per_chunk = 20 * VOCAB_SIZE  # 128 tokens -> 7 chunks
+    monkeypatch.setattr(arlm.loss_arlm, "checkpoint", lambda *a, **k: calls.append(1) or torch.utils.checkpoint.checkpoint(*a, **k))
+    chunked, chunked_grads = _loss_and_grads(loss_fn, batch)
+    assert len(calls) == 7
+    torch.testing.assert_close(chunked["loss"], whole["loss"], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(chunked["nlls"], whole["nlls"], atol=1e-6, rtol=1e-6)
+    assert torch.equal(chunked["target_mask"], whole["target_mask"])
+    for got, want in zip(chunked_grads, whole_grads):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+def test_a_model_without_decoder_and_head_is_scored_on_its_logits():
+    torch.manual_seed(0)
+    network = RotaryTransformerARLMModel(**TINY_MODEL_KWARGS)
+
+    class LogitsOnly(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = network
+
+        def forward(self, ids, attention_mask=None):
+            return self.inner(ids, attention_mask=attention_mask)
+
+    batch = make_batch()
+    want = ARLMLoss(model=network)(batch)
+    got = ARLMLoss(model=LogitsOnly(), logits_per_chunk=20 * VOCAB_SIZE)(batch)
+    torch.testing.assert_close(got["nlls"], want["nlls"], atol=1e-6, rtol=1e-6)
+
+
+def test_chunked_training_step_compiles_without_graph_breaks(loss_fn):
+    loss_fn.logits_per_chunk = 40 * VOCAB_SIZE
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(loss_fn.loss_fn)(make_batch(right_padded=True))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
+@pytest.mark.parametrize("value", [0, -5, 2.5, "1024", True])
+def test_a_bad_chunk_size_is_refused(value):
+    with pytest.raises(ValueError, match="loss.logits_per_chunk"):
+        ARLMLoss(logits_per_chunk=value)
+
+
+def test_chunking_can_be_turned_off(loss_fn, monkeypatch):
+    import arlm.loss_arlm
+
+    calls = []
+    monkeypatch.setattr(arlm.loss_arlm, "checkpoint", lambda *a, **k: calls.append(1))
+    loss_fn.logits_per_chunk = None
+    loss_fn(make_batch(batch=64, seq=64))
+    assert calls == []
