@@ -214,7 +214,9 @@ def attend(
         return attend_eager(q, k, v, mask, is_causal, dropout_p)[0]
     if kernel == "short_causal":
         return attend_short_causal(q, k, v)
-    if kernel == "flash_attn":
+    # The availability call, redundant with the kernel choice, is the guard transformers'
+    # remote-code loader recognises: an Arlow export then loads where flash_attn is missing.
+    if kernel == "flash_attn" and is_flash_attn_available():
         from flash_attn import flash_attn_func
 
         out = flash_attn_func(
