@@ -41,8 +41,9 @@ class ARLMBatch(TypedDict):
 
 class ARLMSeq2SeqBatch(ARLMBatch):
     """Seq2seq training batch ``[prompt][BOS][target][EOS][pad...]``: an :class:`ARLMBatch` whose
-    ``target_ids`` are -100 on the prompt too, plus ``token_type_ids``: 0 on the prompt, 1 on
-    BOS/target/EOS and 2 on padding."""
+    ``target_ids`` are -100 on the prompt too (unless its collator was built with
+    ``loss_on_prompt=True``), plus ``token_type_ids``: 0 on the prompt, 1 on BOS/target/EOS and
+    2 on padding."""
 
     token_type_ids: Integer[Tensor, "batch seq"]
 
