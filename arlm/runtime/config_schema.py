@@ -206,6 +206,8 @@ CHECKED_KEYS: Dict[str, Any] = {
     "generation.model_only_checkpoint_path": CheckpointFile,
     "export_hf.overwrite": Flag,  # job_type=export_hf (apply_ema null: the EMA weights when the checkpoint has them)
     "export_hf.apply_ema": Flag,
+    "export_hf.format": _one_of(("hf", "gguf")),  # arlm.jobs.export_hf.EXPORT_FORMATS
+    "export_hf.gguf_dtype": _one_of(("f32", "f16", "q8_0")),  # arlm.export.gguf.GGUF_DTYPES
     "post_training.apply_ema": Flag,  # xlm-core's job_type=extract_checkpoint
 }
 """Every key arlm checks, in the order problems are listed, and the kind its value must be;

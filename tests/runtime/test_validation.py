@@ -131,3 +131,14 @@ def test_job_name_must_be_set():
     assert config_problems(OmegaConf.create({"job_name": None})) == [
         "job_name=None must be a non-empty name without '/' (it names logs/<job_name>/)"
     ]
+
+
+def test_export_format_keys_take_the_choices_the_job_and_the_gguf_writer_have():
+    from arlm.export.gguf import GGUF_DTYPES
+    from arlm.jobs.export_hf import EXPORT_FORMATS
+
+    for name, choices in (("format", EXPORT_FORMATS), ("gguf_dtype", GGUF_DTYPES)):
+        for value in choices:
+            assert config_problems(OmegaConf.create({"export_hf": {name: value}})) == []
+        (problem,) = config_problems(OmegaConf.create({"export_hf": {name: "other"}}))
+        assert problem == f"export_hf.{name}='other' must be one of {list(choices)}"
