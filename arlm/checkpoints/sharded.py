@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
 from torch.distributed.checkpoint import load as dcp_load
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta, TensorStorageMetadata
 
 DCP_METADATA = ".metadata"
@@ -196,6 +197,7 @@ def read_sharded_checkpoint(path: Path, map_location: Any = "cpu") -> Dict[str, 
         raise ShardedCheckpointError(f"{path} is not a sharded checkpoint directory (no {DCP_METADATA} in it)")
     metadata = read_lightning_metadata(directory)
     try:
+        read_dcp_metadata(directory)
         stored = _load_all_entries(directory)
     except FileNotFoundError as error:
         raise ShardedCheckpointError(
@@ -214,7 +216,10 @@ def _load_all_entries(directory: Path) -> Dict[str, Any]:
     reader = SafeFileSystemReader(directory)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process.*")
-        dcp_load({}, storage_reader=reader, planner=planner, no_dist=True)
+        try:
+            dcp_load({}, storage_reader=reader, planner=planner, no_dist=True)
+        except CheckpointException as error:  # DCP's wrapper of what went wrong on each rank (here one)
+            raise next(iter(error.failures.values()))[0] from error
     paths = reader.read_metadata().planner_data or {}
     nested: Dict[str, Any] = {}
     for key, value in planner.state_dict.items():

@@ -19,8 +19,11 @@ checkpoints, which bypass the ``CheckpointIO`` plugin:
 * **checked before anything is restored:** the module's ``check_checkpoint`` (vocabulary, shapes
   from the DCP metadata, network, resume step) and a NaN/Inf stop marker; the command's
   learning rate is applied to the loaded optimizer (:func:`arlm.runtime.resume.reconcile_learning_rate`);
-* **any number of ranks:** DCP reshards, so a directory written by N ranks resumes on M; a
-  single-file checkpoint (a DDP or one-process run, a consolidated file) resumes too.
+* **any number of ranks for the weights:** DCP reshards, so ``eval`` under this strategy reads a
+  directory written by N ranks on M; a single-file checkpoint (a DDP or one-process run, a
+  consolidated file) loads too. Resuming training on another number of ranks is refused before
+  anything is restored (:func:`arlm.runtime.resume.check_resume_world_size`: the data loader's
+  position is per rank).
 
 The directory layout is the one Lightning writes (``.metadata``, ``__<rank>_0.distcp``,
 ``meta.pt``): every job reads it through :func:`arlm.checkpoints.read.read_checkpoint`.
