@@ -18,7 +18,6 @@ from the first steps.
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -149,6 +148,12 @@ def test_fsdp2_and_ddp_on_two_ranks_train_as_one_process(one_process, ddp, fsdp2
         assert [row["tokens"] for row in rows] == [row["tokens"] for row in one_process.rows]
         assert_agree(run, one_process)
     assert one_process.losses[-1] < one_process.losses[0] - 0.1  # it learned: agreeing is not trivial
+    reference = read_checkpoint(checkpoint_dir(one_process.log_dir) / "last.ckpt").contents
+    sharded = read_checkpoint(checkpoint_dir(fsdp2.log_dir) / "last.ckpt").contents
+    for name, weight in reference["state_dict"].items():  # the weights and the EMA sharded like them
+        torch.testing.assert_close(sharded["state_dict"][name], weight, rtol=RTOL, atol=1e-6)
+    for shadow, expected in zip(sharded["ema"]["shadow_params"], reference["ema"]["shadow_params"], strict=True):
+        torch.testing.assert_close(shadow, expected, rtol=RTOL, atol=1e-6)
     print({name: round(run.wall_s, 1) for name, run in (("one", one_process), ("ddp", ddp), ("fsdp2", fsdp2))})
 
 
@@ -160,7 +165,7 @@ def test_two_torchrun_node_agents_train_as_one_process(one_process, two_nodes):
 def test_two_ranks_starting_without_data_prepare_it_once(ddp, runs_root):
     """Rank 0 prepares each split (xlm-core's prepare_data_per_node=False), the other waits at
     Lightning's barrier: one save per split, and no half-written cache left."""
-    assert ddp.out.count("Saving the dataset (1/1 shards): 100%") == 3
+    assert ddp.out.count("Saving the dataset (0/1 shards):   0%") == 3  # each save's first progress line
     prepared = runs_root / "fresh_data" / "dhruveshpatel" / "star-small"
     assert sorted(path.name for path in prepared.iterdir()) == ["test", "train", "validation"]
 
@@ -199,21 +204,18 @@ def test_eval_generate_and_export_read_the_sharded_directory(fsdp2, tmp_path):
         torch.testing.assert_close(result["logits"], reference(ids), atol=1e-5, rtol=0)
 
 
-def copy_of_run(run: Run, root: Path) -> Dict[str, str]:
-    """The environment of ``run`` over a copy of its log directory (resuming writes into it)."""
-    shutil.copytree(run.log_dir, root / "logs")
-    return {**run.env, "LOG_DIR": str(root / "logs"), "MASTER_PORT": str(free_port())}
-
-
 def test_a_sharded_run_resumes_on_its_ranks_and_another_count_is_refused(fsdp2, tmp_path):
-    env = copy_of_run(fsdp2, tmp_path)
-    strategy = ["trainer_strategy=fsdp2", "trainer.accelerator=cpu", *RUN[:1], "trainer.max_steps=24",
+    """Last in this file: it moves the FSDP2 run on to step 24, in place, as a user resumes."""
+    env = {**fsdp2.env, "MASTER_PORT": str(free_port())}
+    strategy = ["trainer_strategy=fsdp2", "trainer.accelerator=cpu", "global_batch_size=16", "trainer.max_steps=24",
                 "trainer.val_check_interval=4", "callbacks.checkpoint_every_n_steps.every_n_train_steps=4",
                 "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1"]
     refused = subprocess.run([str(XLM), "job_type=train", *STAR, *strategy, "trainer.devices=1"], cwd=REPO_ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
     assert refused.returncode != 0
     assert "was written by a run of 2 rank(s) and this run has 1" in refused.stdout
+    last = checkpoint_dir(fsdp2.log_dir) / "last.ckpt"
+    assert read_checkpoint(last).contents["global_step"] == STEPS  # the refusal changed nothing
     run_group([[str(XLM), "job_type=train", *STAR, *strategy, "trainer.devices=2"]], env, tmp_path / "resume")
-    resumed = read_checkpoint(checkpoint_dir(tmp_path / "logs") / "last.ckpt").contents
-    assert resumed["global_step"] == 24
+    assert "Restored all states from the checkpoint" in (tmp_path / "resume.0.log").read_text()
+    assert read_checkpoint(last).contents["global_step"] == 24
