@@ -90,8 +90,7 @@ class Run:
         self.env = offline_env(data_dir, self.log_dir, {
             "PYTHONPATH": str(REPO_ROOT), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
         })
-        run = [flag for flag in RUN if not flag.startswith("trainer.max_steps=")]
-    args = ["job_type=train", *STAR, *run, f"+callbacks.global_loss.path={self.losses_path}", *flags]
+        args = ["job_type=train", *STAR, *RUN, f"+callbacks.global_loss.path={self.losses_path}", *flags]
         start = time.monotonic()
         self.out = run_group([[*prefix, str(XLM), *args] for prefix in launcher], self.env, root / name / "run")
         self.wall_s = time.monotonic() - start
