@@ -181,6 +181,10 @@ class ARLMHarness(Harness):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         exact_fp32_matmul_on_cpu(self.trainer.strategy.root_device)
+        hook = OmegaConf.select(self.config, "trainer.strategy.ddp_comm_hook")
+        if stage == "fit" and hook and self.trainer.is_global_zero and self.trainer.strategy.root_device.type != "cuda":
+            log.warning("trainer.strategy.ddp_comm_hook (trainer_strategy=ddp_multinode: PowerSGD, fp16 compression) needs "
+                        "CUDA: Lightning registers DDP communication hooks on CUDA only, so this run trains with plain DDP")
 
     def configure_model(self) -> None:
         """xlm-core's ``configure_model``, then, under ``trainer_strategy=fsdp2`` (a device mesh:
