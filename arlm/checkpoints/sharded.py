@@ -68,11 +68,6 @@ def sharded_directory(path: Path) -> Optional[Path]:
     return None
 
 
-def is_sharded_checkpoint(path: Path) -> bool:
-    """Whether ``path`` names a sharded checkpoint directory (:func:`sharded_directory`)."""
-    return sharded_directory(path) is not None
-
-
 def writer_count(directory: Path) -> int:
     """How many ranks wrote ``directory``: its ``__<rank>_0.distcp`` files."""
     return len(list(Path(directory).glob(f"__*{SHARD_SUFFIX}")))
