@@ -4,7 +4,9 @@
   the one stored in the checkpoint's optimizer and scheduler, and reports the change (a run
   resumed after a divergence is usually re-run with a lower one);
 * :func:`check_resume_step` refuses a resume point past the command's ``trainer.max_steps``, which
-  would train nothing and report the checkpoint's model as this run's.
+  would train nothing and report the checkpoint's model as this run's;
+* :func:`check_resume_world_size` refuses to resume on another number of ranks than the one that
+  wrote the checkpoint (:data:`WORLD_SIZE_KEY`), whose data loader position is kept per rank.
 
 Which checkpoint a run resumes from (never one written at a NaN/Inf stop) is
 :func:`arlm.runtime.checkpoint_io.load_newest_valid`; a fresh start over a run's checkpoints is
@@ -78,4 +80,30 @@ def check_resume_step(checkpoint: Dict[str, Any], max_steps: Optional[int], sour
         f"it would train nothing and report the step-{step} model as this run's. Fix: raise trainer.max_steps "
         f"above {step} to train on from it, or start a new run under another job_name=... (the checkpoints "
         f"of the run at step {step} are kept)"
+    )
+
+
+WORLD_SIZE_KEY = "arlm_world_size"
+"""Checkpoint entry: the number of ranks (processes over all nodes) of the run that wrote it."""
+
+
+class ResumeWorldSizeError(ValueError):
+    """The resume point was written by another number of ranks than this run has."""
+
+
+def check_resume_world_size(checkpoint: Dict[str, Any], world_size: int, source: Any) -> None:
+    """Raise :class:`ResumeWorldSizeError` if ``checkpoint`` (read from ``source``) records another
+    number of ranks than ``world_size``. Its data loader state (each rank's position in the epoch,
+    its sampler's) only means something for the same number of ranks; torch's stateful loader
+    would fail on it deep inside, or resume on other rows. A checkpoint that records none (written
+    before the entry existed) is let through."""
+    recorded = checkpoint.get(WORLD_SIZE_KEY)
+    if not is_int(recorded) or recorded == world_size:
+        return
+    raise ResumeWorldSizeError(
+        f"{source} was written by a run of {recorded} rank(s) and this run has {world_size}: the data loader's "
+        f"position in the epoch is stored per rank and cannot be carried over to another number of ranks. Fix: "
+        f"resume with {recorded} rank(s) (trainer.devices x trainer.num_nodes = {recorded}), or start a new run "
+        f"from its weights: python -m arlm.runtime.consolidate {source} weights.ckpt, then "
+        f"model_only_checkpoint_path=weights.ckpt job_name=<a new name>"
     )
