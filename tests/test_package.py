@@ -95,3 +95,14 @@ def test_the_documents_the_configs_point_at_exist():
         if anchor:
             slugs = {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
             assert anchor in slugs, f"{config} points at {document}#{anchor}, which it does not have"
+
+
+MODULE_LINES_MAX = 350
+"""Small modules with one job each: a module past this many lines is split, not grown."""
+
+
+def test_no_module_of_arlm_is_over_the_size_limit():
+    package = Path(__file__).resolve().parents[1] / "arlm"
+    sizes = {str(path.relative_to(package)): len(path.read_text().splitlines()) for path in package.rglob("*.py")}
+    assert len(sizes) > 50
+    assert {name: lines for name, lines in sizes.items() if lines > MODULE_LINES_MAX} == {}

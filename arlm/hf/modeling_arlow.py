@@ -255,11 +255,8 @@ class ArlowForCausalLM(ArlowPreTrainedModel, GenerationMixin):
         self.post_init()
 
     def last_hidden_state(
-        self,
-        input_ids: Integer[Tensor, "batch seq"],
-        attention_mask: Optional[Tensor] = None,
-        positions: Optional[Integer[Tensor, "batch seq"]] = None,
-        cache: Optional[Any] = None,
+        self, input_ids: Integer[Tensor, "batch seq"], attention_mask: Optional[Tensor] = None,
+        positions: Optional[Integer[Tensor, "batch seq"]] = None, cache: Optional[Any] = None,
     ) -> Float[Tensor, "batch seq hidden"]:
         """The decoder's final hidden states, before ``lm_head``, called as arlm's own loss and
         predictor call either face (``positions`` and ``cache`` as the decoder takes them)."""
