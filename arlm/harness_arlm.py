@@ -25,6 +25,7 @@ from arlm.datamodule_arlm import tokenizer_vocab_size
 from arlm.runtime.checkpoint_io import load_newest_valid
 from arlm.runtime.config_schema import is_unset
 from arlm.runtime.cpu_precision import exact_fp32_matmul_on_cpu
+from arlm.runtime.final_checkpoint import FinalCheckpoint
 from arlm.runtime.fsdp2_sharding import mixed_precision_policy, release_gathered, shard_decoder
 from arlm.runtime.resume import WORLD_SIZE_KEY, check_resume_step, check_resume_world_size, reconcile_learning_rate
 from arlm.runtime.stopped_run import NonFiniteLossError, is_non_finite_loss_error, replace_on_exception_checkpoint
@@ -215,8 +216,10 @@ class ARLMHarness(Harness):
 
     def configure_callbacks(self) -> List[Callback]:
         """xlm-core's ``OnExceptionCheckpoint`` replaced by :class:`arlm.runtime.stopped_run.StoppedRunCheckpoint`,
-        its ``EMACallback`` by :class:`arlm.runtime.step_speed.ForeachEMACallback` (the same averages)."""
-        return replace_on_exception_checkpoint(self.trainer.callbacks) + replace_ema_callback(self.trainer.callbacks)
+        its ``EMACallback`` by :class:`arlm.runtime.step_speed.ForeachEMACallback` (the same averages),
+        and :class:`arlm.runtime.final_checkpoint.FinalCheckpoint` added (a checkpoint of the last step)."""
+        replaced = replace_on_exception_checkpoint(self.trainer.callbacks) + replace_ema_callback(self.trainer.callbacks)
+        return replaced + [FinalCheckpoint()]
 
     def configure_optimizers(self) -> Any:
         """xlm-core's optimizer and schedule, Adam/AdamW on their fused (or, under mixed

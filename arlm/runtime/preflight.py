@@ -29,7 +29,7 @@ from arlm.checkpoints.read import checkpoints_in
 from arlm.model_arlm import xlm_argument
 from arlm.network.memory_budget import FP32_BYTES, TRAINING_COPIES, fit_problem, host_memory_bytes, rope_table_bytes
 from arlm.network.value_checks import is_int
-from arlm.runtime.config_schema import schema_problems, select
+from arlm.runtime.config_schema import is_unset, schema_problems, select
 
 MIN_FREE_BYTES = 1 << 20
 """Less free space than this on the filesystem of a directory to write is taken as full."""
@@ -173,11 +173,35 @@ def length_problems(cfg: DictConfig) -> List[str]:
     ]
 
 
+CHECKPOINT_PREFIXES = {"eval": "eval", "generate_arlm": "generation"}
+"""The jobs that fall back to ``<checkpointing_dir>/best.ckpt``, then ``last.ckpt``, and their config group."""
+
+
+def sharded_fallback_problems(cfg: DictConfig) -> List[str]:
+    """``eval``/``generate_arlm`` given no checkpoint, whose run left sharded checkpoint directories
+    only (FSDP2): xlm-core's fallback takes files, so it would report no checkpoint at all."""
+    prefix = CHECKPOINT_PREFIXES.get(str(select(cfg, "job_type", "")))
+    directory = select(cfg, "checkpointing_dir")
+    keys = ("ckpt_path", "checkpoint_path", "model_only_checkpoint_path")
+    if prefix is None or is_unset(directory) or any(not is_unset(select(cfg, f"{prefix}.{k}")) for k in keys):
+        return []
+    candidates = [os.path.join(str(directory), name) for name in ("best.ckpt", "last.ckpt")]
+    if any(os.path.isfile(path) for path in candidates):
+        return []
+    sharded = [path for path in candidates if os.path.isfile(os.path.join(path, "meta.pt"))]
+    if not sharded:
+        return []
+    return [
+        f"{sharded[0]} is a sharded checkpoint directory (trainer_strategy=fsdp2) and {prefix}'s automatic choice "
+        f"of best.ckpt / last.ckpt takes files. Fix: pass +{prefix}.ckpt_path={os.path.join(sharded[0], 'meta.pt')}"
+    ]
+
+
 def config_problems(cfg: DictConfig) -> List[str]:
     """Every value of ``cfg`` that breaks the schema, one message each; when they are valid, the
     sizes that cannot work."""
     problems = schema_problems(cfg)
-    return problems if problems else length_problems(cfg) + memory_problems(cfg)
+    return problems if problems else length_problems(cfg) + memory_problems(cfg) + sharded_fallback_problems(cfg)
 
 
 def check_config(cfg: DictConfig) -> None:
