@@ -19,7 +19,8 @@ finite before anything is written; an ``output_dir`` that is, contains or lies i
 checkpoint, a checkpoint directory or a data cache is refused (:mod:`arlm.export.paths`);
 everything is written into a temporary directory beside ``output_dir`` and renamed into place
 (:func:`arlm.runtime.atomic_files.write_directory_atomically`), and an existing file, symbolic link
-or non-empty directory is replaced only with ``overwrite=True``. Of two exports racing into one
+or non-empty directory is replaced only with ``overwrite=True``, and then only when it is an
+earlier export (:func:`arlm.export.paths.not_an_export`). Of two exports racing into one
 new directory, one succeeds and the other raises.
 
 Python: :func:`export_checkpoint_to_hf`, which needs neither xlm-core nor Hydra; the job type
@@ -79,7 +80,8 @@ def export_checkpoint_to_hf(
         apply_ema: ``True``/``False``: use the EMA weights or not; ``None`` (default): when the
             checkpoint has them (as xLM's ``extract_checkpoint`` does).
         architecture: ``"auto"`` (native when exact, else Arlow), ``"native"`` or ``"arlow"``.
-        overwrite: ``True`` replaces an existing ``output_dir`` (file or non-empty directory).
+        overwrite: ``True`` replaces an existing ``output_dir`` that an earlier export wrote;
+            anything else there (a project, a git repository, a file) is refused.
         protected_dirs: directories the export must not be, contain or lie inside (the job passes
             the configured data caches); the checkpoint, checkpoint directories and the data
             caches the checkpoint records are always protected.

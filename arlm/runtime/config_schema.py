@@ -116,10 +116,18 @@ def _prepared_data_dir_problem(key: str, value: Any) -> Optional[str]:
     return None
 
 
-def _job_name_problem(key: str, value: Any) -> Optional[str]:
-    if isinstance(value, str) and value.strip() and "/" not in value and value not in (".", ".."):
+def job_name_problem(key: str, value: Any) -> Optional[str]:
+    """Why ``value`` cannot be a ``job_name`` (it names ``logs/<job_name>/`` and heads a model
+    card), or None: empty, ``.``/``..``, a ``/``, a control character (a newline...)."""
+    if (
+        isinstance(value, str) and value.strip() and "/" not in value and value not in (".", "..")
+        and not any(ord(c) < 32 or ord(c) == 127 for c in value)
+    ):
         return None
-    return f"{key}={value!r} must be a non-empty name without '/' (it names logs/<job_name>/)"
+    return (
+        f"{key}={value!r} must be a non-empty name without '/' or control characters such as a "
+        f"newline (it names logs/<job_name>/)"
+    )
 
 
 PositiveInt = _integer(1)
@@ -133,7 +141,7 @@ Flag = Annotated[StrictBool, Says(lambda key, value: (
 CheckpointFile = _checked_by(_checkpoint_file_problem)
 PreparedDataDir = _checked_by(_prepared_data_dir_problem)
 Device = _checked_by(device_problem)
-JobName = _checked_by(_job_name_problem)
+JobName = _checked_by(job_name_problem)
 EvalSplit = _one_of(("validation", "test"))
 SchedulerName = _one_of(tuple(kind.value for kind in SchedulerType))
 """A name ``transformers.get_scheduler`` knows (xlm-core's ``lr_scheduler.name``)."""
@@ -142,7 +150,7 @@ ValCheckInterval = Annotated[
     _must_be("a positive integer (validate every that many training steps) or a fraction in (0, 1] of an epoch"),
 ]
 Seed = _integer(0, UINT32_MAX)
-StarSeed = _integer(0, UINT32_MAX - 2)
+StarSeed = _integer(0, (UINT32_MAX - 2) // 3)  # arlm.dataprep.star.split_seed: 3 * seed + 2 fits numpy
 EmaDecay = _fraction(one_allowed=False, example="0.999")
 TopP = _fraction(one_allowed=True, example="0.9")
 Temperature = _number(positive=True, example="1.0")
@@ -152,7 +160,7 @@ CHECKED_KEYS: Dict[str, Any] = {
     "job_name": JobName,
     "seed": Seed,
     "star_seed": StarSeed,
-    "star_split_sizes.train": PositiveInt,  # STAR: rows per split, seeded with star_seed + split index
+    "star_split_sizes.train": PositiveInt,  # STAR: rows per split, seeded by arlm.dataprep.star.split_seed
     "star_split_sizes.validation": PositiveInt,
     "star_split_sizes.test": PositiveInt,
     "global_batch_size": PositiveInt,

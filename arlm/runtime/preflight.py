@@ -2,7 +2,8 @@
 
 :class:`Preflight` (a Hydra callback, registered by ``model_type/arlm``) runs, in order:
 
-* before Hydra makes the run directory (``on_run_start`` / ``on_multirun_start``), the
+* before Hydra makes the run directory (``on_run_start`` / ``on_multirun_start``), ``job_name``
+  (:func:`~arlm.runtime.config_schema.job_name_problem`: it names that directory), then the
   directories the job writes (:func:`directory_problems`: a ``LOG_DIR`` that is a file, lies under
   a file, is a dangling link, read-only or full; ``DATA_DIR`` for ``prepare_data``), which would
   otherwise end in a raw ``NotADirectoryError`` naming neither the variable nor the fix;
@@ -29,7 +30,7 @@ from arlm.checkpoints.read import checkpoints_in
 from arlm.model_arlm import xlm_argument
 from arlm.network.memory_budget import FP32_BYTES, TRAINING_COPIES, fit_problem, host_memory_bytes, rope_table_bytes
 from arlm.network.value_checks import is_int
-from arlm.runtime.config_schema import schema_problems, select
+from arlm.runtime.config_schema import job_name_problem, schema_problems, select
 
 MIN_FREE_BYTES = 1 << 20
 """Less free space than this on the filesystem of a directory to write is taken as full."""
@@ -246,5 +247,9 @@ class Preflight(Callback):
 
 def _refuse_unusable_directories(config: DictConfig) -> None:
     problems = directory_problems(config)
+    name = select(config, "job_name")  # None: unset or not resolvable yet, refused before the job
+    job_name = None if name is None else job_name_problem("job_name", name)
+    if job_name is not None:
+        raise JobRefused(f"ConfigValueError: {job_name}")
     if problems:
         raise JobRefused("DirectoryError: " + "; ".join(problems))

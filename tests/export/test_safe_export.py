@@ -77,10 +77,32 @@ def test_overwrite_replaces_the_directory_without_stale_files(tmp_path):
     names = {p.name for p in out.iterdir()}
     assert "tokenizer.json" not in names and "config.json" in names  # no stale tokenizer
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []  # no temp dirs left
-    file_target = tmp_path / "was_a_file"
-    file_target.write_text("old")
-    export_checkpoint_to_hf(tmp_path / "last.ckpt", file_target, overwrite=True)
-    assert (file_target / "config.json").is_file()
+
+
+@pytest.mark.parametrize("layout", ["git repository", "project", "file", "export plus a note", "link to an export"])
+def test_overwrite_replaces_only_an_earlier_export(tmp_path, layout):
+    write_checkpoint(tmp_path / "last.ckpt")
+    target = tmp_path / "target"
+    if layout == "file":
+        target.write_text("keep me")
+    elif layout == "link to an export":
+        export_checkpoint_to_hf(tmp_path / "last.ckpt", tmp_path / "export")
+        target.symlink_to(tmp_path / "export")
+    else:
+        target.mkdir()
+        if layout == "git repository":
+            (target / ".git").mkdir()
+            (target / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+        if layout == "export plus a note":
+            export_checkpoint_to_hf(tmp_path / "last.ckpt", target, overwrite=True)
+        (target / ("notes.txt" if layout != "project" else "train.py")).write_text("keep me")
+    before = sorted(str(p) for p in target.rglob("*")) if target.is_dir() else None
+    with pytest.raises(ValueError, match=f"output_dir {target} is not an earlier export .*overwrite=True replaces only"):
+        export_checkpoint_to_hf(tmp_path / "last.ckpt", target, overwrite=True)
+    if layout == "file":
+        assert target.read_text() == "keep me"
+    else:
+        assert sorted(str(p) for p in target.rglob("*")) == before
 
 
 def test_unconvertible_tokenizer_writes_nothing(tmp_path):
