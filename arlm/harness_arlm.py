@@ -26,7 +26,7 @@ from arlm.datamodule_arlm import tokenizer_vocab_size
 from arlm.runtime.checkpoint_io import load_newest_valid
 from arlm.runtime.config_schema import is_unset
 from arlm.runtime.cpu_precision import exact_fp32_matmul_on_cpu
-from arlm.runtime.resume import check_resume_step, reconcile_learning_rate
+from arlm.runtime.resume import WORLD_SIZE_KEY, check_resume_step, check_resume_world_size, reconcile_learning_rate
 from arlm.runtime.stopped_run import NonFiniteLossError, is_non_finite_loss_error, replace_on_exception_checkpoint
 from arlm.runtime.step_speed import replace_ema_callback, total_gradient_norm, with_fused_kernel
 
@@ -219,6 +219,8 @@ class ARLMHarness(Harness):
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
+        if self._trainer is not None:
+            checkpoint[WORLD_SIZE_KEY] = self.trainer.world_size
         if getattr(self, "non_finite_stop", None) is not None:
             checkpoint[NON_FINITE_STOP_KEY] = str(self.non_finite_stop)
 
@@ -240,7 +242,8 @@ class ARLMHarness(Harness):
         (:func:`arlm.checkpoints.network.check_same_network`), other data (another seed or
         tokenizer, :func:`arlm.checkpoints.data_recipe.check_same_data`); under a Trainer, NaN/Inf EMA
         weights that its EMA callback would restore, and on resume a step past ``trainer.max_steps``
-        (:func:`arlm.runtime.resume.check_resume_step`)."""
+        (:func:`arlm.runtime.resume.check_resume_step`) or another number of processes
+        (:func:`arlm.runtime.resume.check_resume_world_size`)."""
         source = "The checkpoint" if path is None else str(path)
         check_checkpoint_vocabulary(checkpoint.get("state_dict", {}), self.model, self.tokenizer)
         check_state_dict_shapes(checkpoint, self)
@@ -262,6 +265,7 @@ class ARLMHarness(Harness):
             )
         if resuming:
             check_resume_step(checkpoint, self.trainer.max_steps, source)
+            check_resume_world_size(checkpoint, self.trainer.world_size, source)
 
     def apply_checkpoint_ema(self, checkpoint_path: Union[str, Path]) -> None:
         """Overwrite the parameters with the EMA weights stored in ``checkpoint_path``.

@@ -1,10 +1,13 @@
-"""What a resumed run must agree with: the command's learning rate and its ``trainer.max_steps``.
+"""What a resumed run must agree with: the command's learning rate, its ``trainer.max_steps`` and its
+number of processes.
 
 * :func:`reconcile_learning_rate` makes a resumed run use the learning rate of the command, not
   the one stored in the checkpoint's optimizer and scheduler, and reports the change (a run
   resumed after a divergence is usually re-run with a lower one);
 * :func:`check_resume_step` refuses a resume point past the command's ``trainer.max_steps``, which
-  would train nothing and report the checkpoint's model as this run's.
+  would train nothing and report the checkpoint's model as this run's;
+* :func:`check_resume_world_size` refuses a checkpoint written by another number of processes
+  (recorded under :data:`WORLD_SIZE_KEY` by :class:`~arlm.harness_arlm.ARLMHarness`).
 
 Which checkpoint a run resumes from (never one written at a NaN/Inf stop) is
 :func:`arlm.runtime.checkpoint_io.load_newest_valid`; a fresh start over a run's checkpoints is
@@ -78,4 +81,28 @@ def check_resume_step(checkpoint: Dict[str, Any], max_steps: Optional[int], sour
         f"it would train nothing and report the step-{step} model as this run's. Fix: raise trainer.max_steps "
         f"above {step} to train on from it, or start a new run under another job_name=... (the checkpoints "
         f"of the run at step {step} are kept)"
+    )
+
+
+WORLD_SIZE_KEY = "arlm_world_size"
+"""Set in every checkpoint a Trainer saves: how many processes trained (``trainer.world_size``)."""
+
+
+class ResumeWorldSizeError(ValueError):
+    """A checkpoint resumed by another number of processes than the run that wrote it."""
+
+
+def check_resume_world_size(checkpoint: Dict[str, Any], world_size: int, source: Any) -> None:
+    """Raise :class:`ResumeWorldSizeError` if ``checkpoint`` (read from ``source``) was written by
+    a run of another number of processes than ``world_size``. Its data position is one sampler
+    state per process (torchdata's sampler asserts on another count after every state was
+    restored), so it cannot be carried over. A checkpoint that records no count passes."""
+    recorded = checkpoint.get(WORLD_SIZE_KEY)
+    if not is_int(recorded) or recorded == world_size:
+        return
+    raise ResumeWorldSizeError(
+        f"{source} was written by a run of {recorded} processes (trainer.world_size: devices x nodes), "
+        f"and this run has {world_size}: its data position (one sampler state per process) cannot be "
+        f"carried over to another count. Fix: resume with the same count ({recorded} processes, e.g. "
+        f"trainer.devices={recorded} on one node), or start a new run under another job_name=..."
     )

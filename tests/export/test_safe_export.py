@@ -234,3 +234,17 @@ def test_flags_that_are_not_booleans_are_refused_before_anything(tmp_path, flag,
     with pytest.raises(ValueError, match=re.escape(f"{flag} must be True or False, got {type(value).__name__} {value!r}")):
         export_checkpoint_to_hf(tmp_path / "last.ckpt", out, **{flag: value})
     assert [p.name for p in out.iterdir()] == ["mine.txt"]
+
+
+def test_a_plain_fast_tokenizer_gives_the_recorded_vocabulary_placeholder(tmp_path):
+    """Round 4, cryptic: a checkpoint recording ``num_embeddings: ${tokenizer:full_vocab_size}``
+    exported with a plain ``PreTrainedTokenizerFast`` (no ``full_vocab_size``) raised ``AttributeError``."""
+    tokenizer = word_tokenizer()
+    torch.manual_seed(0)
+    model = RotaryTransformerARLMModel(num_embeddings=len(tokenizer), **BASE)
+    torch.save({
+        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        "hyper_parameters": {"model": {"_target_": XLM_MODEL_TARGET, "num_embeddings": "${tokenizer:full_vocab_size}", **BASE}},
+    }, tmp_path / "last.ckpt")
+    exported = export_checkpoint_to_hf(tmp_path / "last.ckpt", tmp_path / "out", tokenizer=tokenizer)
+    assert exported.config.vocab_size == len(tokenizer)
