@@ -116,9 +116,21 @@ def _prepared_data_dir_problem(key: str, value: Any) -> Optional[str]:
     return None
 
 
+NAME_MAX = 255
+"""The longest file name (in bytes) of common filesystems: ``logs/<job_name>/`` must be one."""
+
+
 def job_name_problem(key: str, value: Any) -> Optional[str]:
     """Why ``value`` cannot be a ``job_name`` (it names ``logs/<job_name>/`` and heads a model
-    card), or None: empty, ``.``/``..``, a ``/``, a control character (a newline...)."""
+    card), or None: empty, ``.``/``..``, a ``/``, a control character (a newline...), longer than
+    :data:`NAME_MAX` bytes (a sweep's job names include the swept values)."""
+    if isinstance(value, str) and len(value.encode("utf-8", "surrogateescape")) > NAME_MAX:
+        return (
+            f"{key}={value[:40]!r}... is {len(value.encode('utf-8', 'surrogateescape'))} bytes long, more than "
+            f"the {NAME_MAX} a directory name may have (it names logs/<job_name>/; under xlm -m it ends with "
+            f"the swept values). Fix: a shorter job_name=..., or fewer swept keys in the job names "
+            f"(hydra.job.config.override_dirname.exclude_keys=[...])"
+        )
     if (
         isinstance(value, str) and value.strip() and "/" not in value and value not in (".", "..")
         and not any(ord(c) < 32 or ord(c) == 127 for c in value)
