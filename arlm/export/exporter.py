@@ -27,6 +27,7 @@ Python: :func:`export_checkpoint_to_hf`, which needs neither xlm-core nor Hydra;
 ``xlm job_type=export_hf`` is :mod:`arlm.jobs.export_hf`.
 """
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Union
@@ -102,6 +103,8 @@ def export_checkpoint_to_hf(
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
     checkpoint_path, output_dir = Path(checkpoint_path), Path(output_dir)
+    if output_dir.name in ("", ".", ".."):  # "." or "..": the temporary goes beside the directory it names
+        output_dir = Path(os.path.abspath(output_dir))
     check_output_dir(output_dir, overwrite)
     checkpoint = read_checkpoint(checkpoint_path)
     protected = [*data_cache_dirs(checkpoint.hyper_parameters), *map(Path, protected_dirs)]

@@ -248,3 +248,14 @@ def test_a_plain_fast_tokenizer_gives_the_recorded_vocabulary_placeholder(tmp_pa
     }, tmp_path / "last.ckpt")
     exported = export_checkpoint_to_hf(tmp_path / "last.ckpt", tmp_path / "out", tokenizer=tokenizer)
     assert exported.config.vocab_size == len(tokenizer)
+
+
+def test_output_dir_dot_in_an_empty_directory_exports_there(tmp_path, monkeypatch):
+    """Round 4, cryptic: ``output_dir=.`` (the empty directory the user stands in)."""
+    write_checkpoint(tmp_path / "last.ckpt")
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    export_checkpoint_to_hf(tmp_path / "last.ckpt", ".", tokenizer=word_tokenizer())
+    assert (here / "config.json").is_file() and "from_pretrained('here')" in (here / "README.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here", "last.ckpt"]
