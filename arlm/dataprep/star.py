@@ -162,12 +162,21 @@ class StarDatasetManager(AtomicCacheDatasetManager):
         hub_path, _, split = parse_hf_dataset_full_name(self.full_name)
         return hub_path.split("/")[-1], split
 
+    def prepare_data(self, manual_cache_dir: str, tokenizer: Any, *args: Any, **kwargs: Any):
+        self._tokenizer = tokenizer
+        return super().prepare_data(manual_cache_dir, tokenizer, *args, **kwargs)
+
     def _metadata(self) -> Dict[str, Any]:
         level, split = self._level_and_split()
-        return {
+        meta = {
             "level": level, "split": split, "size": self.split_sizes[split], "seed": self.seed,
             "stream_seed": split_seed(self.seed, split),
         }
+        tokenizer = getattr(self, "_tokenizer", None)
+        if tokenizer is not None:  # the cache holds token ids: another vocabulary is other data
+            size = getattr(tokenizer, "full_vocab_size", None) or len(tokenizer)
+            meta["tokenizer"] = f"{type(tokenizer).__name__} of {size} ids"
+        return meta
 
     def _download(self, num_proc: Optional[int] = None) -> datasets.Dataset:
         meta = self._metadata()
@@ -191,10 +200,13 @@ class StarDatasetManager(AtomicCacheDatasetManager):
             if "stream_seed" not in found and isinstance(found.get("seed"), int):
                 found["stream_seed"] = _legacy_split_seed(found["seed"], found.get("split", "train"))
             wanted = self._metadata()
+            if "tokenizer" not in found or "tokenizer" not in wanted:  # unknown on one side: not compared
+                found.pop("tokenizer", None)
+                wanted.pop("tokenizer", None)
             if found != wanted:
                 raise ValueError(
                     f"The STAR cache at {cache_dir.resolve()} was generated with {found}, but this "
                     f"run asks for {wanted}. Fix: delete {cache_dir.resolve()} (it is regenerated), "
-                    f"use another DATA_DIR, or set star_split_sizes / star_seed to match the cache."
+                    f"use another DATA_DIR, or set star_split_sizes / star_seed (and the tokenizer) to match the cache."
                 )
         return True

@@ -5,6 +5,7 @@
 :mod:`~arlm.export.native` rewrites it as ``LlamaForCausalLM`` / ``GPTNeoXForCausalLM`` when one
 expresses it exactly; :mod:`~arlm.export.remote_code` writes the code an Arlow export carries;
 :mod:`~arlm.export.tokenizer` converts the tokenizer; :mod:`~arlm.export.model_card` writes the
-card and the generation defaults; :mod:`~arlm.export.paths` says where an export may not go.
+card and the generation defaults, with every value a run gives it escaped by
+:mod:`~arlm.export.card_text`; :mod:`~arlm.export.paths` says where an export may not go.
 Nothing here needs xlm-core or Hydra.
 """

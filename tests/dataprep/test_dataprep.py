@@ -67,7 +67,10 @@ def test_star_manager_prepares_a_loadable_cache_with_its_recipe(tmp_path):
     ds = datasets.load_from_disk(str(cache))
     assert len(ds) == 5 and {"prompt_token_ids", "input_token_ids"} <= set(ds.column_names)
     assert len(ds[0]["prompt_token_ids"]) == 26 and len(ds[0]["input_token_ids"]) == 8
-    assert json.loads((cache / METADATA_FILE).read_text()) == {"level": "star-small", "split": "test", "size": 5, "seed": 42, "stream_seed": 44}
+    assert json.loads((cache / METADATA_FILE).read_text()) == {
+        "level": "star-small", "split": "test", "size": 5, "seed": 42, "stream_seed": 44,
+        "tokenizer": f"SimpleSpaceTokenizer of {tokenizer.full_vocab_size} ids",
+    }
     assert [p.name for p in cache.parent.iterdir() if "partial" in p.name] == []
 
 
@@ -184,3 +187,14 @@ def test_a_cache_written_before_the_stream_seeds_is_reused_only_when_its_data_is
     else:
         with pytest.raises(ValueError, match="'stream_seed': 9.* but this run asks for .*'stream_seed': 23"):
             _star_manager("test", seed=seed).prepare_data(str(tmp_path), tokenizer)
+
+
+def test_a_cache_made_with_another_vocabulary_is_named_as_the_cause(tmp_path):
+    """Round 4, cryptic: a smaller vocab_size over an existing cache failed on token ids, not
+    naming the cache; its recipe now records the tokenizer."""
+    _star_manager("test").prepare_data(str(tmp_path), SimpleSpaceTokenizer.for_numbers(20))
+    smaller = SimpleSpaceTokenizer.for_numbers(10)
+    with pytest.raises(ValueError, match=(
+            rf"The STAR cache at .*test was generated with .*'tokenizer': 'SimpleSpaceTokenizer of \d+ ids'.* but this run "
+            rf"asks for .*'tokenizer': 'SimpleSpaceTokenizer of {smaller.full_vocab_size} ids'.*Fix: delete")):
+        _star_manager("test").prepare_data(str(tmp_path), smaller)
