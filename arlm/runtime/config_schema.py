@@ -122,8 +122,9 @@ NAME_MAX = 255
 
 def job_name_problem(key: str, value: Any) -> Optional[str]:
     """Why ``value`` cannot be a ``job_name`` (it names ``logs/<job_name>/`` and heads a model
-    card), or None: empty, ``.``/``..``, a ``/``, a control character (a newline...), longer than
-    :data:`NAME_MAX` bytes (a sweep's job names include the swept values)."""
+    card), or None: empty, ``.``/``..``, a ``/``, a control character (a newline...), a ``${``
+    left by an escaped interpolation, longer than :data:`NAME_MAX` bytes (a sweep's job names
+    include the swept values)."""
     if isinstance(value, str) and len(value.encode("utf-8", "surrogateescape")) > NAME_MAX:
         return (
             f"{key}={value[:40]!r}... is {len(value.encode('utf-8', 'surrogateescape'))} bytes long, more than "
@@ -135,6 +136,11 @@ def job_name_problem(key: str, value: Any) -> Optional[str]:
         isinstance(value, str) and value.strip() and "/" not in value and value not in (".", "..")
         and not any(ord(c) < 32 or ord(c) == 127 for c in value)
     ):
+        if "${" in value:
+            return (
+                f"{key}={value!r} holds '${{', which Hydra's own settings (logs/<job_name>/runs/..., job.log) would "
+                f"read again as an interpolation. Fix: a job_name without '${{' (an escaped \\${{...}} included)"
+            )
         return None
     return (
         f"{key}={value!r} must be a non-empty name without '/' or control characters such as a "
