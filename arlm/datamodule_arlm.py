@@ -150,7 +150,10 @@ class DefaultARLMCollator(_ARLMCollator):
 class ARLMSeq2SeqCollator(_ARLMCollator):
     """Seq2seq training batches ``[prompt][BOS][target][EOS]`` right-padded to ``block_size``.
 
-    Loss is taken on the target and EOS only (prompt, BOS and padding targets are -100).
+    Loss is taken on the target and EOS only (prompt, BOS and padding targets are -100), unless
+    ``loss_on_prompt=True`` (upstream's objective): then every token after a row's first one is
+    a target too (prompt tokens 2.., BOS, target, EOS); the target region is the same either way
+    and padding is -100 in both. ``token_type_ids`` do not depend on it.
     A row longer than ``block_size`` raises ``ValueError`` naming ``block_size`` and the longest
     row of the batch (``on_overflow="error"``, the default: the first batch fails, before any
     step is trained); with ``on_overflow="truncate"`` rows are cut at the end, with one warning.
@@ -158,9 +161,12 @@ class ARLMSeq2SeqCollator(_ARLMCollator):
     for the STAR/TinyGSM continuation).
     """
 
-    def __init__(self, *args: Any, on_overflow: str = "error", **kwargs: Any):
+    def __init__(self, *args: Any, on_overflow: str = "error", loss_on_prompt: bool = False, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.on_overflow = _overflow_mode(on_overflow)
+        if not isinstance(loss_on_prompt, bool):
+            raise ValueError(f"loss_on_prompt must be true or false, got {loss_on_prompt!r}")
+        self.loss_on_prompt = loss_on_prompt
         self._warned = False
 
     def _check_fits(self, prompts: List[List[int]], targets: List[List[int]]) -> None:
@@ -191,12 +197,13 @@ class ARLMSeq2SeqCollator(_ARLMCollator):
         targets = _target_rows(examples, type(self).__name__, required=True)
         self._check_fits(prompts, targets)
         rows = [(prompt + target + eos)[: self.block_size] for prompt, target in zip(prompts, targets)]
-        loss_starts = [len(prompt) for prompt in prompts]
+        continuation_starts = [len(prompt) for prompt in prompts]
         batch = id_lists_to_tensors(right_pad(rows, self.block_size, _pad_token_id(self.tokenizer)))
         token_type_ids = torch.full_like(batch["input_ids"], PADDING)
-        for b, (row, start) in enumerate(zip(rows, loss_starts)):
+        for b, (row, start) in enumerate(zip(rows, continuation_starts)):
             token_type_ids[b, : min(start, len(row))] = PROMPT
             token_type_ids[b, start : len(row)] = CONTINUATION
+        loss_starts = [0] * len(rows) if self.loss_on_prompt else continuation_starts
         return self._checked({
             **batch,
             "target_ids": _shifted_targets(rows, loss_starts, self.block_size),

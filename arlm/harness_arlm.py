@@ -26,6 +26,7 @@ from arlm.datamodule_arlm import tokenizer_vocab_size
 from arlm.runtime.checkpoint_io import load_newest_valid
 from arlm.runtime.config_schema import is_unset
 from arlm.runtime.cpu_precision import exact_fp32_matmul_on_cpu
+from arlm.runtime.fsdp2_sharding import mixed_precision_policy, release_gathered, shard_decoder
 from arlm.runtime.resume import WORLD_SIZE_KEY, check_resume_step, check_resume_world_size, reconcile_learning_rate
 from arlm.runtime.stopped_run import NonFiniteLossError, is_non_finite_loss_error, replace_on_exception_checkpoint
 from arlm.runtime.step_speed import replace_ema_callback, total_gradient_norm, with_fused_kernel
@@ -181,6 +182,37 @@ class ARLMHarness(Harness):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         exact_fp32_matmul_on_cpu(self.trainer.strategy.root_device)
+        hook = OmegaConf.select(self.config, "trainer.strategy.ddp_comm_hook")
+        if stage == "fit" and hook and self.trainer.is_global_zero and self.trainer.strategy.root_device.type != "cuda":
+            log.warning("trainer.strategy.ddp_comm_hook (trainer_strategy=ddp_multinode: PowerSGD, fp16 compression) needs "
+                        "CUDA: Lightning registers DDP communication hooks on CUDA only, so this run trains with plain DDP")
+
+    def configure_model(self) -> None:
+        """xlm-core's ``configure_model``, then, under ``trainer_strategy=fsdp2`` (a device mesh:
+        Lightning's ``ModelParallelStrategy``), the decoder sharded with FSDP2
+        (:func:`arlm.runtime.fsdp2_sharding.shard_decoder`: each layer and the root, the mixed
+        precision policy of the trainer's precision on CUDA, the strategy's
+        ``activation_checkpointing``). Anywhere else (no trainer, DDP, one device) nothing more."""
+        super().configure_model()
+        mesh = self.device_mesh
+        if mesh is None:
+            return
+        strategy = self.trainer.strategy
+        policy = mixed_precision_policy(self.trainer.precision, strategy.root_device)
+        checkpointing = bool(getattr(strategy, "activation_checkpointing", False))
+        shard_decoder(self.model, mesh["data_parallel"], policy, checkpointing)
+
+    def on_validation_end(self) -> None:
+        """Under FSDP2, the gathered copies of the evaluated weights dropped (after the EMA callback
+        has put the training weights back: :func:`arlm.runtime.fsdp2_sharding.release_gathered`)."""
+        release_gathered(self)
+
+    def on_test_end(self) -> None:
+        release_gathered(self)
+
+    def on_predict_end(self) -> None:
+        super().on_predict_end()
+        release_gathered(self)
 
     def configure_callbacks(self) -> List[Callback]:
         """xlm-core's ``OnExceptionCheckpoint`` replaced by :class:`arlm.runtime.stopped_run.StoppedRunCheckpoint`,
@@ -201,7 +233,7 @@ class ARLMHarness(Harness):
     def on_before_optimizer_step(self, optimizer: Any) -> None:
         """Log xlm-core's ``Total gradient (norm)`` (the 2-norm of all gradients before clipping),
         computed in one foreach reduction rather than one norm and one host read per parameter."""
-        norm = total_gradient_norm(self.parameters())
+        norm = total_gradient_norm(self.parameters(), gathered=True)
         if norm is not None:
             self.log(
                 "Total gradient (norm)", norm, on_step=True, on_epoch=False, prog_bar=False, sync_dist=False,
@@ -219,8 +251,7 @@ class ARLMHarness(Harness):
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        if self._trainer is not None:
-            checkpoint[WORLD_SIZE_KEY] = self.trainer.world_size
+        checkpoint[WORLD_SIZE_KEY] = self.trainer.world_size
         if getattr(self, "non_finite_stop", None) is not None:
             checkpoint[NON_FINITE_STOP_KEY] = str(self.non_finite_stop)
 
@@ -242,7 +273,7 @@ class ARLMHarness(Harness):
         (:func:`arlm.checkpoints.network.check_same_network`), other data (another seed or
         tokenizer, :func:`arlm.checkpoints.data_recipe.check_same_data`); under a Trainer, NaN/Inf EMA
         weights that its EMA callback would restore, and on resume a step past ``trainer.max_steps``
-        (:func:`arlm.runtime.resume.check_resume_step`) or another number of processes
+        (:func:`arlm.runtime.resume.check_resume_step`) or another number of ranks
         (:func:`arlm.runtime.resume.check_resume_world_size`)."""
         source = "The checkpoint" if path is None else str(path)
         check_checkpoint_vocabulary(checkpoint.get("state_dict", {}), self.model, self.tokenizer)

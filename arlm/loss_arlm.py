@@ -82,7 +82,7 @@ class ARLMLoss:
         input_ids, target_ids = batch["input_ids"], batch["target_ids"]
         key_padding = None if _declared_right_padded(batch) else batch["attention_mask"]
         if isinstance(self.model, ARLMModel):
-            features = self.model.model(input_ids, attention_mask=key_padding).last_hidden_state
+            features = self.model.last_hidden_state(input_ids, attention_mask=key_padding)
             head, vocab_size = self.model.lm_head, self.model.lm_head.out_features
         else:
             features = self.model(input_ids, attention_mask=key_padding)  # logits

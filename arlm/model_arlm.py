@@ -138,6 +138,19 @@ class RotaryTransformerARLMModel(nn.Module, PyTorchModelHubMixin):
         hidden = self.model(x_t, attention_mask=attention_mask, positions=positions, cache=cache)
         return self.lm_head(hidden.last_hidden_state)
 
+    def last_hidden_state(
+        self,
+        x_t: Integer[Tensor, "batch seq"],
+        attention_mask: Optional[Tensor] = None,
+        positions: Optional[Integer[Tensor, "batch seq"]] = None,
+        cache: Optional[KVCache] = None,
+    ) -> Float[Tensor, "batch seq d_model"]:
+        """The decoder's final hidden states, which :meth:`forward` projects (arguments as there):
+        what the loss and the predictor call before applying ``lm_head`` themselves. Sharded with
+        FSDP2 it is a forward method of the root unit (:mod:`arlm.runtime.fsdp2_sharding`), so
+        the call gathers the embedding, the final norm and the head."""
+        return self.model(x_t, attention_mask=attention_mask, positions=positions, cache=cache).last_hidden_state
+
     @classmethod
     def _from_pretrained(cls, *, model_id: str, **kwargs: Any) -> "RotaryTransformerARLMModel":
         """``PyTorchModelHubMixin``'s loading step, with an unreadable ``model.safetensors`` named."""

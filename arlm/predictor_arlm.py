@@ -173,7 +173,7 @@ class ARLMPredictor:
     ) -> Tensor:
         """Logits ``(B, V)`` after ``tokens``, fed through ``cache`` (the head runs on the last
         position only)."""
-        hidden = self.model.model(tokens, attention_mask=mask, cache=cache).last_hidden_state
+        hidden = self.model.last_hidden_state(tokens, attention_mask=mask, cache=cache)
         return self.model.lm_head(hidden[:, -1])
 
     def _decode_step(self):

@@ -1,6 +1,6 @@
 """Typed batch and output contracts of the ARLM components (collator -> loss -> model -> metrics)."""
 
-from typing import Iterator, List, Protocol, TypedDict, runtime_checkable
+from typing import Any, Iterator, List, Optional, Protocol, TypedDict, runtime_checkable
 
 from jaxtyping import Bool, Float, Integer
 from torch import Tensor, nn
@@ -41,8 +41,9 @@ class ARLMBatch(TypedDict):
 
 class ARLMSeq2SeqBatch(ARLMBatch):
     """Seq2seq training batch ``[prompt][BOS][target][EOS][pad...]``: an :class:`ARLMBatch` whose
-    ``target_ids`` are -100 on the prompt too, plus ``token_type_ids``: 0 on the prompt, 1 on
-    BOS/target/EOS and 2 on padding."""
+    ``target_ids`` are -100 on the prompt too (unless its collator was built with
+    ``loss_on_prompt=True``), plus ``token_type_ids``: 0 on the prompt, 1 on BOS/target/EOS and
+    2 on padding."""
 
     token_type_ids: Integer[Tensor, "batch seq"]
 
@@ -108,13 +109,20 @@ class ARLMPredictionDict(TypedDict):
 
 @runtime_checkable
 class ARLMModel(Protocol):
-    """What ``ARLMPredictor`` uses of a model, met by either face (``RotaryTransformerARLMModel``
-    and ``ArlowForCausalLM``): the decoder as ``.model`` (its ``config``, called with token ids,
-    a padding mask and a cache), the output projection as ``.lm_head`` (``out_features`` is the
-    vocabulary size) and ``parameters()`` (their device and dtype place the cache).
-    ``isinstance(model, ARLMModel)`` checks that the attributes exist."""
+    """What ``ARLMPredictor`` and ``ARLMLoss`` use of a model, met by either face
+    (``RotaryTransformerARLMModel`` and ``ArlowForCausalLM``): the decoder as ``.model`` (its
+    ``config``), its final hidden states through ``last_hidden_state`` (token ids, a padding mask,
+    a cache: the model's own method, which FSDP2 gathers the sharded root for), the output
+    projection as ``.lm_head`` (``out_features`` is the vocabulary size) and ``parameters()``
+    (their device and dtype place the cache). ``isinstance(model, ARLMModel)`` checks that the
+    attributes exist."""
 
     model: DecoderStack
     lm_head: nn.Linear
+
+    def last_hidden_state(
+        self, input_ids: Tensor, attention_mask: Optional[Tensor] = None, positions: Optional[Tensor] = None,
+        cache: Optional[Any] = None,
+    ) -> Tensor: ...
 
     def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...

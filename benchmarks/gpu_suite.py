@@ -12,7 +12,10 @@ checkpoint. Writes ``results.json`` and ``results.md`` under ``--out``.
    (static cache, compiled decode step) vs HF ``generate()`` with ``cache_implementation="static"``
    and a compiled forward. New tokens/s, and the share of the card's memory bandwidth that
    reading the weights once per token takes (weights bytes x tokens/s / bandwidth).
-3. ``cli``: ``xlm job_type=train experiment=star_medium_arlm trainer.precision=bf16-mixed``, 200
+3. ``star_paper``: the training step of ``experiment=star_{easy,medium,hard}_arlm_paper`` (the
+   85M network, batch 64 at each level's block size and precision, fused AdamW, eager), and the
+   hours each experiment's steps take at that rate (validation and checkpoints not counted).
+4. ``cli``: ``xlm job_type=train experiment=star_medium_arlm trainer.precision=bf16-mixed``, 200
    steps (the loss must be finite and falling: the mean of the last 20 steps below the first 20),
    then ``xlm job_type=generate_arlm`` and ``xlm job_type=export_hf`` of its checkpoint.
 
@@ -47,6 +50,16 @@ CARDS = {
 }
 GPT2 = dict(d_model=768, layers=12, heads=12, ff=3072, vocab=50257, seq=1024)
 TINY = dict(d_model=64, layers=2, heads=4, ff=256, vocab=128, seq=64)
+STAR_PAPER_NETWORK = dict(d_model=768, layers=12, heads=12, ff=3072)
+"""model=rotary_transformer_small_arlm, which every ``star_*_arlm_paper`` experiment trains."""
+STAR_PAPER_LEVELS = {
+    "easy": dict(vocab=27, seq=36, steps=50_000, bf16=False),
+    "medium": dict(vocab=27, seq=44, steps=100_000, bf16=False),
+    "hard": dict(vocab=63, seq=136, steps=100_000, bf16=True),
+}
+"""Per level: vocabulary and block size (configs/datamodule/star_*_arlm.yaml), steps and
+precision (configs/experiment/star_*_arlm_paper.yaml; tests/xlm_face/test_star_paper_experiments.py
+checks the steps and precisions against the configs)."""
 
 
 def card_peaks(device: torch.device) -> Dict[str, Any]:
@@ -170,6 +183,43 @@ def bench_train(shape: dict, batch: int, steps: int, device: torch.device, compi
     return results
 
 
+def bench_star_paper(device: torch.device, dry_run: bool) -> dict:
+    """Per level: the median step time of the paper's network at batch 64, and the hours its steps take."""
+    from arlm.loss_arlm import ARLMLoss
+    from arlm.model_arlm import RotaryTransformerARLMModel
+
+    network = TINY if dry_run else STAR_PAPER_NETWORK
+    results = {}
+    for level, shape in STAR_PAPER_LEVELS.items():
+        d, h = network["d_model"], network["heads"]
+        model = RotaryTransformerARLMModel(
+            shape["vocab"], d, network["layers"], h, dim_feedforward=network["ff"], dropout=0.1,
+            rotary_emb_dim=d // h, max_length=shape["seq"],
+        ).to(device).train()
+        loss = ARLMLoss(model=model)
+        ids = torch.randint(7, shape["vocab"], (2 if dry_run else 64, shape["seq"]), device=device)
+        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "right_padded": True,
+                 "target_ids": torch.cat([ids[:, 1:], torch.full_like(ids[:, :1], -100)], dim=1)}
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.01, fused=device.type == "cuda")
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=shape["bf16"] and device.type == "cuda")
+
+        def step():
+            with autocast:
+                value = loss(batch)["loss"]
+            value.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        for _ in range(3):
+            step()
+        step_s = statistics.median(_timed(step, device) for _ in range(2 if dry_run else 30))
+        results[level] = {"step_s": step_s, "steps": shape["steps"], "hours": step_s * shape["steps"] / 3600,
+                          "precision": "bf16-mixed" if shape["bf16"] else "32-true"}
+        del model, optimizer
+    return results
+
+
 def bench_decode(shape: dict, new_tokens: int, device: torch.device, compile_: bool, bandwidth: float) -> dict:
     from transformers import LlamaConfig, LlamaForCausalLM
     from xlm.datamodule import SimpleSpaceTokenizer
@@ -248,6 +298,11 @@ def table(report: dict) -> str:
                 lines.append(f"| {name} | {r['new_tokens_per_s']:,.0f} | {r['bandwidth_share']:.1%} | {r['first_call_s']:.1f} s |")
         if "arlm vs HF" in d:
             lines.append(f"\narlm vs HF: {d['arlm vs HF']:.2f}x")
+    if "star_paper" in report:
+        lines += ["", "## STAR paper experiments: step time and the hours of their steps", "",
+                  "| experiment | precision | step | steps | hours |", "|---|---|---|---|---|"]
+        for level, r in report["star_paper"].items():
+            lines.append(f"| star_{level}_arlm_paper | {r['precision']} | {r['step_s'] * 1e3:.1f} ms | {r['steps']:,} | {r['hours']:.2f} |")
     if "cli" in report:
         lines += ["", "## The real CLI", "", "| job | exit | seconds | notes |", "|---|---|---|---|"]
         for name, r in report["cli"].items():
@@ -268,7 +323,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="training batch (rows of 1024 tokens)")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per model")
     parser.add_argument("--new-tokens", type=int, default=256)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["train", "decode", "cli"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["train", "decode", "star_paper", "cli"])
     args = parser.parse_args()
     device = torch.device("cpu" if args.dry_run or not torch.cuda.is_available() else "cuda")
     if device.type == "cpu" and not args.dry_run:
@@ -290,6 +345,7 @@ def main() -> None:
     sections: List[tuple] = [
         ("train", lambda: bench_train(shape, batch, steps, device, compile_, card["peak_flops"])),
         ("decode", lambda: bench_decode(shape, new_tokens, device, compile_, card["bandwidth"])),
+        ("star_paper", lambda: bench_star_paper(device, args.dry_run)),
         ("cli", lambda: run_cli(args.xlm, Path(tempfile.mkdtemp(prefix="gpu_suite_", dir=args.out)), args.dry_run, device)),
     ]
     for name, run in sections:

@@ -8,11 +8,13 @@ and returns a :class:`Checkpoint`: what the file holds, read as data (``torch.lo
   composed config under ``hyper_parameters`` (saved under xlm-core's dummy resolvers:
   tokenizer-dependent values stay literal ``${tokenizer:...}`` strings), the callbacks' states
   under ``callbacks``, torch_ema's state under ``ema``;
-* model-only weights: a ``.safetensors`` file, or a torch file of a plain state dict.
+* model-only weights: a ``.safetensors`` file, or a torch file of a plain state dict;
+* a sharded checkpoint directory (``trainer_strategy=fsdp2``, or xlm-core's ``fsdp``), named by
+  the directory or by the ``meta.pt`` inside it, consolidated on the CPU into what a ``.ckpt``
+  holds (:mod:`arlm.checkpoints.sharded`).
 
-Another kind (a sharded directory) is one more :class:`Reader`. A file that cannot be read raises
-:class:`CheckpointError` naming it and what is wrong (empty, truncated, not a checkpoint, code
-inside). Nothing here builds a model or calls what a file names.
+A file that cannot be read raises :class:`CheckpointError` naming it and what is wrong (empty,
+truncated, not a checkpoint, code inside). Nothing here builds a model or calls what a file names.
 """
 
 import pickle
@@ -25,6 +27,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
+
+from arlm.checkpoints.sharded import ShardedCheckpointError, read_sharded_checkpoint, sharded_directory
 
 PathLike = Union[str, Path]
 LIGHTNING_MODEL_PREFIX = "model."
@@ -92,6 +96,7 @@ def _load_safetensors(path: Path, map_location: Any) -> Dict[str, torch.Tensor]:
 
 
 READERS: Tuple[Reader, ...] = (
+    Reader("sharded checkpoint directory", lambda path: sharded_directory(path) is not None, read_sharded_checkpoint),
     Reader("safetensors file", lambda path: path.suffix == ".safetensors" and path.is_file(), _load_safetensors),
     Reader("torch file", lambda path: path.is_file(), _load_torch_file),
 )
@@ -102,15 +107,18 @@ def read_checkpoint(path: PathLike, map_location: Any = "cpu") -> Checkpoint:
     """Read ``path`` as data, onto ``map_location``, without building anything.
 
     Raises:
-        CheckpointError: no reader takes ``path`` (missing, a directory), or the file cannot be
+        CheckpointError: no reader takes ``path`` (missing, a directory that is no sharded
+            checkpoint), or the file cannot be
             read (see :func:`describe_unreadable`), or it holds something other than a dictionary.
     """
     path = Path(path)
     reader = next((reader for reader in READERS if reader.takes(path)), None)
     if reader is None:
-        raise CheckpointError(f"{path} does not exist or is not a file")
+        raise CheckpointError(f"{path} does not exist or is not a file (nor a sharded checkpoint directory)")
     try:
         contents = reader.load(path, map_location)
+    except ShardedCheckpointError as error:
+        raise CheckpointError(str(error)) from error
     except Exception as error:
         raise CheckpointError(describe_unreadable(path, error)) from error
     if not isinstance(contents, dict):
@@ -161,6 +169,7 @@ def describe_unreadable(path: Path, error: BaseException) -> str:
 
 def checkpoints_in(directory: PathLike) -> List[Path]:
     """The ``*.ckpt`` entries of ``directory``, sorted by name: files, and the directories that
-    sharded strategies write under that suffix. Empty when ``directory`` is not a directory."""
+    sharded strategies write under that suffix (:mod:`arlm.checkpoints.sharded`). Empty when
+    ``directory`` is not a directory."""
     directory = Path(directory)
     return sorted(directory.glob(f"*{CHECKPOINT_SUFFIX}")) if directory.is_dir() else []

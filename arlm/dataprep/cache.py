@@ -25,6 +25,10 @@ from typing import Any, Callable, Optional
 
 import datasets
 import pyarrow as pa
+import torch
+from torchdata.stateful_dataloader import StatefulDataLoader
+from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
+from xlm import flags
 from xlm.datamodule import DatasetManager
 from xlm.utils.rank_zero import RankedLogger
 
@@ -130,7 +134,8 @@ def write_cache_atomically(cache_dir: Path, write: Callable[[Path], None]) -> No
 
 
 class AtomicCacheDatasetManager(DatasetManager):
-    """Drop-in ``xlm.datamodule.DatasetManager`` (same constructor) with atomic cache writes."""
+    """Drop-in ``xlm.datamodule.DatasetManager`` (same constructor) with atomic cache writes, and
+    the same training batches on one process as on N ranks (:meth:`get_dataloader`)."""
 
     _manual_cache_dir: Optional[str] = None
 
@@ -176,6 +181,23 @@ class AtomicCacheDatasetManager(DatasetManager):
             message = f"deleted unreadable datasets map caches {[p.name for p in broken]} in {cache_dir.resolve()}; rebuilding them"
             logger.warning(message)
             return super().setup(stage, manual_cache_dir, *args, **kwargs)
+
+    def get_dataloader(self, type: str, is_ddp: bool, rank: int, world_size: int) -> Any:
+        """xlm-core's loader, except for training over a map-style dataset. xlm-core samples with a
+        ``RandomSampler`` on one process and with a ``StatefulDistributedSampler`` seeded from the
+        random state at that moment under DDP, which differs between one process and N (Lightning
+        re-seeds distributed ranks after the model is built). Here both use the distributed
+        sampler seeded with the run's seed (``torch.initial_seed()``: what ``seed_everything``
+        set), over ``world_size`` ranks or one, so every step's global batch holds the same rows
+        whatever the number of ranks (``tests/e2e/test_distributed_cli.py``), and the loader's
+        position is in the checkpoint on one process too."""
+        if type != "train" or self.is_iterable_dataset or flags.DEBUG_OVERFIT:
+            return super().get_dataloader(type, is_ddp, rank, world_size)
+        replicas, position = (world_size, rank) if is_ddp else (1, 0)
+        sampler = StatefulDistributedSampler(
+            self.dataset, num_replicas=replicas, rank=position, seed=torch.initial_seed(), shuffle=True
+        )
+        return StatefulDataLoader(self.dataset, collate_fn=self.collator, sampler=sampler, **self.dataloader_kwargs)
 
     def _download(self, num_proc: Optional[int] = None) -> datasets.Dataset:
         try:

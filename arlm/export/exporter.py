@@ -27,19 +27,20 @@ Python: :func:`export_checkpoint_to_hf`, which needs neither xlm-core nor Hydra;
 ``xlm job_type=export_hf`` is :mod:`arlm.jobs.export_hf`.
 """
 
-import os
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Union
 
+import transformers
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from arlm.checkpoints.network import warn_if_other_network
-from arlm.checkpoints.read import read_checkpoint
+from arlm.checkpoints.read import Checkpoint, read_checkpoint
 from arlm.export.checkpoint_model import arlow_with_weights, checkpoint_arlow
 from arlm.export.model_card import CardFacts, generation_settings, model_card
 from arlm.export.native import native_blocker, to_native
-from arlm.export.paths import check_output_dir, data_cache_dirs, output_dir_taken, refuse_unsafe_output_dir
+from arlm.export.paths import check_output_dir, export_directory, data_cache_dirs, output_dir_taken, refuse_unsafe_output_dir
 from arlm.export.remote_code import write_remote_code
 from arlm.export.tokenizer import hf_tokenizer_from
 from arlm.hf.configuration_arlow import ArlowConfig
@@ -97,14 +98,45 @@ def export_checkpoint_to_hf(
             for a network with no exact native twin; a tokenizer that cannot be converted.
             Nothing is written in any of these cases.
     """
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+    output_dir = export_directory(output_dir)
+    source = read_for_export(Path(checkpoint_path), output_dir, tokenizer, model_config, apply_ema, overwrite, protected_dirs)
+    hf_model = choose_architecture(source.arlow, architecture)
+    settings = generation_settings(source.checkpoint, source.tokenizer)
+    hf_model.generation_config = GenerationConfig(**settings)
+    remote_code = isinstance(hf_model, ArlowForCausalLM)
+    card = model_card(CardFacts(source.checkpoint, source.used_ema, hf_model, source.tokenizer, remote_code, output_dir.name))
+    write_into_place(output_dir, ExportFiles(hf_model, source.tokenizer, card, remote_code, settings), overwrite)
+    return hf_model
+
+
+@dataclass(frozen=True)
+class ExportSource:
+    """A checkpoint read for an export: the checkpoint, its network with the weights chosen
+    (``used_ema``) and the run's tokenizer converted (:func:`hf_tokenizer_from`; None: none given)."""
+
+    checkpoint: Checkpoint
+    arlow: ArlowForCausalLM
+    tokenizer: Optional[PreTrainedTokenizerFast]
+    used_ema: bool
+
+
+def read_for_export(
+    checkpoint_path: Path,
+    output_dir: Path,
+    tokenizer: Optional[PreTrainedTokenizerBase],
+    model_config: Optional[Mapping[str, Any]],
+    apply_ema: Optional[bool],
+    overwrite: bool,
+    protected_dirs: Iterable[PathLike],
+) -> ExportSource:
+    """What every export format does before it writes (arguments and refusals as
+    :func:`export_checkpoint_to_hf`'s): the flags and ``output_dir`` checked, the checkpoint read,
+    the tokenizer converted, the network rebuilt with its weights; nothing is written."""
     _check_boolean("overwrite", overwrite)
     if apply_ema is not None:
         _check_boolean("apply_ema", apply_ema)
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
-    checkpoint_path, output_dir = Path(checkpoint_path), Path(output_dir)
-    if output_dir.name in ("", ".", ".."):  # "." or "..": the temporary goes beside the directory it names
-        output_dir = Path(os.path.abspath(output_dir))
     check_output_dir(output_dir, overwrite)
     checkpoint = read_checkpoint(checkpoint_path)
     protected = [*data_cache_dirs(checkpoint.hyper_parameters), *map(Path, protected_dirs)]
@@ -113,12 +145,7 @@ def export_checkpoint_to_hf(
     warn_if_other_network(checkpoint.model_config, model_config, checkpoint_path)
     if apply_ema is None:
         apply_ema = checkpoint.get("ema") is not None
-    hf_model = choose_architecture(checkpoint_arlow(checkpoint, tokenizer, model_config, apply_ema), architecture)
-    hf_model.generation_config = GenerationConfig(**generation_settings(checkpoint, hf_tokenizer))
-    remote_code = isinstance(hf_model, ArlowForCausalLM)
-    card = model_card(CardFacts(checkpoint, apply_ema, hf_model, hf_tokenizer, remote_code, output_dir.name))
-    _write_into_place(output_dir, ExportFiles(hf_model, hf_tokenizer, card, remote_code), overwrite)
-    return hf_model
+    return ExportSource(checkpoint, checkpoint_arlow(checkpoint, tokenizer, model_config, apply_ema), hf_tokenizer, apply_ema)
 
 
 def choose_architecture(arlow: ArlowForCausalLM, architecture: str) -> PreTrainedModel:
@@ -157,18 +184,32 @@ def xlm_to_hf(
     return arlow_with_weights(config, xlm_model.state_dict(), type(xlm_model).__name__)
 
 
+def generation_config_json(settings: Mapping[str, Any]) -> str:
+    """``generation_config.json`` holding every key of ``settings`` (:func:`~arlm.export.model_card.generation_settings`).
+
+    ``GenerationConfig.save_pretrained`` leaves out values equal to the saving transformers'
+    defaults: transformers 4 would drop ``do_sample: false``, and transformers 5 (whose defaults
+    are unset) would then let the text-generation pipeline add its own sampling defaults. Written
+    out, greedy decoding and the length limit hold in every transformers from 4.56 on.
+    """
+    return json.dumps({**settings, "transformers_version": transformers.__version__}, indent=2, sort_keys=True) + "\n"
+
+
 @dataclass(frozen=True)
 class ExportFiles:
-    """What goes into the export directory: the model (with its generation config), the tokenizer
-    (None: no tokenizer files), the model card text, and whether to add Arlow's code."""
+    """What goes into the export directory: the model, the tokenizer (None: no tokenizer files),
+    the model card text, whether to add Arlow's code, and the generation settings
+    (:func:`generation_config_json`)."""
 
     model: PreTrainedModel
     tokenizer: Optional[PreTrainedTokenizerFast]
     card: str
     remote_code: bool
+    generation_settings: Mapping[str, Any]
 
     def save(self, directory: Path) -> None:
         self.model.save_pretrained(directory)
+        (directory / "generation_config.json").write_text(generation_config_json(self.generation_settings), encoding="utf-8")
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(directory)
         if self.remote_code:
@@ -176,8 +217,9 @@ class ExportFiles:
         (directory / "README.md").write_text(self.card, encoding="utf-8")
 
 
-def _write_into_place(output_dir: Path, files: ExportFiles, overwrite: bool) -> None:
-    """Save into a temporary directory beside ``output_dir`` and rename it into place
+def write_into_place(output_dir: Path, files: Any, overwrite: bool) -> None:
+    """Save ``files`` (an :class:`ExportFiles` or anything with its ``save(directory)``) into a
+    temporary directory beside ``output_dir`` and rename it into place
     (:func:`arlm.runtime.atomic_files.write_directory_atomically`, which also gives every file
     the permissions of a plain ``save_pretrained`` under the umask)."""
     try:

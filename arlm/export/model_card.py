@@ -144,8 +144,8 @@ def model_card(facts: CardFacts) -> str:
         _summary(facts),
         _prompt_section(facts),
         _loading_section(facts),
-        _training_section(facts),
-        _evaluation_section(facts),
+        training_section(facts),
+        evaluation_section(facts),
     ]
     return "\n".join(sections)
 
@@ -208,9 +208,9 @@ def _prompt_section(facts: CardFacts) -> str:
         "new = out[:, batch[\"input_ids\"].shape[1]:]\n"
         "print(tokenizer.batch_decode(new, skip_special_tokens=True)[0].strip())\n"
         "```\n\n"
-        "`pipeline(\"text-generation\")` applies transformers' own defaults for that task first "
-        "(sampling at temperature 0.7, up to 256 new tokens): pass `do_sample=False` and a "
-        "`max_new_tokens` that fits the model's length to decode as above.\n"
+        "`pipeline(\"text-generation\")` applies transformers' own defaults for that task "
+        "(sampling at temperature 0.7, up to 256 new tokens) unless it is given the model's: "
+        "`generator(prompt, generation_config=model.generation_config)` decodes as above.\n"
     )
 
 
@@ -240,7 +240,7 @@ def _loading_section(facts: CardFacts) -> str:
     return f"## Loading\n\n{ways}{peft}"
 
 
-def _training_section(facts: CardFacts) -> str:
+def training_section(facts: CardFacts) -> str:
     contents, hparams = facts.contents, facts.contents.hyper_parameters
     if not hparams:
         return (
@@ -286,7 +286,7 @@ def _training_rows(contents: Checkpoint, used_ema: bool) -> Iterator[tuple]:
         yield "model", _call(contents.model_config)
 
 
-def _evaluation_section(facts: CardFacts) -> str:
+def evaluation_section(facts: CardFacts) -> str:
     scores = monitored_scores(facts.contents)
     if not scores:
         return "## Evaluation\n\nThe checkpoint records no validation score.\n"

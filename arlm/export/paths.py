@@ -23,7 +23,7 @@ Paths are compared after resolving symbolic links, so another spelling of the sa
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable, List, Mapping, Optional
+from typing import Any, Iterable, List, Mapping, Optional, Union
 
 from arlm.checkpoints.read import CHECKPOINT_SUFFIX
 from arlm.export.remote_code import BUNDLE
@@ -38,6 +38,8 @@ EXPORT_FILE_NAMES = frozenset({
 })
 """The file names an export writes (with :data:`SHARDED_WEIGHTS`): what recognises an earlier one."""
 SHARDED_WEIGHTS = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+GGUF_FILE = re.compile(r"model-[A-Za-z0-9_]+\.gguf")
+"""The file of a ``format=gguf`` export (:func:`arlm.export.gguf_export.gguf_file_name`)."""
 
 DATA_CACHE_KEYS = (("paths", "data_dir"), ("datamodule", "manual_cache_dir"))
 
@@ -56,6 +58,13 @@ def data_cache_dirs(config: Mapping[str, Any]) -> List[Path]:
     return found
 
 
+def export_directory(output_dir: Union[str, Path]) -> Path:
+    """``output_dir`` as a ``Path``; ``.`` or ``..`` made absolute, so that the temporary written
+    beside it and the card's name for it are those of the directory it names."""
+    output_dir = Path(output_dir)
+    return Path(os.path.abspath(output_dir)) if output_dir.name in ("", ".", "..") else output_dir
+
+
 def check_output_dir(output_dir: Path, overwrite: bool) -> None:
     """Raise ``ValueError`` if ``output_dir`` is taken (a file, a link, a non-empty directory) and
     ``overwrite`` is False."""
@@ -65,20 +74,21 @@ def check_output_dir(output_dir: Path, overwrite: bool) -> None:
 
 
 def not_an_export(target: Path) -> Optional[str]:
-    """None when ``target`` is a directory an export wrote (``config.json`` and only plain files
-    named as an export names them), else what was found instead (``"it holds .git"``)."""
+    """None when ``target`` is a directory an export wrote (``config.json``, or a GGUF export's
+    ``model-<dtype>.gguf``, and only plain files named as an export names them), else what was
+    found instead (``"it holds .git"``)."""
     if target.is_symlink():
         return "it is a symbolic link"
     if not target.is_dir():
         return "it is a file"
     with os.scandir(target) as entries:
         for entry in sorted(entries, key=lambda e: e.name):
-            if entry.name not in EXPORT_FILE_NAMES and not SHARDED_WEIGHTS.fullmatch(entry.name):
+            if entry.name not in EXPORT_FILE_NAMES and not (SHARDED_WEIGHTS.fullmatch(entry.name) or GGUF_FILE.fullmatch(entry.name)):
                 return f"it holds {entry.name}, which an export does not write"
             if entry.is_symlink() or not entry.is_file():
                 return f"it holds {entry.name}, which is not a plain file"
-    if not (target / "config.json").is_file():
-        return "it has no config.json"
+    if not (target / "config.json").is_file() and not any(GGUF_FILE.fullmatch(p.name) for p in target.iterdir()):
+        return "it has neither config.json nor a model-<dtype>.gguf"
     return None
 
 

@@ -254,6 +254,17 @@ class ArlowForCausalLM(ArlowPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
+    def last_hidden_state(
+        self,
+        input_ids: Integer[Tensor, "batch seq"],
+        attention_mask: Optional[Tensor] = None,
+        positions: Optional[Integer[Tensor, "batch seq"]] = None,
+        cache: Optional[Any] = None,
+    ) -> Float[Tensor, "batch seq hidden"]:
+        """The decoder's final hidden states, before ``lm_head``, called as arlm's own loss and
+        predictor call either face (``positions`` and ``cache`` as the decoder takes them)."""
+        return self.model(input_ids, attention_mask=attention_mask, positions=positions, cache=cache).last_hidden_state
+
     @can_return_tuple
     def forward(
         self,

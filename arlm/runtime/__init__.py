@@ -13,5 +13,8 @@ fresh start over a run's checkpoints, with the one refusal type ``JobRefused``;
 resume where it stopped; :mod:`~arlm.runtime.resume` reconciles a resumed run with its command;
 :mod:`~arlm.runtime.cpu_precision` keeps fp32 matmuls exact on the CPU;
 :mod:`~arlm.runtime.step_speed` makes the training step cheaper with the same results (fused AdamW,
-foreach EMA and gradient norm).
+foreach EMA and gradient norm); :mod:`~arlm.runtime.fsdp2_strategy` is ``trainer_strategy=fsdp2``
+(Lightning's ``ModelParallelStrategy``, sharded checkpoint directories written atomically) and
+:mod:`~arlm.runtime.fsdp2_sharding` how it shards the network; :mod:`~arlm.runtime.consolidate`
+turns any checkpoint (a sharded directory) into one file.
 """

@@ -100,14 +100,31 @@ def device_problem(key: str, value: Any) -> Optional[str]:
 
 def _checkpoint_file_problem(key: str, value: Any) -> Optional[str]:
     """A checkpoint path that is a directory (xlm-core would say it does not exist); a sharded
-    checkpoint directory (``*.distcp`` files) is one. A missing path is left to the jobs."""
+    checkpoint directory (``*.distcp`` files) is one, for resuming. A missing path is left to the jobs."""
     path = str(value)
-    if is_unset(value) or not os.path.isdir(path) or any(name.endswith(".distcp") for name in os.listdir(path)):
+    if is_unset(value) or not os.path.isdir(path) or _is_sharded(path):
         return None
     ckpts = [entry.name for entry in checkpoints_in(path)]
     pick = "last.ckpt" if "last.ckpt" in ckpts else (ckpts[0] if ckpts else "")
     hint = f"; it holds {ckpts[:4]}, e.g. pass {os.path.join(path, pick)}" if ckpts else ""
     return f"{key}={value} is a directory, not a checkpoint file{hint}"
+
+
+def _loaded_file_problem(key: str, value: Any) -> Optional[str]:
+    """:func:`_checkpoint_file_problem`, and a sharded checkpoint directory too: xlm-core's eval
+    and generation loaders take files only (docs/distributed.md, "Checkpoints")."""
+    path = str(value)
+    if is_unset(value) or not os.path.isdir(path) or not _is_sharded(path):
+        return _checkpoint_file_problem(key, value)
+    if "model_only" in key:
+        fix = f"consolidate it into one file (python -m arlm.runtime.consolidate {path} weights.ckpt) and pass that"
+    else:
+        fix = f"pass {os.path.join(path, 'meta.pt')}, which names the whole directory"
+    return f"{key}={value} is a sharded checkpoint directory, and this job loads a file. Fix: {fix}"
+
+
+def _is_sharded(path: str) -> bool:
+    return any(name.endswith(".distcp") for name in os.listdir(path))
 
 
 def _prepared_data_dir_problem(key: str, value: Any) -> Optional[str]:
@@ -157,6 +174,7 @@ Flag = Annotated[StrictBool, Says(lambda key, value: (
     f"and numbers (0, 1) are not read as booleans. Fix: {key}=true or {key}=false"
 ))]
 CheckpointFile = _checked_by(_checkpoint_file_problem)
+LoadedCheckpointFile = _checked_by(_loaded_file_problem)
 PreparedDataDir = _checked_by(_prepared_data_dir_problem)
 Device = _checked_by(device_problem)
 JobName = _checked_by(job_name_problem)
@@ -193,7 +211,7 @@ CHECKED_KEYS: Dict[str, Any] = {
     "compile": Flag,
     "resume_from_checkpoint": Flag,
     "resume_checkpoint_path": CheckpointFile,
-    "model_only_checkpoint_path": CheckpointFile,
+    "model_only_checkpoint_path": LoadedCheckpointFile,
     "strict_model_only_load": Flag,
     "skip_init_weights": Flag,
     "trainer.max_steps": PositiveInt,
@@ -221,17 +239,19 @@ CHECKED_KEYS: Dict[str, Any] = {
     "predictor.p": TopP,
     "predictor.temperature": Temperature,
     "eval.split": EvalSplit,
-    "eval.ckpt_path": CheckpointFile,
-    "eval.checkpoint_path": CheckpointFile,
-    "eval.model_only_checkpoint_path": CheckpointFile,
+    "eval.ckpt_path": LoadedCheckpointFile,
+    "eval.checkpoint_path": LoadedCheckpointFile,
+    "eval.model_only_checkpoint_path": LoadedCheckpointFile,
     "generation.max_batches": PositiveInt,  # job_type=generate_arlm
     "generation.device": Device,
     "generation.use_ema": Flag,
-    "generation.ckpt_path": CheckpointFile,
-    "generation.checkpoint_path": CheckpointFile,
-    "generation.model_only_checkpoint_path": CheckpointFile,
+    "generation.ckpt_path": LoadedCheckpointFile,
+    "generation.checkpoint_path": LoadedCheckpointFile,
+    "generation.model_only_checkpoint_path": LoadedCheckpointFile,
     "export_hf.overwrite": Flag,  # job_type=export_hf (apply_ema null: the EMA weights when the checkpoint has them)
     "export_hf.apply_ema": Flag,
+    "export_hf.format": _one_of(("hf", "gguf")),  # arlm.jobs.export_hf.EXPORT_FORMATS
+    "export_hf.gguf_dtype": _one_of(("f32", "f16", "q8_0")),  # arlm.export.gguf.GGUF_DTYPES
     "post_training.apply_ema": Flag,  # xlm-core's job_type=extract_checkpoint
 }
 """Every key arlm checks, in the order problems are listed, and the kind its value must be;

@@ -1,13 +1,12 @@
-"""What a resumed run must agree with: the command's learning rate, its ``trainer.max_steps`` and its
-number of processes.
+"""What a resumed run must agree with: the command's learning rate and its ``trainer.max_steps``.
 
 * :func:`reconcile_learning_rate` makes a resumed run use the learning rate of the command, not
   the one stored in the checkpoint's optimizer and scheduler, and reports the change (a run
   resumed after a divergence is usually re-run with a lower one);
 * :func:`check_resume_step` refuses a resume point past the command's ``trainer.max_steps``, which
   would train nothing and report the checkpoint's model as this run's;
-* :func:`check_resume_world_size` refuses a checkpoint written by another number of processes
-  (recorded under :data:`WORLD_SIZE_KEY` by :class:`~arlm.harness_arlm.ARLMHarness`).
+* :func:`check_resume_world_size` refuses to resume on another number of ranks than the one that
+  wrote the checkpoint (:data:`WORLD_SIZE_KEY`), whose data loader position is kept per rank.
 
 Which checkpoint a run resumes from (never one written at a NaN/Inf stop) is
 :func:`arlm.runtime.checkpoint_io.load_newest_valid`; a fresh start over a run's checkpoints is
@@ -85,24 +84,26 @@ def check_resume_step(checkpoint: Dict[str, Any], max_steps: Optional[int], sour
 
 
 WORLD_SIZE_KEY = "arlm_world_size"
-"""Set in every checkpoint a Trainer saves: how many processes trained (``trainer.world_size``)."""
+"""Checkpoint entry: the number of ranks (processes over all nodes) of the run that wrote it."""
 
 
 class ResumeWorldSizeError(ValueError):
-    """A checkpoint resumed by another number of processes than the run that wrote it."""
+    """The resume point was written by another number of ranks than this run has."""
 
 
 def check_resume_world_size(checkpoint: Dict[str, Any], world_size: int, source: Any) -> None:
-    """Raise :class:`ResumeWorldSizeError` if ``checkpoint`` (read from ``source``) was written by
-    a run of another number of processes than ``world_size``. Its data position is one sampler
-    state per process (torchdata's sampler asserts on another count after every state was
-    restored), so it cannot be carried over. A checkpoint that records no count passes."""
+    """Raise :class:`ResumeWorldSizeError` if ``checkpoint`` (read from ``source``) records another
+    number of ranks than ``world_size``. Its data loader state (each rank's position in the epoch,
+    its sampler's) only means something for the same number of ranks; torch's stateful loader
+    would fail on it deep inside, or resume on other rows. A checkpoint that records none (written
+    before the entry existed) is let through."""
     recorded = checkpoint.get(WORLD_SIZE_KEY)
     if not is_int(recorded) or recorded == world_size:
         return
     raise ResumeWorldSizeError(
-        f"{source} was written by a run of {recorded} processes (trainer.world_size: devices x nodes), "
-        f"and this run has {world_size}: its data position (one sampler state per process) cannot be "
-        f"carried over to another count. Fix: resume with the same count ({recorded} processes, e.g. "
-        f"trainer.devices={recorded} on one node), or start a new run under another job_name=..."
+        f"{source} was written by a run of {recorded} rank(s) and this run has {world_size}: the data loader's "
+        f"position in the epoch is stored per rank and cannot be carried over to another number of ranks. Fix: "
+        f"resume with {recorded} rank(s) (trainer.devices x trainer.num_nodes = {recorded}), or start a new run "
+        f"from its weights: python -m arlm.runtime.consolidate {source} weights.ckpt, then "
+        f"model_only_checkpoint_path=weights.ckpt job_name=<a new name>"
     )

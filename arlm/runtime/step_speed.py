@@ -11,6 +11,7 @@ from typing import Any, Iterable, List, Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
+from torch.distributed.tensor import DTensor
 from xlm.utils.ema import EMACallback
 
 FUSED_OPTIMIZERS = ("torch.optim.Adam", "torch.optim.AdamW")
@@ -41,14 +42,19 @@ def with_fused_kernel(optimizer: DictConfig, precision: str, device: torch.devic
     return chosen
 
 
-def total_gradient_norm(parameters: Iterable[torch.nn.Parameter], norm_type: float = 2.0) -> Optional[torch.Tensor]:
+def total_gradient_norm(
+    parameters: Iterable[torch.nn.Parameter], norm_type: float = 2.0, gathered: bool = False
+) -> Optional[torch.Tensor]:
     """The ``norm_type`` norm of all gradients together (the norm of their per-parameter norms,
     as Lightning's ``grad_norm`` total), in one foreach reduction; ``None`` without gradients.
-    Reads no value on the host."""
+    Reads no value on the host. Sharded gradients (FSDP2's DTensors) give the norm over every
+    shard, a DTensor; ``gathered`` makes it a plain tensor, the same on every rank (one
+    collective), as logging needs."""
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return None
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, norm_type)), norm_type)
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, norm_type)), norm_type)
+    return norm.full_tensor() if gathered and isinstance(norm, DTensor) else norm
 
 
 class ForeachEMACallback(EMACallback):

@@ -25,7 +25,7 @@ def test_every_kind_reads_into_one_description(tmp_path):
         assert not model_only.lightning and model_only.hyper_parameters == {} and model_only.get("ema") is None
     assert weight_shapes(tmp_path / "model.safetensors") == (False, {name: (3, 2) for name in WEIGHTS})
     assert weight_shapes(tmp_path / "run.ckpt") == (True, {name: (3, 2) for name in WEIGHTS})
-    assert [reader.kind for reader in READERS] == ["safetensors file", "torch file"]
+    assert [reader.kind for reader in READERS] == ["sharded checkpoint directory", "safetensors file", "torch file"]
 
 
 @pytest.mark.parametrize("name", ["last.ckpt", "model.safetensors"])

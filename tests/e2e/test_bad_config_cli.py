@@ -79,3 +79,18 @@ def test_empty_or_text_file_given_to_eval_as_checkpoint_is_named(star_data_dir, 
                    cwd=REPO_ROOT, env=offline_env(star_data_dir, tmp_path / "logs"), check=False)
     assert proc.returncode != 0
     assert f"CheckpointError: {bad} {expected}" in proc.stdout
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["+export_hf.format=onnx"], "ConfigValueError: Invalid configuration: export_hf.format='onnx' must be one of ['hf', 'gguf']"),
+    (["+export_hf.format=gguf", "+export_hf.gguf_dtype=q4_0"],
+     "ConfigValueError: Invalid configuration: export_hf.gguf_dtype='q4_0' must be one of ['f32', 'f16', 'q8_0']"),
+    (["+export_hf.gguf_dtype=f16"], "export_hf.gguf_dtype is for format=gguf; add +export_hf.format=gguf"),
+    (["+export_hf.format=gguf", "+export_hf.architecture=arlow"], "export_hf.architecture='arlow' is for format=hf"),
+], ids=["unknown_format", "unknown_dtype", "dtype_without_gguf", "arlow_with_gguf"])
+def test_export_format_keys_are_refused_before_anything_is_read(star_data_dir, tmp_path, overrides, expected):
+    proc = run_xlm(["job_type=export_hf", "experiment=star_easy_arlm", *STAR_SIZES, f"+export_hf.checkpoint_path={tmp_path / 'none.ckpt'}",
+                    f"+export_hf.output_dir={tmp_path / 'out'}", *overrides],
+                   cwd=REPO_ROOT, env=offline_env(star_data_dir, tmp_path / "logs"), check=False)
+    assert proc.returncode != 0 and expected in proc.stdout, proc.stdout[-2000:]
+    assert not (tmp_path / "out").exists()

@@ -45,3 +45,19 @@ def test_long_star_medium_experiment_composes_as_documented(tmp_path):
 
     assert settings(out) - settings(default) == {"max_steps: 12000", "val_check_interval: 500"}
     assert "planning_choice_accuracy" in out
+
+
+def test_paper_recipe_trains_two_steps_on_the_cpu(tmp_path):
+    """star_hard_arlm_paper as shipped (85M network, bf16-mixed: CPU autocast here) runs two
+    training steps and the post-fit test through the real CLI; only the data and batch shrink."""
+    out = run_xlm(
+        ["job_type=train", "experiment=star_hard_arlm_paper", "star_split_sizes.train=16",
+         "star_split_sizes.validation=2", "star_split_sizes.test=2", "per_device_batch_size=2",
+         "global_batch_size=2", "trainer.max_steps=2", "+trainer.limit_test_batches=1"],
+        cwd=REPO_ROOT, env=offline_env(tmp_path / "data", tmp_path / "logs"),
+    ).stdout
+    assert "Using bfloat16 Automatic Mixed Precision" in out
+    assert "`Trainer.fit` stopped: `max_steps=2` reached." in out
+    assert "test/prediction/exact_" in out and "test/lm/token_nll" in out
+    runs = [path.name for path in (tmp_path / "logs").iterdir()]
+    assert runs == ["star_hard_paper__arlm_seq2seq__rotary_transformer_small_arlm__debug-False"]

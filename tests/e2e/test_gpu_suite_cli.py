@@ -25,9 +25,11 @@ def test_gpu_suite_dry_run_writes_its_json_and_table(tmp_path):
     assert set(report["train"]) == {"arlm", "HF LlamaForCausalLM", "HF GPTNeoXForCausalLM"}
     assert all(r["tokens_per_s"] > 0 and r["mfu"] > 0 and r["attention"] for r in report["train"].values())
     assert report["decode"]["arlm vs HF"] > 0
+    assert {level: r["steps"] for level, r in report["star_paper"].items()} == {"easy": 50_000, "medium": 100_000, "hard": 100_000}
+    assert all(r["step_s"] > 0 and r["hours"] > 0 for r in report["star_paper"].values())
     cli = report["cli"]
     assert [cli[job]["exit"] for job in ("train", "generate_arlm", "export_hf")] == [0, 0, 0]
     assert cli["train"]["steps"] == 10 and cli["train"]["finite"]
     assert cli["export_hf"]["architecture"] == ["GPTNeoXForCausalLM"]
     table = (out / "results.md").read_text()
-    assert "## Training" in table and "## Greedy decode" in table and "## The real CLI" in table
+    assert "## Training" in table and "## Greedy decode" in table and "## STAR paper" in table and "## The real CLI" in table

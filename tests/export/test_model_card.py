@@ -84,6 +84,8 @@ def test_generation_config_stops_where_the_predictor_does(tmp_path):
     config = GenerationConfig.from_pretrained(tmp_path / "greedy")
     assert (config.eos_token_id, config.pad_token_id, config.bos_token_id) == (2, 0, 1)
     assert config.max_length == 36 and config.max_new_tokens is None and not config.do_sample
+    written = json.loads((tmp_path / "greedy" / "generation_config.json").read_text())
+    assert written["do_sample"] is False  # written out: transformers 5 reads a missing key as unset
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "greedy")
     batch = AutoTokenizer.from_pretrained(tmp_path / "greedy")(["3 4 5 [BOS]"], return_tensors="pt")
     assert model.generate(**batch).shape[1] <= 36  # the model's length; arlm's predictor stops there too

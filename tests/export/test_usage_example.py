@@ -49,6 +49,6 @@ def test_documented_example_prints_the_greedy_continuations_in_the_training_form
         return exported.decode(ids, skip_special_tokens=True)
 
     generated = [continuation(p, predictor["max_steps"]) for p in ["3 4 5 [BOS]", "7 [BOS]"]]
-    piped = "3 4 5 [BOS]" + continuation("3 4 5 [BOS]", 8)
+    piped = "3 4 5 [BOS]" + generated[0]  # the pipeline decodes with the model's generation config
     assert all(text.startswith(" ") for text in generated)
     assert printed.splitlines() == [repr(generated), piped], printed

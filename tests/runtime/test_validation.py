@@ -50,6 +50,17 @@ def test_checkpoint_directory_names_a_file_in_it(tmp_path):
     assert problem == f"eval.ckpt_path={tmp_path} is a directory, not a checkpoint file; it holds ['last.ckpt'], e.g. pass {tmp_path / 'last.ckpt'}"
 
 
+def test_a_sharded_directory_resumes_and_the_loaders_of_files_are_told_what_to_pass(tmp_path):
+    sharded = tmp_path / "last.ckpt"
+    sharded.mkdir()
+    (sharded / "__0_0.distcp").write_bytes(b"x")
+    assert config_problems(OmegaConf.create({"resume_checkpoint_path": str(sharded)})) == []
+    (problem,) = config_problems(OmegaConf.create({"eval": {"ckpt_path": str(sharded)}}))
+    assert problem == f"eval.ckpt_path={sharded} is a sharded checkpoint directory, and this job loads a file. Fix: pass {sharded / 'meta.pt'}, which names the whole directory"
+    (problem,) = config_problems(OmegaConf.create({"model_only_checkpoint_path": str(sharded)}))
+    assert f"Fix: consolidate it into one file (python -m arlm.runtime.consolidate {sharded} weights.ckpt)" in problem
+
+
 def test_output_dir_that_is_a_file(tmp_path):
     existing = tmp_path / "f"
     existing.write_text("")
@@ -134,3 +145,14 @@ def test_job_name_must_be_set():
     assert config_problems(OmegaConf.create({"job_name": None})) == [
         "job_name=None must be a non-empty name without '/' or control characters such as a newline (it names logs/<job_name>/)"
     ]
+
+
+def test_export_format_keys_take_the_choices_the_job_and_the_gguf_writer_have():
+    from arlm.export.gguf import GGUF_DTYPES
+    from arlm.jobs.export_hf import EXPORT_FORMATS
+
+    for name, choices in (("format", EXPORT_FORMATS), ("gguf_dtype", GGUF_DTYPES)):
+        for value in choices:
+            assert config_problems(OmegaConf.create({"export_hf": {name: value}})) == []
+        (problem,) = config_problems(OmegaConf.create({"export_hf": {name: "other"}}))
+        assert problem == f"export_hf.{name}='other' must be one of {list(choices)}"

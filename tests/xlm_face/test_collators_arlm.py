@@ -1,5 +1,7 @@
 """Collator contracts on hand-written examples (exact tensors) and on random lengths."""
 
+import re
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -100,6 +102,47 @@ def test_seq2seq_collator_truncates_to_block_size_when_asked(simple_tokenizer):
         )
     assert batch["input_ids"].tolist() == [[10, 11, BOS, 20]]
     assert batch["target_ids"].tolist() == [[X, X, 20, X]]
+
+
+def test_seq2seq_collator_with_loss_on_prompt_exact(simple_tokenizer):
+    examples = [
+        {"prompt_ids": [10, 11, 12], "input_ids": [20, 21]},
+        {"prompt_ids": [13], "input_ids": [22, 23, 24]},
+    ]
+    batch = ARLMSeq2SeqCollator(simple_tokenizer, block_size=9, loss_on_prompt=True)(examples)
+    default = ARLMSeq2SeqCollator(simple_tokenizer, block_size=9)(examples)
+    # Every token after a row's first is a target: prompt tokens 2.., BOS, the target, EOS.
+    assert torch.equal(
+        batch["target_ids"],
+        t([[11, 12, BOS, 20, 21, EOS, X, X, X], [BOS, 22, 23, 24, EOS, X, X, X, X]]),
+    )
+    # The target region and everything else are the default's.
+    answer = default["target_ids"] != X
+    assert torch.equal(batch["target_ids"][answer], default["target_ids"][answer])
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        assert torch.equal(batch[key], default[key])
+    assert batch["right_padded"] is True
+
+
+def test_seq2seq_collator_with_loss_on_prompt_without_bos():
+    batch = ARLMSeq2SeqCollator(NoBosTokenizer(), block_size=6, loss_on_prompt=True)(
+        [{"prompt_ids": [10, 11], "target_ids": [20, 21]}]
+    )
+    assert torch.equal(batch["target_ids"], t([[11, 20, 21, EOS, X, X]]))
+
+
+def test_seq2seq_collator_with_loss_on_prompt_truncates_like_the_default(simple_tokenizer):
+    with pytest.warns(UserWarning, match="block_size=4 is too small"):
+        batch = ARLMSeq2SeqCollator(simple_tokenizer, block_size=4, on_overflow="truncate", loss_on_prompt=True)(
+            [{"prompt_ids": [10, 11], "input_ids": [20, 21, 22]}]
+        )
+    assert batch["target_ids"].tolist() == [[11, BOS, 20, X]]
+
+
+@pytest.mark.parametrize("value", ["true", "no", 1, 0, None])
+def test_seq2seq_collator_refuses_a_loss_on_prompt_that_is_not_a_bool(simple_tokenizer, value):
+    with pytest.raises(ValueError, match=rf"loss_on_prompt must be true or false, got {re.escape(repr(value))}"):
+        ARLMSeq2SeqCollator(simple_tokenizer, block_size=8, loss_on_prompt=value)
 
 
 # --- ARLMSeq2SeqPredCollator ---------------------------------------------------------------
@@ -291,8 +334,9 @@ def test_default_collator_properties(simple_tokenizer, rows, block_size):
 @settings(max_examples=60, deadline=None)
 @given(pairs=st.lists(st.tuples(token_lists, token_lists), min_size=1, max_size=5),
        block_size=st.integers(2, 30))
-def test_seq2seq_collator_properties(simple_tokenizer, pairs, block_size):
-    batch = ARLMSeq2SeqCollator(simple_tokenizer, block_size, on_overflow="truncate")(
+@pytest.mark.parametrize("loss_on_prompt", [False, True])
+def test_seq2seq_collator_properties(simple_tokenizer, pairs, block_size, loss_on_prompt):
+    batch = ARLMSeq2SeqCollator(simple_tokenizer, block_size, on_overflow="truncate", loss_on_prompt=loss_on_prompt)(
         [{"prompt_ids": p, "input_ids": q} for p, q in pairs]
     )
     assert batch["input_ids"].shape == (len(pairs), block_size)
@@ -300,9 +344,10 @@ def test_seq2seq_collator_properties(simple_tokenizer, pairs, block_size):
         full = (prompt + [BOS] + target + [EOS])[:block_size]
         n = len(full)
         assert batch["input_ids"][b, :n].tolist() == full
-        # loss exactly on the target and EOS that fit in the block
+        # loss exactly on the target and EOS that fit in the block (and the prompt after its
+        # first token when asked)
         expected = [X] * block_size
-        for i in range(len(prompt), n - 1):
+        for i in range(0 if loss_on_prompt else len(prompt), n - 1):
             expected[i] = full[i + 1]
         assert batch["target_ids"][b].tolist() == expected
 

@@ -82,6 +82,9 @@ class ScriptedModel(torch.nn.Module):
         self.lm_head = torch.nn.Linear(VOCAB_SIZE, VOCAB_SIZE, bias=False)
         torch.nn.init.eye_(self.lm_head.weight)
 
+    def last_hidden_state(self, input_ids, attention_mask=None, positions=None, cache=None):
+        return self.model(input_ids, attention_mask=attention_mask, cache=cache).last_hidden_state
+
 
 class ScriptedDecoder(torch.nn.Module):
     config = None  # the predictor's dynamic cache does not need one
