@@ -19,6 +19,7 @@ from xlm.harness import Harness
 from xlm.utils.ema import EMACallback
 
 from arlm.checkpoints.checks import NON_FINITE_STOP_KEY, copy_ema_weights, non_finite_ema, weights_difference
+from arlm.checkpoints.data_recipe import check_same_data
 from arlm.checkpoints.network import check_same_network, describe, fix_for, network_differences, recorded_model_config
 from arlm.checkpoints.read import CheckpointError, weight_shapes
 from arlm.datamodule_arlm import tokenizer_vocab_size
@@ -272,7 +273,8 @@ class ARLMHarness(Harness):
         """Refuse, naming ``path``, a checkpoint this module cannot load as its own: another
         vocabulary (:func:`check_checkpoint_vocabulary`), other weight shapes
         (:func:`check_state_dict_shapes`), another network
-        (:func:`arlm.checkpoints.network.check_same_network`); under a Trainer, NaN/Inf EMA
+        (:func:`arlm.checkpoints.network.check_same_network`), other data (another seed or
+        tokenizer, :func:`arlm.checkpoints.data_recipe.check_same_data`); under a Trainer, NaN/Inf EMA
         weights that its EMA callback would restore, and on resume a step past ``trainer.max_steps``
         (:func:`arlm.runtime.resume.check_resume_step`) or another number of ranks
         (:func:`arlm.runtime.resume.check_resume_world_size`)."""
@@ -280,6 +282,7 @@ class ARLMHarness(Harness):
         check_checkpoint_vocabulary(checkpoint.get("state_dict", {}), self.model, self.tokenizer)
         check_state_dict_shapes(checkpoint, self)
         check_same_network(recorded_model_config(checkpoint), self.config.get("model"), source)
+        check_same_data(checkpoint.get("hyper_parameters"), self.config, source)
         if self._trainer is None:
             return
         resuming = self.trainer.state.fn == "fit"

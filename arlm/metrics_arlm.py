@@ -143,6 +143,13 @@ def star_planning_choice_update_fn(
     if tokenizer is None:
         raise ValueError("star_planning_choice_update_fn needs the tokenizer (its BOS and node tokens)")
     bos = tokenizer.bos_token_id
+    if bos is None:
+        raise ValueError(
+            f"planning_choice_accuracy needs a tokenizer with a BOS token (a STAR prompt ends with it, "
+            f"before the path); {type(tokenizer).__name__} has none. Fix: use the experiment's tokenizer "
+            f"(global_components.tokenizer: xlm.datamodule.SimpleSpaceTokenizer.for_numbers), or leave this "
+            f"metric out of the experiment's reported metrics for a tokenizer without BOS"
+        )
     generated = loss_dict["ids"][:, loss_dict["output_start_idx"] :]
     values = []
     cut = batch["prompt_cut"].tolist() if "prompt_cut" in batch else [False] * len(generated)

@@ -4,8 +4,10 @@ Upstream publishes STAR as the hub datasets ``dhruveshpatel/star-{small,medium,h
 ``xlm/commands/generate_star_graphs.py``. :class:`StarDatasetManager` produces the same kind of
 data on the spot instead of downloading it: the generator class and settings of each level are
 upstream's (:data:`STAR_LEVELS`), and so are the default split sizes (:data:`UPSTREAM_SPLIT_SIZES`).
-Each split is drawn from its own stream, seeded with ``seed + SPLITS.index(split)``, so a split's
-content depends only on (level, split, size, seed): never on the order in which caches are built.
+Each split is drawn from its own stream, seeded by :func:`split_seed`, so a split's content depends
+only on (level, split, size, seed): never on the order in which caches are built; and no two
+(seed, split) pairs share a stream, so the test split of one ``star_seed`` is never the training
+split of another.
 
 The generated rows go through xlm-core's usual path (``preprocess_fn`` of ``datasets/star.yaml``,
 then the manual cache at ``<DATA_DIR>/dhruveshpatel/<level>/<split>``), written atomically. A
@@ -52,6 +54,29 @@ SIZE_SAMPLE_ROWS = 64
 ROW_COPIES = 2
 """The rows are held twice at the peak: as Python objects and as the Arrow table made from them."""
 PROGRESS_EVERY = 100_000
+DEFAULT_SEED = 42
+
+
+def split_seed(seed: int, split: str) -> int:
+    """The seed of the stream of ``split`` at ``seed``: one to one over (seed, split) pairs.
+
+    ``3 * seed + index`` (index: the split's place in :data:`SPLITS`), with the streams of
+    :data:`DEFAULT_SEED` kept at 42, 43, 44 (the seeds all earlier versions used, so its data is
+    unchanged) by exchanging them with 126, 127, 128 (seed 14's streams). Earlier versions used
+    ``seed + index``, under which ``star_seed=40``'s test split was ``star_seed=42``'s training split.
+    """
+    stream = len(SPLITS) * seed + SPLITS.index(split)
+    kept, moved = DEFAULT_SEED, len(SPLITS) * DEFAULT_SEED
+    if moved <= stream < moved + len(SPLITS):
+        return stream - moved + kept
+    if kept <= stream < kept + len(SPLITS):
+        return stream - kept + moved
+    return stream
+
+
+def _legacy_split_seed(seed: int, split: str) -> int:
+    """The stream seed of caches written before :func:`split_seed` (they record none)."""
+    return seed + SPLITS.index(split)
 
 
 def _plain(value: Any) -> Any:
@@ -78,9 +103,9 @@ def generate_star_split(level: str, split: str, size: int, seed: int) -> List[Di
     settings = STAR_LEVELS[level]
     py_state, np_state = random.getstate(), np.random.get_state()
     try:
-        split_seed = seed + SPLITS.index(split)
-        random.seed(split_seed)
-        np.random.seed(split_seed)
+        stream = split_seed(seed, split)
+        random.seed(stream)
+        np.random.seed(stream)
         generator = settings["generator"](count=size, **settings["kwargs"])
         rows: List[Dict[str, Any]] = []
         for graph in generator.graphs():
@@ -137,9 +162,21 @@ class StarDatasetManager(AtomicCacheDatasetManager):
         hub_path, _, split = parse_hf_dataset_full_name(self.full_name)
         return hub_path.split("/")[-1], split
 
+    def prepare_data(self, manual_cache_dir: str, tokenizer: Any, *args: Any, **kwargs: Any):
+        self._tokenizer = tokenizer
+        return super().prepare_data(manual_cache_dir, tokenizer, *args, **kwargs)
+
     def _metadata(self) -> Dict[str, Any]:
         level, split = self._level_and_split()
-        return {"level": level, "split": split, "size": self.split_sizes[split], "seed": self.seed}
+        meta = {
+            "level": level, "split": split, "size": self.split_sizes[split], "seed": self.seed,
+            "stream_seed": split_seed(self.seed, split),
+        }
+        tokenizer = getattr(self, "_tokenizer", None)
+        if tokenizer is not None:  # the cache holds token ids: another vocabulary is other data
+            size = getattr(tokenizer, "full_vocab_size", None) or len(tokenizer)
+            meta["tokenizer"] = f"{type(tokenizer).__name__} of {size} ids"
+        return meta
 
     def _download(self, num_proc: Optional[int] = None) -> datasets.Dataset:
         meta = self._metadata()
@@ -160,11 +197,16 @@ class StarDatasetManager(AtomicCacheDatasetManager):
         meta_file = cache_dir / METADATA_FILE
         if meta_file.is_file():
             found = json.loads(meta_file.read_text())
+            if "stream_seed" not in found and isinstance(found.get("seed"), int):
+                found["stream_seed"] = _legacy_split_seed(found["seed"], found.get("split", "train"))
             wanted = self._metadata()
+            if "tokenizer" not in found or "tokenizer" not in wanted:  # unknown on one side: not compared
+                found.pop("tokenizer", None)
+                wanted.pop("tokenizer", None)
             if found != wanted:
                 raise ValueError(
                     f"The STAR cache at {cache_dir.resolve()} was generated with {found}, but this "
                     f"run asks for {wanted}. Fix: delete {cache_dir.resolve()} (it is regenerated), "
-                    f"use another DATA_DIR, or set star_split_sizes / star_seed to match the cache."
+                    f"use another DATA_DIR, or set star_split_sizes / star_seed (and the tokenizer) to match the cache."
                 )
         return True

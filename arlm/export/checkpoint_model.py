@@ -116,6 +116,15 @@ def _model_arguments(model_config: Optional[Mapping[str, Any]], checkpoint: Chec
     return {key: value for key, value in model_config.items() if not key.startswith("_")}
 
 
+def _tokenizer_value(tokenizer: PreTrainedTokenizerBase, attribute: str) -> Any:
+    """``tokenizer.<attribute>``; for xLM's ``full_vocab_size``, which a plain transformers
+    tokenizer lacks, the number of ids it can emit (``len(tokenizer)``, added tokens included)."""
+    value = getattr(tokenizer, attribute, None)
+    if value is None and attribute == "full_vocab_size":
+        return len(tokenizer)
+    return value
+
+
 def _fill_placeholders(
     arguments: Dict[str, Any],
     tokenizer: Optional[PreTrainedTokenizerBase],
@@ -129,8 +138,8 @@ def _fill_placeholders(
         if not (isinstance(value, str) and value.startswith("${")):
             continue
         match = TOKENIZER_INTERPOLATION.fullmatch(value)
-        if match and tokenizer is not None:
-            filled[key] = getattr(tokenizer, match.group(1))
+        if match and tokenizer is not None and _tokenizer_value(tokenizer, match.group(1)) is not None:
+            filled[key] = _tokenizer_value(tokenizer, match.group(1))
         elif model_config is not None and key in model_config:
             filled[key] = model_config[key]
         else:

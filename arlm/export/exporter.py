@@ -19,7 +19,8 @@ finite before anything is written; an ``output_dir`` that is, contains or lies i
 checkpoint, a checkpoint directory or a data cache is refused (:mod:`arlm.export.paths`);
 everything is written into a temporary directory beside ``output_dir`` and renamed into place
 (:func:`arlm.runtime.atomic_files.write_directory_atomically`), and an existing file, symbolic link
-or non-empty directory is replaced only with ``overwrite=True``. Of two exports racing into one
+or non-empty directory is replaced only with ``overwrite=True``, and then only when it is an
+earlier export (:func:`arlm.export.paths.not_an_export`). Of two exports racing into one
 new directory, one succeeds and the other raises.
 
 Python: :func:`export_checkpoint_to_hf`, which needs neither xlm-core nor Hydra; the job type
@@ -39,7 +40,7 @@ from arlm.checkpoints.read import Checkpoint, read_checkpoint
 from arlm.export.checkpoint_model import arlow_with_weights, checkpoint_arlow
 from arlm.export.model_card import CardFacts, generation_settings, model_card
 from arlm.export.native import native_blocker, to_native
-from arlm.export.paths import check_output_dir, data_cache_dirs, output_dir_taken, refuse_unsafe_output_dir
+from arlm.export.paths import check_output_dir, export_directory, data_cache_dirs, output_dir_taken, refuse_unsafe_output_dir
 from arlm.export.remote_code import write_remote_code
 from arlm.export.tokenizer import hf_tokenizer_from
 from arlm.hf.configuration_arlow import ArlowConfig
@@ -81,7 +82,8 @@ def export_checkpoint_to_hf(
         apply_ema: ``True``/``False``: use the EMA weights or not; ``None`` (default): when the
             checkpoint has them (as xLM's ``extract_checkpoint`` does).
         architecture: ``"auto"`` (native when exact, else Arlow), ``"native"`` or ``"arlow"``.
-        overwrite: ``True`` replaces an existing ``output_dir`` (file or non-empty directory).
+        overwrite: ``True`` replaces an existing ``output_dir`` that an earlier export wrote;
+            anything else there (a project, a git repository, a file) is refused.
         protected_dirs: directories the export must not be, contain or lie inside (the job passes
             the configured data caches); the checkpoint, checkpoint directories and the data
             caches the checkpoint records are always protected.
@@ -98,7 +100,7 @@ def export_checkpoint_to_hf(
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
-    output_dir = Path(output_dir)
+    output_dir = export_directory(output_dir)
     source = read_for_export(Path(checkpoint_path), output_dir, tokenizer, model_config, apply_ema, overwrite, protected_dirs)
     hf_model = choose_architecture(source.arlow, architecture)
     settings = generation_settings(source.checkpoint, source.tokenizer)

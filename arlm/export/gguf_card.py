@@ -8,6 +8,7 @@ llama.cpp through ``llama-cpp-python`` (a text prompt, special tokens read as to
 
 import yaml
 
+from arlm.export.card_text import inline_code, is_hub_tag, plain_text
 from arlm.export.model_card import CardFacts, evaluation_section, generation_settings, prompt_format, training_section
 
 DTYPE_WORDS = {
@@ -20,7 +21,7 @@ DTYPE_WORDS = {
 def gguf_card(facts: CardFacts, file_name: str, dtype: str) -> str:
     """The ``README.md`` of a GGUF export directory holding ``file_name``."""
     tags = facts.contents.hyper_parameters.get("tags") or {}
-    card_tags = ["arlm", "xlm", "causal-lm", "llama", "gguf", "llama.cpp", *([tags["dataset"]] if tags.get("dataset") else [])]
+    card_tags = ["arlm", "xlm", "causal-lm", "llama", "gguf", "llama.cpp", *([tags["dataset"]] if is_hub_tag(tags.get("dataset")) else [])]
     front = yaml.safe_dump({"pipeline_tag": "text-generation", "tags": card_tags}, sort_keys=False)
     title = facts.contents.hyper_parameters.get("job_name") or facts.contents.path.stem
     weights = "the EMA (exponential moving average) weights" if facts.used_ema else "the raw trained weights"
@@ -28,11 +29,11 @@ def gguf_card(facts: CardFacts, file_name: str, dtype: str) -> str:
         "A left-to-right causal Transformer language model with rotary position embeddings, trained "
         f"with arlm's xLM plugin and exported by `xlm job_type=export_hf +export_hf.format=gguf` as "
         f"`{file_name}`: llama.cpp's `llama` architecture, {DTYPE_WORDS[dtype]}; {weights} of "
-        f"`{facts.contents.path.name}`. Beside it, the transformers tokenizer files and "
+        f"{inline_code(facts.contents.path.name)}. Beside it, the transformers tokenizer files and "
         "`generation_config.json`.\n"
     )
     return "\n".join(
-        [f"---\n{front}---\n", f"# {title}\n", summary, _running_section(facts, file_name),
+        [f"---\n{front}---\n", f"# {plain_text(title)}\n", summary, _running_section(facts, file_name),
          training_section(facts), evaluation_section(facts)]
     )
 

@@ -22,6 +22,7 @@ from arlm.export.gguf import GGUF_DTYPES, GgufVocabulary, gguf_blocker, gguf_voc
 from arlm.export.gguf_card import gguf_card
 from arlm.export.model_card import CardFacts, generation_settings
 from arlm.export.native import to_native
+from arlm.export.paths import export_directory
 
 PathLike = Union[str, Path]
 
@@ -52,7 +53,7 @@ def export_checkpoint_to_gguf(
     if tokenizer is None:
         raise ValueError("format=gguf needs the run's tokenizer: a GGUF file carries its vocabulary")
     import_gguf()
-    checkpoint_path, output_dir = Path(checkpoint_path), Path(output_dir)
+    checkpoint_path, output_dir = Path(checkpoint_path), export_directory(output_dir)
     source = read_for_export(checkpoint_path, output_dir, tokenizer, model_config, apply_ema, overwrite, protected_dirs)
     blocker = gguf_blocker(source.arlow.config)
     if blocker is not None:

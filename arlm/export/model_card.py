@@ -24,6 +24,7 @@ import yaml
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from arlm.checkpoints.read import Checkpoint
+from arlm.export.card_text import inline_code, is_hub_tag, plain_text
 from arlm.network.value_checks import is_int
 
 SEQ2SEQ_COLLATORS = ("arlm.datamodule_arlm.ARLMSeq2SeqCollator", "arlm.datamodule_arlm.ARLMSeq2SeqPredCollator")
@@ -103,6 +104,11 @@ def generation_settings(contents: Checkpoint, tokenizer: Optional[PreTrainedToke
     return settings
 
 
+def _count(value: Any) -> str:
+    """An integer as digits, anything else a crafted checkpoint may put there as a code span."""
+    return str(value) if is_int(value) else inline_code(value)
+
+
 def _positive_int(value: Any) -> Optional[int]:
     return int(value) if is_int(value) and value > 0 else None
 
@@ -124,7 +130,7 @@ def model_card(facts: CardFacts) -> str:
     hparams = facts.contents.hyper_parameters
     tags = hparams.get("tags") or {}
     model_type = getattr(facts.model.config, "model_type", "")
-    card_tags = ["arlm", "xlm", "causal-lm", model_type, *([tags["dataset"]] if tags.get("dataset") else [])]
+    card_tags = ["arlm", "xlm", "causal-lm", model_type, *([tags["dataset"]] if is_hub_tag(tags.get("dataset")) else [])]
     if facts.remote_code:
         card_tags.append("custom_code")
     front = yaml.safe_dump(
@@ -134,7 +140,7 @@ def model_card(facts: CardFacts) -> str:
     title = hparams.get("job_name") or facts.contents.path.stem
     sections = [
         f"---\n{front}---\n",
-        f"# {title}\n",
+        f"# {plain_text(title)}\n",
         _summary(facts),
         _prompt_section(facts),
         _loading_section(facts),
@@ -156,7 +162,7 @@ def _summary(facts: CardFacts) -> str:
         f"A left-to-right causal Transformer language model with rotary position embeddings, "
         f"trained with arlm's xLM plugin and exported by `xlm job_type=export_hf` as `{name}`, "
         f"{how}. Weights: {'the EMA (exponential moving average) weights' if facts.used_ema else 'the raw trained weights'} "
-        f"of `{facts.contents.path.name}`, float32.\n"
+        f"of {inline_code(facts.contents.path.name)}, float32.\n"
     )
 
 
@@ -254,19 +260,19 @@ def _training_rows(contents: Checkpoint, used_ema: bool) -> Iterator[tuple]:
     tags = hparams.get("tags") or {}
     experiment = ", ".join(f"{k}={tags[k]}" for k in ("dataset", "model_type", "model") if tags.get(k))
     if experiment:
-        yield "experiment tags", experiment
+        yield "experiment tags", inline_code(experiment)
     trainer = hparams.get("trainer") or {}
     if contents.get("global_step") is not None:
-        of = f" of trainer.max_steps={trainer['max_steps']}" if "max_steps" in trainer else ""
-        yield "steps", f"{contents.get('global_step')}{of} (epoch {contents.get('epoch')})"
+        of = f" of trainer.max_steps={_count(trainer['max_steps'])}" if "max_steps" in trainer else ""
+        yield "steps", f"{_count(contents.get('global_step'))}{of} (epoch {_count(contents.get('epoch'))})"
     for key in ("global_batch_size", "block_size", "seed"):
         if key in hparams:
-            yield key, f"`{hparams[key]}`"
+            yield key, inline_code(hparams[key])
     sources, sizes = _data_sources(hparams.get("datamodule"))
     if sources:
         yield "data", "; ".join(sources)
     for split_sizes in sizes:
-        yield "data generated locally, rows per split", f"`{split_sizes}`"
+        yield "data generated locally, rows per split", inline_code(split_sizes)
     tokenizer = (hparams.get("global_components") or {}).get("tokenizer")
     if isinstance(tokenizer, Mapping):
         yield "tokenizer", _call(tokenizer)
@@ -275,7 +281,7 @@ def _training_rows(contents: Checkpoint, used_ema: bool) -> Iterator[tuple]:
             yield key, _call(hparams[key])
     ema = (hparams.get("callbacks") or {}).get("ema")
     if isinstance(ema, Mapping):
-        yield "EMA", f"decay `{ema.get('decay')}`; exported: {'EMA' if used_ema else 'raw'} weights"
+        yield "EMA", f"decay {inline_code(ema.get('decay'))}; exported: {'EMA' if used_ema else 'raw'} weights"
     if isinstance(contents.model_config, Mapping):
         yield "model", _call(contents.model_config)
 
@@ -285,12 +291,12 @@ def evaluation_section(facts: CardFacts) -> str:
     if not scores:
         return "## Evaluation\n\nThe checkpoint records no validation score.\n"
     rows = "\n".join(
-        f"| `{s.monitor}` (mode {s.mode}) | {s.best:.6g} | {'' if s.current is None else f'{s.current:.6g}'} |"
+        f"| {inline_code(s.monitor)} (mode {s.mode}) | {s.best:.6g} | {'' if s.current is None else f'{s.current:.6g}'} |"
         for s in scores
     )
     return (
         "## Evaluation\n\nThe scores the run's `ModelCheckpoint` callback kept in "
-        f"`{facts.contents.path.name}` (validation during training; test metrics are logged, not "
+        f"{inline_code(facts.contents.path.name)} (validation during training; test metrics are logged, not "
         "stored in checkpoints):\n\n"
         f"| monitored metric | best | at the last validation |\n|---|---|---|\n{rows}\n"
     )
@@ -324,7 +330,7 @@ def _data_sources(datamodule: Any) -> Tuple[List[str], List[dict]]:
     for stage, named in (managers or {}).items():
         for name, manager in (named or {}).items():
             if isinstance(manager, Mapping) and manager.get("full_name"):
-                sources.append(f"{stage}/{name} `{manager['full_name']}`")
+                sources.append(f"{plain_text(f'{stage}/{name}')} {inline_code(manager['full_name'])}")
                 split_sizes = manager.get("split_sizes")
                 if isinstance(split_sizes, Mapping) and dict(split_sizes) not in sizes:
                     sizes.append(dict(split_sizes))
@@ -341,4 +347,4 @@ def _call(node: Mapping[str, Any]) -> str:
         if not k.startswith("_") and k != label and not isinstance(v, (Mapping, list))
         and not (isinstance(v, str) and v.startswith("${"))
     )
-    return f"`{node.get(label, '')}({args})`"
+    return inline_code(f"{node.get(label, '')}({args})")

@@ -56,6 +56,23 @@ def _plain_rope_theta(name: str, value: Any, rope_theta: Optional[float]) -> Opt
     )
 
 
+def _check_written_head_dim(head_dim: Any, hidden_size: Any, num_attention_heads: Any) -> None:
+    """A ``head_dim`` field (Llama's configs write one) must be the one Arlow derives from
+    ``hidden_size / num_attention_heads``; Arlow keeps no separate value (:attr:`ArlowConfig.head_dim`)."""
+    if head_dim is None:
+        return
+    try:
+        derived = channels_per_head(hidden_size, num_attention_heads)
+    except (ValueError, TypeError, ZeroDivisionError):
+        return  # the fields themselves are refused, naming them, by the config's own checks
+    if head_dim != derived:
+        raise ValueError(
+            f"ArlowConfig.head_dim={head_dim!r} does not match hidden_size={hidden_size} / num_attention_heads="
+            f"{num_attention_heads} = {derived}: Arlow derives the channels per head from those two. Fix: remove "
+            f"head_dim from config.json (or set it to {derived})"
+        )
+
+
 class ArlowConfig(PretrainedConfig):
     """Hyper-parameters of :class:`~arlm.hf.modeling_arlow.ArlowForCausalLM`.
 
@@ -117,6 +134,7 @@ class ArlowConfig(PretrainedConfig):
     ):
         for name in ROPE_SCALING_KEYS:
             rope_theta = _plain_rope_theta(name, kwargs.pop(name, None), rope_theta)
+        _check_written_head_dim(kwargs.pop("head_dim", None), hidden_size, num_attention_heads)
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size

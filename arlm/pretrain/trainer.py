@@ -133,6 +133,20 @@ def build_trainer(
     )
 
 
+def _directory_to_write(text: str) -> str:
+    """An argparse ``type``: a path that is or can become a directory (not a file, not under one),
+    checked before the tokenizer and the model are built."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is an existing file, not a directory; pass a directory path (new or existing)")
+    ancestor = path.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} cannot be created: {ancestor} is a file; pass a directory path")
+    return text
+
+
 def _int_at_least(least: int):
     """An argparse ``type``: an integer >= ``least`` (argparse names the flag in its error)."""
 
@@ -184,7 +198,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     model.add_argument("--attention-dropout", type=_number_in(0.0, 1.0, low_included=True, high_included=False), default=0.0)
     model.add_argument("--cross-attention", action="store_true", help="build (unused) cross-attention blocks")
     train = parser.add_argument_group("training")
-    train.add_argument("--output-dir", required=True)
+    train.add_argument("--output-dir", required=True, type=_directory_to_write)
     train.add_argument("--batch-size", type=_int_at_least(1), default=8)
     train.add_argument("--max-steps", type=_int_at_least(1), default=1000)
     train.add_argument("--learning-rate", type=_number_in(0.0, 10.0, low_included=False, high_included=True), default=1e-3)

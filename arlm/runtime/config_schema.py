@@ -133,10 +133,36 @@ def _prepared_data_dir_problem(key: str, value: Any) -> Optional[str]:
     return None
 
 
-def _job_name_problem(key: str, value: Any) -> Optional[str]:
-    if isinstance(value, str) and value.strip() and "/" not in value and value not in (".", ".."):
+NAME_MAX = 255
+"""The longest file name (in bytes) of common filesystems: ``logs/<job_name>/`` must be one."""
+
+
+def job_name_problem(key: str, value: Any) -> Optional[str]:
+    """Why ``value`` cannot be a ``job_name`` (it names ``logs/<job_name>/`` and heads a model
+    card), or None: empty, ``.``/``..``, a ``/``, a control character (a newline...), a ``${``
+    left by an escaped interpolation, longer than :data:`NAME_MAX` bytes (a sweep's job names
+    include the swept values)."""
+    if isinstance(value, str) and len(value.encode("utf-8", "surrogateescape")) > NAME_MAX:
+        return (
+            f"{key}={value[:40]!r}... is {len(value.encode('utf-8', 'surrogateescape'))} bytes long, more than "
+            f"the {NAME_MAX} a directory name may have (it names logs/<job_name>/; under xlm -m it ends with "
+            f"the swept values). Fix: a shorter job_name=..., or fewer swept keys in the job names "
+            f"(hydra.job.config.override_dirname.exclude_keys=[...])"
+        )
+    if (
+        isinstance(value, str) and value.strip() and "/" not in value and value not in (".", "..")
+        and not any(ord(c) < 32 or ord(c) == 127 for c in value)
+    ):
+        if "${" in value:
+            return (
+                f"{key}={value!r} holds '${{', which Hydra's own settings (logs/<job_name>/runs/..., job.log) would "
+                f"read again as an interpolation. Fix: a job_name without '${{' (an escaped \\${{...}} included)"
+            )
         return None
-    return f"{key}={value!r} must be a non-empty name without '/' (it names logs/<job_name>/)"
+    return (
+        f"{key}={value!r} must be a non-empty name without '/' or control characters such as a "
+        f"newline (it names logs/<job_name>/)"
+    )
 
 
 PositiveInt = _integer(1)
@@ -151,7 +177,7 @@ CheckpointFile = _checked_by(_checkpoint_file_problem)
 LoadedCheckpointFile = _checked_by(_loaded_file_problem)
 PreparedDataDir = _checked_by(_prepared_data_dir_problem)
 Device = _checked_by(device_problem)
-JobName = _checked_by(_job_name_problem)
+JobName = _checked_by(job_name_problem)
 EvalSplit = _one_of(("validation", "test"))
 SchedulerName = _one_of(tuple(kind.value for kind in SchedulerType))
 """A name ``transformers.get_scheduler`` knows (xlm-core's ``lr_scheduler.name``)."""
@@ -160,7 +186,7 @@ ValCheckInterval = Annotated[
     _must_be("a positive integer (validate every that many training steps) or a fraction in (0, 1] of an epoch"),
 ]
 Seed = _integer(0, UINT32_MAX)
-StarSeed = _integer(0, UINT32_MAX - 2)
+StarSeed = _integer(0, (UINT32_MAX - 2) // 3)  # arlm.dataprep.star.split_seed: 3 * seed + 2 fits numpy
 EmaDecay = _fraction(one_allowed=False, example="0.999")
 TopP = _fraction(one_allowed=True, example="0.9")
 Temperature = _number(positive=True, example="1.0")
@@ -170,7 +196,7 @@ CHECKED_KEYS: Dict[str, Any] = {
     "job_name": JobName,
     "seed": Seed,
     "star_seed": StarSeed,
-    "star_split_sizes.train": PositiveInt,  # STAR: rows per split, seeded with star_seed + split index
+    "star_split_sizes.train": PositiveInt,  # STAR: rows per split, seeded by arlm.dataprep.star.split_seed
     "star_split_sizes.validation": PositiveInt,
     "star_split_sizes.test": PositiveInt,
     "global_batch_size": PositiveInt,

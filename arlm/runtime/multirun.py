@@ -15,9 +15,10 @@ job of the training sweep. A sweep over keys that do not name a run (:data:`NOT_
 settings) leaves ``job_name`` alone, and so do keys named in
 ``hydra.job.config.override_dirname.exclude_keys``; a swept value with ``/`` in it is refused
 (it cannot be part of a directory name), and so is a fixed ``paths.output_dir`` or
-``checkpointing_dir`` that would put every job's checkpoints in one place again (one that
-interpolates ``job_name`` or ``hydra:job.override_dirname`` / ``hydra:job.num`` is per job and
-passes). Single runs (without ``-m``) are not changed.
+``checkpointing_dir`` that would put every job's checkpoints in one place again, decided on the
+composed config (set on the command line or in an experiment file alike; one that interpolates
+``job_name``, ``hydra:job.override_dirname`` / ``hydra:job.num``, or a per-job run directory, is
+per job and passes). Single runs (without ``-m``) are not changed.
 
 Mechanism (Hydra's public configuration, nothing patched): before the sweep starts, the
 multirun's task overrides get ``job_name='<its value>__${hydra:job.override_dirname}'`` and its
@@ -28,7 +29,6 @@ Hydra composes every job from these.
 from typing import Any, Iterable, List
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -65,22 +65,31 @@ RUN_DIRECTORY_KEYS = ("paths.output_dir", "checkpointing_dir")
 PER_JOB_INTERPOLATIONS = ("job_name", "hydra:job.override_dirname", "hydra:job.num")
 
 
-def check_run_directories_per_job(task_overrides: List[Override], swept: List[str]) -> None:
-    """Refuse a sweep over ``swept`` whose (parsed) ``task_overrides`` fix one ``paths.output_dir``
-    or ``checkpointing_dir`` for every job: job 1 would resume job 0's checkpoints."""
-    for override in task_overrides:
-        key = override.key_or_group
-        if key not in RUN_DIRECTORY_KEYS or override.is_sweep_override():
-            continue
-        value = str(override.value())
-        if any(f"${{{name}}}" in value for name in PER_JOB_INTERPOLATIONS):
+def check_run_directories_per_job(config: DictConfig, swept: List[str]) -> None:
+    """Refuse a sweep over ``swept`` whose composed ``config`` (the command line, the experiment
+    file, any ``--config-dir``) fixes one ``paths.output_dir`` or ``checkpointing_dir`` for every
+    job: job 1 would resume job 0's checkpoints. A value is per job when it interpolates one of
+    :data:`PER_JOB_INTERPOLATIONS`, or a run directory key that is per job
+    (``checkpointing_dir=${paths.output_dir}/ck``); a swept key is per job."""
+    raw = OmegaConf.to_container(OmegaConf.masked_copy(config, ["paths", "checkpointing_dir"]), resolve=False)
+    values = {"paths.output_dir": (raw.get("paths") or {}).get("output_dir"), "checkpointing_dir": raw.get("checkpointing_dir")}
+    per_job = set(swept) & set(RUN_DIRECTORY_KEYS)
+    for _ in RUN_DIRECTORY_KEYS:  # a key may interpolate another: settle in as many rounds as there are keys
+        per_job |= {key for key, value in values.items() if _interpolates(value, [*PER_JOB_INTERPOLATIONS, *per_job])}
+    for key in RUN_DIRECTORY_KEYS:
+        value = values[key]
+        if key in per_job or value is None:
             continue
         raise JobRefused(
             f"SweepRefused: xlm -m sweeps {', '.join(swept)}, but {key}={value} is one directory for every job: "
             f"each train job would resume the checkpoints of the one before it and train nothing of its own. "
             f"Fix: leave {key} out (each job then gets <LOG_DIR>/<job_name>__<its swept values>), or make it per "
-            f"job with an interpolation, e.g. '{key}={value.rstrip('/')}/${{job_name}}'"
+            f"job with an interpolation, e.g. '{key}={str(value).rstrip('/')}/${{job_name}}'"
         )
+
+
+def _interpolates(value: Any, names: Iterable[str]) -> bool:
+    return isinstance(value, str) and any(f"${{{name}}}" in value for name in names)
 
 
 def swept_run_keys(task_overrides: List[str], excluded: Iterable[str] = ()) -> List[str]:
@@ -104,8 +113,8 @@ class MultirunJobNames(Callback):
         swept = swept_run_keys(task, user_excluded)
         if not swept:
             return
+        check_run_directories_per_job(config, swept)
         parsed = OverridesParser.create().parse_overrides(task)
-        check_run_directories_per_job(parsed, swept)
         keys = {o.key_or_group for o in parsed}
         excluded = user_excluded | (keys - set(swept)) | {"job_name"}
         job_name = OmegaConf.to_container(OmegaConf.masked_copy(config, ["job_name"]), resolve=False)["job_name"]

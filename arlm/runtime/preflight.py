@@ -2,14 +2,16 @@
 
 :class:`Preflight` (a Hydra callback, registered by ``model_type/arlm``) runs, in order:
 
-* before Hydra makes the run directory (``on_run_start`` / ``on_multirun_start``), the
+* before Hydra makes the run directory (``on_run_start`` / ``on_multirun_start``), ``job_name``
+  (:func:`~arlm.runtime.config_schema.job_name_problem`: it names that directory), then the
   directories the job writes (:func:`directory_problems`: a ``LOG_DIR`` that is a file, lies under
   a file, is a dangling link, read-only or full; ``DATA_DIR`` for ``prepare_data``), which would
   otherwise end in a raw ``NotADirectoryError`` naming neither the variable nor the fix;
 * before every job, the config values (:func:`config_problems`: the schema of
   :mod:`arlm.runtime.config_schema`, then the sizes that cannot work, :func:`length_problems` and
   :func:`memory_problems`), and a fresh start over a run's checkpoints
-  (:func:`fresh_start_problem`).
+  (:func:`fresh_start_problem`), and a resume from another run's checkpoint into a job directory
+  holding its own (:func:`foreign_resume_problem`).
 
 Hydra turns an ``Exception`` raised by a callback into a warning and goes on, so every refusal
 before a job (these, the run lock, a sweep, ``push_to_hub``'s checks) is a :class:`JobRefused`: a
@@ -29,7 +31,7 @@ from arlm.checkpoints.read import checkpoints_in
 from arlm.model_arlm import xlm_argument
 from arlm.network.memory_budget import FP32_BYTES, TRAINING_COPIES, fit_problem, host_memory_bytes, rope_table_bytes
 from arlm.network.value_checks import is_int
-from arlm.runtime.config_schema import is_unset, schema_problems, select
+from arlm.runtime.config_schema import is_unset, job_name_problem, schema_problems, select
 
 MIN_FREE_BYTES = 1 << 20
 """Less free space than this on the filesystem of a directory to write is taken as full."""
@@ -246,9 +248,32 @@ def fresh_start_problem(job_type: Any, resume: Any, checkpointing_dir: Any) -> O
     )
 
 
+def foreign_resume_problem(job_type: Any, resume_path: Any, checkpointing_dir: Any) -> Optional[str]:
+    """Why a ``train`` job resuming another directory's checkpoint (``resume_checkpoint_path``)
+    must not start, or None: when its own ``checkpointing_dir`` already holds checkpoints, the two
+    runs would mix there (Lightning rotates the job's own periodic checkpoints out and saves the
+    new run as ``last-v1`` / ``best-v1`` beside the old ``last`` / ``best``, which resume and eval
+    then pick). A checkpoint of the job's own directory, or an empty directory, is fine."""
+    if job_type != "train" or not isinstance(resume_path, str) or not resume_path or checkpointing_dir is None:
+        return None
+    directory = Path(str(checkpointing_dir))
+    if Path(resume_path).resolve().parent == directory.resolve():
+        return None
+    existing = [path.name for path in checkpoints_in(directory)]
+    if not existing:
+        return None
+    shown = ", ".join(existing[:4]) + (f" and {len(existing) - 4} more" if len(existing) > 4 else "")
+    return (
+        f"resume_checkpoint_path={resume_path} is another run's checkpoint, but checkpointing_dir={directory} "
+        f"holds this job's own ({shown}); training on from it there would mix the two runs (this job's "
+        f"checkpoints replaced, the new ones saved as last-v1 / best-v1 beside the old last / best). Fix: "
+        f"continue from it under a new job_name=..., or leave resume_checkpoint_path out to continue this job's own run"
+    )
+
+
 class Preflight(Callback):
     """Hydra callback: :func:`directory_problems` before Hydra makes the run directory,
-    :func:`check_config` and :func:`fresh_start_problem` before every job."""
+    :func:`check_config`, :func:`fresh_start_problem` and :func:`foreign_resume_problem` before every job."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         _refuse_unusable_directories(config)
@@ -266,9 +291,18 @@ class Preflight(Callback):
         )
         if problem is not None:
             raise JobRefused(f"CheckpointsWouldBeOverwritten: {problem}")
+        problem = foreign_resume_problem(
+            select(config, "job_type"), select(config, "resume_checkpoint_path"), select(config, "checkpointing_dir"),
+        )
+        if problem is not None:
+            raise JobRefused(f"CheckpointsWouldMix: {problem}")
 
 
 def _refuse_unusable_directories(config: DictConfig) -> None:
     problems = directory_problems(config)
+    name = select(config, "job_name")  # None: unset or not resolvable yet, refused before the job
+    job_name = None if name is None else job_name_problem("job_name", name)
+    if job_name is not None:
+        raise JobRefused(f"ConfigValueError: {job_name}")
     if problems:
         raise JobRefused("DirectoryError: " + "; ".join(problems))

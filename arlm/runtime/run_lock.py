@@ -73,12 +73,25 @@ class RunLock:
 
 class RunLockCallback(Callback):
     """Hydra callback: hold :class:`RunLock` on ``paths.output_dir`` for ``job_type=train`` jobs
-    (in the rank-0 process only: the other processes of a distributed run are its own)."""
+    (in the rank-0 process only: the other processes of a distributed run are its own).
+
+    A single run takes it in ``on_run_start``, before Hydra makes ``runs/<time>/`` and writes its
+    ``.hydra/*.yaml`` and ``job.log`` there, so a refused run writes nothing (two runs started in
+    the same second would otherwise share one ``runs/<time>/``); each job of a sweep takes its own
+    in ``on_job_start`` (its ``job_name`` is set per job). ``job_name`` itself is checked before
+    (:class:`~arlm.runtime.preflight.Preflight`, listed first in ``hydra.callbacks``)."""
 
     def __init__(self) -> None:
         self.lock: Optional[RunLock] = None
 
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._acquire(config)
+
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.lock is None:
+            self._acquire(config)
+
+    def _acquire(self, config: DictConfig) -> None:
         if OmegaConf.select(config, "job_type", default=None) not in LOCKED_JOB_TYPES or not is_rank_zero_process():
             return
         output_dir = OmegaConf.select(config, "paths.output_dir", default=None)
@@ -86,6 +99,7 @@ class RunLockCallback(Callback):
             return
         lock = RunLock(Path(output_dir), str(OmegaConf.select(config, "job_name", default="")))
         try:
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
             lock.acquire()
         except RunInProgressError as error:
             raise JobRefused(f"{type(error).__name__}: {error}") from None
@@ -100,3 +114,6 @@ class RunLockCallback(Callback):
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self.on_job_end(config)

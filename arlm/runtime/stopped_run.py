@@ -20,7 +20,10 @@ the stop came during the validation of a training run, marks that validation as 
 (:data:`VALIDATION_PENDING_KEY`, and the loop state Lightning reads as "restarted in the middle
 of validation"), so the re-run validates that step again from its first batch before it trains
 on. Then, for a signal, it logs what happened and sets the exit status: 143 (128 + 15) for
-SIGTERM; Lightning itself exits 1 after Ctrl+C. An error while writing the checkpoint replaces the
+SIGTERM; Lightning itself exits 1 after Ctrl+C. In a distributed run (several processes) it also
+takes SIGTERM over from Lightning, whose handler hangs the processes now and then
+(:meth:`StoppedRunCheckpoint._stop_together`): all stop at the same batch, the checkpoint is written
+once and every process exits 143. An error while writing the checkpoint replaces the
 stop (exit 1, naming the file), so a non-zero status never hides a missing checkpoint.
 
 A NaN/Inf training loss stops the run with :class:`NonFiniteLossError` (the step, the learning rate
@@ -112,6 +115,51 @@ class StoppedRunCheckpoint(OnExceptionCheckpoint):
         super().__init__(*args, **kwargs)
         self._evaluating_with_ema: Optional[str] = None
         self._stopping: Optional[Dict[str, bool]] = None
+        self._sigterm_received = False
+        self._lightning_sigterm_handler: Any = None
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """With several processes, take SIGTERM over from Lightning (see :meth:`_stop_together`);
+        Lightning installs its handler after ``on_fit_start``, before this hook."""
+        if trainer.world_size > 1:
+            self._sigterm_received = False
+            self._lightning_sigterm_handler = signal.signal(signal.SIGTERM, self._note_sigterm)
+
+    def _note_sigterm(self, signum: int, frame: Any) -> None:
+        self._sigterm_received = True
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._give_sigterm_back()
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._give_sigterm_back()
+
+    def _give_sigterm_back(self) -> None:
+        if self._lightning_sigterm_handler is not None:
+            signal.signal(signal.SIGTERM, self._lightning_sigterm_handler)
+            self._lightning_sigterm_handler = None
+
+    def _stop_together(self, trainer: Trainer) -> None:
+        """Stop every process of a distributed run at the same batch once any of them got SIGTERM.
+
+        Lightning's own SIGTERM handler runs a collective (a broadcast) inside the handler, at
+        whatever point each process is, and stops each process at the end of the batch in which
+        its own signal arrived: the processes then wait in different collectives (a barrier of the
+        checkpoint save against the next step's broadcast) and hang. Here the handler only notes
+        the signal; every process asks the others at the same points (after each training and
+        validation batch, one all-reduce of a flag) and all raise ``SIGTERMException`` together,
+        so the checkpoint is written once, by rank 0, and every process exits with status 143."""
+        if self._lightning_sigterm_handler is None:
+            return
+        if trainer.strategy.reduce_boolean_decision(self._sigterm_received, all=False):
+            raise SIGTERMException()
+
+    def on_train_batch_end(self, trainer: Trainer, *args: Any) -> None:
+        self._stop_together(trainer)
+
+    def on_validation_batch_end(self, trainer: Trainer, *args: Any) -> None:
+        if not trainer.sanity_checking:
+            self._stop_together(trainer)
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._evaluating_with_ema = "validation"
@@ -137,6 +185,7 @@ class StoppedRunCheckpoint(OnExceptionCheckpoint):
                 end_hook(trainer, pl_module)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._give_sigterm_back()
         if self._evaluating_with_ema is not None:
             self._put_training_weights_back(trainer, pl_module)
         validating = trainer.state.fn == TrainerFn.FITTING and trainer.validating and not trainer.sanity_checking

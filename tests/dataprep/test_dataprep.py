@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from xlm.datamodule import SimpleSpaceTokenizer
 
-from arlm.dataprep.cache import AtomicCacheDatasetManager, DataNotPreparedError, write_cache_atomically
-from arlm.dataprep.star import METADATA_FILE, StarDatasetManager, generate_star_split
+from arlm.dataprep.cache import MANIFEST, AtomicCacheDatasetManager, DataNotPreparedError, write_cache_atomically, write_manifest
+from arlm.dataprep.star import METADATA_FILE, SPLITS, StarDatasetManager, generate_star_split, split_seed
 
 SIZES = {"train": 12, "validation": 4, "test": 5}
 
@@ -67,7 +67,10 @@ def test_star_manager_prepares_a_loadable_cache_with_its_recipe(tmp_path):
     ds = datasets.load_from_disk(str(cache))
     assert len(ds) == 5 and {"prompt_token_ids", "input_token_ids"} <= set(ds.column_names)
     assert len(ds[0]["prompt_token_ids"]) == 26 and len(ds[0]["input_token_ids"]) == 8
-    assert json.loads((cache / METADATA_FILE).read_text()) == {"level": "star-small", "split": "test", "size": 5, "seed": 42}
+    assert json.loads((cache / METADATA_FILE).read_text()) == {
+        "level": "star-small", "split": "test", "size": 5, "seed": 42, "stream_seed": 44,
+        "tokenizer": f"SimpleSpaceTokenizer of {tokenizer.full_vocab_size} ids",
+    }
     assert [p.name for p in cache.parent.iterdir() if "partial" in p.name] == []
 
 
@@ -152,3 +155,46 @@ def test_full_disk_while_caching_names_the_cache_and_leaves_nothing(tmp_path):
     with pytest.raises(DataNotPreparedError, match=f"Could not write the prepared-data cache {tmp_path / 'train'}.*No space left"):
         write_cache_atomically(tmp_path / "train", write)
     assert list(tmp_path.iterdir()) == []
+
+
+def _graphs(rows):
+    return {json.dumps(row, sort_keys=True) for row in rows}
+
+
+def test_star_splits_never_share_a_stream_across_seeds_and_the_default_seed_is_unchanged():
+    """Round 4, case 5: star_seed=40's test split was star_seed=42's training split."""
+    streams = [split_seed(seed, split) for seed in range(0, 400) for split in SPLITS]
+    assert len(set(streams)) == len(streams) and min(streams) >= 0
+    assert [split_seed(42, split) for split in SPLITS] == [42, 43, 44]  # the data of earlier versions
+    train_42 = _graphs(generate_star_split("star-small", "train", 32, seed=42))
+    for seed in (40, 41, 14):
+        for split in ("validation", "test"):
+            assert not train_42 & _graphs(generate_star_split("star-small", split, 32, seed=seed)), (seed, split)
+
+
+@pytest.mark.parametrize("seed, reused", [(42, True), (7, False)])
+def test_a_cache_written_before_the_stream_seeds_is_reused_only_when_its_data_is_the_same(tmp_path, seed, reused):
+    tokenizer = SimpleSpaceTokenizer.for_numbers(20)
+    _star_manager("test", seed=seed).prepare_data(str(tmp_path), tokenizer)
+    meta = tmp_path / "dhruveshpatel" / "star-small" / "test" / METADATA_FILE
+    old = json.loads(meta.read_text())
+    del old["stream_seed"]
+    meta.write_text(json.dumps(old))
+    (meta.parent / MANIFEST).unlink()
+    write_manifest(meta.parent)  # as the earlier version wrote it: whole, not corrupt
+    if reused:
+        _star_manager("test", seed=seed).prepare_data(str(tmp_path), tokenizer)
+    else:
+        with pytest.raises(ValueError, match="'stream_seed': 9.* but this run asks for .*'stream_seed': 23"):
+            _star_manager("test", seed=seed).prepare_data(str(tmp_path), tokenizer)
+
+
+def test_a_cache_made_with_another_vocabulary_is_named_as_the_cause(tmp_path):
+    """Round 4, cryptic: a smaller vocab_size over an existing cache failed on token ids, not
+    naming the cache; its recipe now records the tokenizer."""
+    _star_manager("test").prepare_data(str(tmp_path), SimpleSpaceTokenizer.for_numbers(20))
+    smaller = SimpleSpaceTokenizer.for_numbers(10)
+    with pytest.raises(ValueError, match=(
+            rf"The STAR cache at .*test was generated with .*'tokenizer': 'SimpleSpaceTokenizer of \d+ ids'.* but this run "
+            rf"asks for .*'tokenizer': 'SimpleSpaceTokenizer of {smaller.full_vocab_size} ids'.*Fix: delete")):
+        _star_manager("test").prepare_data(str(tmp_path), smaller)

@@ -65,3 +65,31 @@ def test_export_hf_exports_the_recorded_network_and_names_the_configured_differe
             "gelu; model.rotary_emb_dim: checkpoint 16, configured 8); the network it records is the one exported") in proc.stdout
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert config["hidden_act"] == "relu"
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_a_checkpoint_scored_or_resumed_on_another_star_seed_is_refused(env, job, tmp_path):
+    """Round 4, case 5: eval and generate_arlm with another star_seed scored the checkpoint with
+    exit 0 (before the stream seeds, on its own training graphs); resume trained on other data."""
+    checkpoints = checkpoint_dir(Path(env["LOG_DIR"]))
+    before = {p.name: read_checkpoint(p).contents["global_step"] for p in checkpoints.glob("*.ckpt")}
+    other_data = {**env, "DATA_DIR": str(tmp_path / "data")}
+    proc = run_xlm([*job, "experiment=star_easy_arlm", *STAR_SIZES, *TINY_MODEL, "star_seed=40"], cwd=REPO_ROOT, env=other_data, check=False)
+    assert proc.returncode != 0
+    assert "was trained on other data than this job configures (datamodule.dataset_managers." in proc.stdout
+    assert ".seed: trained with 42, configured 40" in proc.stdout and "Fix: run with the settings it was trained with" in proc.stdout
+    assert {p.name: read_checkpoint(p).contents["global_step"] for p in checkpoints.glob("*.ckpt")} == before
+
+
+def test_resuming_another_run_s_checkpoint_into_a_job_holding_its_own_is_refused(env, tmp_path):
+    """Round 4, case 6: the job's own 0-4.ckpt was deleted and the new run saved as last-v1 /
+    best-v1, beside the old run's last.ckpt / best.ckpt that resume and eval go on picking."""
+    other = checkpoint_dir(Path(env["LOG_DIR"])) / "last.ckpt"
+    own = Path(env["LOG_DIR"]) / "mine" / "checkpoints"
+    own.mkdir(parents=True)
+    (own / "0-4.ckpt").write_bytes(other.read_bytes())
+    proc = run_xlm(["job_type=train", "experiment=star_easy_arlm", *STAR_SIZES, *TINY_MODEL, *TINY_TRAIN, "job_name=mine",
+                    f"resume_checkpoint_path={other}"], cwd=REPO_ROOT, env=env, check=False)
+    assert proc.returncode != 0
+    assert f"resume_checkpoint_path={other} is another run's checkpoint, but checkpointing_dir={own} holds this job's own (0-4.ckpt)" in proc.stdout
+    assert sorted(p.name for p in own.iterdir()) == ["0-4.ckpt"]

@@ -68,7 +68,9 @@ def test_resume_skips_a_last_checkpoint_that_runs_code(star_data_dir, tmp_path):
     assert read_checkpoint(Path(last)).contents["global_step"] == 6
 
     explicit = write_crafted_checkpoint(checkpoints / "best.ckpt", tmp_path / "explicit.ckpt", marker)
-    proc = run_xlm(["job_type=train", *EXPERIMENT, *TINY_TRAIN, f"resume_checkpoint_path={explicit}"],
+    # under a new job_name: resuming another directory's checkpoint into this job, which holds its
+    # own checkpoints, is refused before the file is read (CheckpointsWouldMix)
+    proc = run_xlm(["job_type=train", *EXPERIMENT, *TINY_TRAIN, "job_name=from_explicit", f"resume_checkpoint_path={explicit}"],
                    cwd=REPO_ROOT, env=env, check=False)
     assert proc.returncode != 0 and f"{explicit} {REFUSAL}" in proc.stdout
     assert not marker.exists()

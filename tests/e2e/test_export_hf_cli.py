@@ -213,19 +213,24 @@ def test_a_killed_export_leaves_a_staging_directory_that_the_next_export_removes
     assert proc.stdout.count(f"by writers that died: {staging.name}") == 1
 
 
-def test_export_over_the_run_s_checkpoints_checkpoint_or_data_is_refused_naming_both(last_checkpoint, tmp_path, star_data_dir):
+def test_export_over_the_run_s_checkpoints_checkpoint_data_or_a_project_is_refused_naming_both(last_checkpoint, tmp_path, star_data_dir):
     env, ckpt_path = last_checkpoint
     checkpoints = ckpt_path.parent
     before = sorted((p.name, p.stat().st_size) for p in checkpoints.iterdir())
+    project = tmp_path / "project"  # `output_dir=$PWD` from inside a git checkout
+    (project / ".git").mkdir(parents=True)
+    (project / "train.py").write_text("keep me")
     for output_dir, refusal in [
         (checkpoints, f"output_dir {checkpoints} contains the checkpoint {ckpt_path} being exported"),
         (ckpt_path, f"output_dir {ckpt_path} is the checkpoint {ckpt_path} being exported"),
         (star_data_dir, f"output_dir {star_data_dir} is the data cache directory {star_data_dir}"),
+        (project, f"output_dir {project} is not an earlier export (it holds .git, which an export does not write)"),
     ]:
         proc = export(ckpt_path, output_dir, env, "+export_hf.overwrite=true", check=False)
         assert proc.returncode != 0 and refusal in proc.stdout, proc.stdout[-3000:]
     assert sorted((p.name, p.stat().st_size) for p in checkpoints.iterdir()) == before
     assert any(star_data_dir.iterdir())
+    assert sorted(p.name for p in project.iterdir()) == [".git", "train.py"]
 
 
 def test_export_of_a_real_run_has_its_card_generation_config_and_runs_its_own_example(last_checkpoint, tmp_path):

@@ -52,3 +52,27 @@ def test_a_sweep_with_one_output_dir_for_every_job_is_refused_before_any_job(sta
     assert proc.returncode != 0
     assert f"SweepRefused: xlm -m sweeps optimizer.lr, but paths.output_dir={shared} is one directory for every job" in proc.stdout
     assert not shared.exists()
+
+
+def _experiment_dir(tmp_path, name, body):
+    """A ``--config-dir`` holding ``experiment/<name>.yaml``: star_easy_arlm plus ``body``."""
+    experiments = tmp_path / "configs" / "experiment"
+    experiments.mkdir(parents=True)
+    (experiments / f"{name}.yaml").write_text(f"# @package _global_\ndefaults:\n  - star_easy_arlm\n  - _self_\n{body}")
+    return tmp_path / "configs"
+
+
+def test_a_fixed_output_dir_in_an_experiment_file_is_refused_and_a_per_job_checkpointing_dir_is_not(star_data_dir, tmp_path):
+    """Round 4, case 4: decided on the composed config of the sweep, not on its command line."""
+    shared = tmp_path / "shared"
+    env = offline_env(star_data_dir, tmp_path / "logs")
+    config_dir = _experiment_dir(tmp_path, "fixed_out", f"paths:\n  output_dir: {shared}\n")
+    sweep = ["-m", "job_type=train", *STAR_SIZES, *TINY_MODEL, *TINY_TRAIN, "optimizer.lr=0.001,0.01"]
+    proc = run_xlm([f"--config-dir={config_dir}", *sweep, "experiment=fixed_out"], cwd=REPO_ROOT, env=env, check=False)
+    assert proc.returncode != 0
+    assert f"SweepRefused: xlm -m sweeps optimizer.lr, but paths.output_dir={shared} is one directory for every job" in proc.stdout
+    assert not shared.exists()
+    # seed=abc stops job 0 at its own preflight, cheaply, once the sweep's check has let it start
+    proc = run_xlm([*sweep, "experiment=star_easy_arlm", "checkpointing_dir=${paths.output_dir}/ck", "seed=abc"],
+                   cwd=REPO_ROOT, env=env, check=False)
+    assert "SweepRefused" not in proc.stdout and "seed='abc' (str) must be an integer" in proc.stdout, proc.stdout[-3000:]

@@ -1,6 +1,7 @@
 """Two train runs with one job_name: the second refuses to start; a killed run's lock does not block."""
 
 import signal
+import sys
 import subprocess
 import time
 
@@ -38,3 +39,30 @@ def test_second_run_of_a_job_name_refuses_and_a_killed_runs_lock_does_not_block(
     run_xlm([*EXPERIMENT, *TINY_TRAIN], cwd=REPO_ROOT, env=env)
     (last,) = list(logs.glob("*/checkpoints/last.ckpt"))
     assert read_checkpoint(last).contents["global_step"] == 4
+
+
+HOLD_LOCK = (
+    "import sys, time; from pathlib import Path; from arlm.runtime.run_lock import RunLock; "
+    "lock = RunLock(Path(sys.argv[1])); lock.acquire(); print('held', flush=True); time.sleep(600)"
+)
+
+
+def test_a_refused_run_writes_nothing_a_held_lock_or_a_bad_job_name(tmp_path):
+    """Round 4, case 7: the job_name check and the lock come before Hydra writes runs/<time>/."""
+    logs = tmp_path / "logs"
+    env = offline_env(tmp_path / "data", logs)
+    output_dir = logs / "held"
+    output_dir.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(output_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        proc = run_xlm([*EXPERIMENT, "job_name=held"], cwd=REPO_ROOT, env=env, check=False)
+        assert proc.returncode != 0 and f"is running (pid {holder.pid}," in proc.stdout, proc.stdout[-3000:]
+        assert sorted(p.name for p in output_dir.iterdir()) == ["run.lock"]
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+    for job_name in ["..", "../escape", "x\n## Install"]:  # the last one quoted, as Hydra then takes it
+        proc = run_xlm([*EXPERIMENT, f"job_name='{job_name}'"], cwd=REPO_ROOT, env=env, check=False)
+        assert proc.returncode != 0 and f"job_name={job_name!r} must be a non-empty name without '/'" in proc.stdout
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["logs", "logs/held", "logs/held/run.lock"]

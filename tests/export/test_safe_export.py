@@ -77,10 +77,32 @@ def test_overwrite_replaces_the_directory_without_stale_files(tmp_path):
     names = {p.name for p in out.iterdir()}
     assert "tokenizer.json" not in names and "config.json" in names  # no stale tokenizer
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []  # no temp dirs left
-    file_target = tmp_path / "was_a_file"
-    file_target.write_text("old")
-    export_checkpoint_to_hf(tmp_path / "last.ckpt", file_target, overwrite=True)
-    assert (file_target / "config.json").is_file()
+
+
+@pytest.mark.parametrize("layout", ["git repository", "project", "file", "export plus a note", "link to an export"])
+def test_overwrite_replaces_only_an_earlier_export(tmp_path, layout):
+    write_checkpoint(tmp_path / "last.ckpt")
+    target = tmp_path / "target"
+    if layout == "file":
+        target.write_text("keep me")
+    elif layout == "link to an export":
+        export_checkpoint_to_hf(tmp_path / "last.ckpt", tmp_path / "export")
+        target.symlink_to(tmp_path / "export")
+    else:
+        target.mkdir()
+        if layout == "git repository":
+            (target / ".git").mkdir()
+            (target / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+        if layout == "export plus a note":
+            export_checkpoint_to_hf(tmp_path / "last.ckpt", target, overwrite=True)
+        (target / ("notes.txt" if layout != "project" else "train.py")).write_text("keep me")
+    before = sorted(str(p) for p in target.rglob("*")) if target.is_dir() else None
+    with pytest.raises(ValueError, match=f"output_dir {target} is not an earlier export .*overwrite=True replaces only"):
+        export_checkpoint_to_hf(tmp_path / "last.ckpt", target, overwrite=True)
+    if layout == "file":
+        assert target.read_text() == "keep me"
+    else:
+        assert sorted(str(p) for p in target.rglob("*")) == before
 
 
 def test_unconvertible_tokenizer_writes_nothing(tmp_path):
@@ -212,3 +234,28 @@ def test_flags_that_are_not_booleans_are_refused_before_anything(tmp_path, flag,
     with pytest.raises(ValueError, match=re.escape(f"{flag} must be True or False, got {type(value).__name__} {value!r}")):
         export_checkpoint_to_hf(tmp_path / "last.ckpt", out, **{flag: value})
     assert [p.name for p in out.iterdir()] == ["mine.txt"]
+
+
+def test_a_plain_fast_tokenizer_gives_the_recorded_vocabulary_placeholder(tmp_path):
+    """Round 4, cryptic: a checkpoint recording ``num_embeddings: ${tokenizer:full_vocab_size}``
+    exported with a plain ``PreTrainedTokenizerFast`` (no ``full_vocab_size``) raised ``AttributeError``."""
+    tokenizer = word_tokenizer()
+    torch.manual_seed(0)
+    model = RotaryTransformerARLMModel(num_embeddings=len(tokenizer), **BASE)
+    torch.save({
+        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        "hyper_parameters": {"model": {"_target_": XLM_MODEL_TARGET, "num_embeddings": "${tokenizer:full_vocab_size}", **BASE}},
+    }, tmp_path / "last.ckpt")
+    exported = export_checkpoint_to_hf(tmp_path / "last.ckpt", tmp_path / "out", tokenizer=tokenizer)
+    assert exported.config.vocab_size == len(tokenizer)
+
+
+def test_output_dir_dot_in_an_empty_directory_exports_there(tmp_path, monkeypatch):
+    """Round 4, cryptic: ``output_dir=.`` (the empty directory the user stands in)."""
+    write_checkpoint(tmp_path / "last.ckpt")
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    export_checkpoint_to_hf(tmp_path / "last.ckpt", ".", tokenizer=word_tokenizer())
+    assert (here / "config.json").is_file() and "from_pretrained('here')" in (here / "README.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here", "last.ckpt"]

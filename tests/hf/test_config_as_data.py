@@ -37,3 +37,17 @@ def test_a_default_rope_setting_gives_the_base(tmp_path, key):
     assert config.rope_theta == 500000.0
     assert ArlowForCausalLM(config).model.config.rope_theta == 500000.0
     assert ArlowConfig(**TINY).rope_theta == 100000.0
+
+
+@pytest.mark.parametrize("head_dim, refusal", [(16, None), (8, "ArlowConfig.head_dim=8 does not match")])
+def test_head_dim_in_config_json_is_checked_not_an_attribute_error(tmp_path, head_dim, refusal):
+    """Round 4, cryptic: ``head_dim`` in ``config.json`` (Llama writes it) gave ``AttributeError``,
+    even at the value Arlow derives (hidden_size / num_attention_heads)."""
+    ArlowConfig(**TINY).save_pretrained(tmp_path)
+    written = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**written, "head_dim": head_dim}))
+    if refusal is None:
+        assert AutoConfig.from_pretrained(tmp_path).head_dim == 16
+    else:
+        with pytest.raises(ValueError, match=rf"{refusal} hidden_size=32 / num_attention_heads=2 = 16.*Fix: remove head_dim"):
+            AutoConfig.from_pretrained(tmp_path)

@@ -67,3 +67,17 @@ def test_crlf_and_utf8_text_read_as_before(tmp_path):
     path = tmp_path / "ok.txt"
     path.write_bytes("café\r\n\r\nnaïve\n".encode("utf-8"))
     assert list(iter_documents([path])) == ["café", "naïve"]
+
+
+@pytest.mark.parametrize("under_a_file", [True, False])
+def test_an_output_dir_that_cannot_be_a_directory_exits_2_naming_it(tmp_path, under_a_file):
+    """Round 3 leftover: ``--output-dir <a file>/out`` gave a raw ``NotADirectoryError``."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a b c\n")
+    output_dir = corpus / "out" if under_a_file else corpus
+    proc = subprocess.run(
+        [sys.executable, "-m", "arlm.pretrain", "--train-files", str(corpus), "--output-dir", str(output_dir)],
+        capture_output=True, text=True, timeout=120,
+    )
+    expected = f"{corpus} is a file" if under_a_file else f"{corpus} is an existing file, not a directory"
+    assert proc.returncode == 2 and f"argument --output-dir: {output_dir}" in proc.stderr and expected in proc.stderr, proc.stderr

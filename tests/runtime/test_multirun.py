@@ -29,9 +29,14 @@ def test_a_swept_value_with_a_slash_is_refused_naming_the_key_and_the_fix():
     assert swept_run_keys(["resume_checkpoint_path=/runs/a.ckpt,/runs/b.ckpt"], excluded=["resume_checkpoint_path"]) == []
 
 
-def _multirun_config(task, params=None):
+def _multirun_config(task, params=None, composed=None):
+    """The config ``on_multirun_start`` gets: composed (``composed``: what the command line and
+    the experiment set, sweeps left out), with the task overrides and the sweeper's params."""
     return OmegaConf.create({
         "job_name": "${tags.dataset}__run",
+        "paths": {"log_dir": "logs", "output_dir": "${paths.log_dir}/${job_name}"},
+        "checkpointing_dir": "${paths.output_dir}/checkpoints",
+        **(composed or {}),
         "hydra": {"overrides": {"task": task, "hydra": []}, "sweeper": {"params": params},
                   "job": {"config": {"override_dirname": {"exclude_keys": ["seed"]}}}},
     })
@@ -54,21 +59,31 @@ def test_the_callback_leaves_a_sweep_without_run_keys_alone():
     assert OmegaConf.to_container(config.hydra.overrides.hydra) == []
 
 
-@pytest.mark.parametrize("directory", ["paths.output_dir=/runs/mine", "+checkpointing_dir=/runs/ckpts"])
-def test_a_run_directory_fixed_for_every_job_of_a_sweep_is_refused(directory):
-    config = _multirun_config(["job_type=train", "optimizer.lr=0.001,0.01", directory])
-    key, value = directory.lstrip("+").split("=")
+@pytest.mark.parametrize("composed, key, value", [
+    ({"paths": {"log_dir": "logs", "output_dir": "/runs/mine"}}, "paths.output_dir", "/runs/mine"),
+    ({"checkpointing_dir": "/runs/ckpts"}, "checkpointing_dir", "/runs/ckpts"),
+])
+def test_a_run_directory_fixed_for_every_job_of_a_sweep_is_refused(composed, key, value):
+    """Set on the command line or in an experiment file alike: the composed config decides."""
+    config = _multirun_config(["job_type=train", "optimizer.lr=0.001,0.01"], composed=composed)
     with pytest.raises(JobRefused, match=(
             rf"sweeps optimizer.lr, but {key}={value} is one directory for every job: each train job would "
             rf"resume the checkpoints of the one before it.*e.g. '{key}={value}/\$\{{job_name\}}'")):
         MultirunJobNames().on_multirun_start(config)
 
 
-@pytest.mark.parametrize("directory", [
-    "paths.output_dir='/runs/${job_name}'", "paths.output_dir='/runs/${hydra:job.num}'",
-    "paths.output_dir=/runs/a,/runs/b",
+@pytest.mark.parametrize("composed", [
+    {"paths": {"output_dir": "/runs/${job_name}"}}, {"paths": {"output_dir": "/runs/${hydra:job.num}"}},
+    {"checkpointing_dir": "${paths.output_dir}/ck"},
 ])
-def test_a_run_directory_per_job_passes(directory):
-    config = _multirun_config(["job_type=train", "optimizer.lr=0.001,0.01", directory])
+def test_a_run_directory_per_job_passes(composed):
+    config = _multirun_config(["job_type=train", "optimizer.lr=0.001,0.01"], composed=composed)
     MultirunJobNames().on_multirun_start(config)
     assert OmegaConf.to_container(config.hydra.overrides.task, resolve=False)[-1].startswith("job_name=")
+
+
+def test_a_checkpointing_dir_under_a_fixed_output_dir_is_refused_naming_the_output_dir():
+    config = _multirun_config(["job_type=train", "optimizer.lr=0.001,0.01"], composed={
+        "paths": {"output_dir": "/runs/mine"}, "checkpointing_dir": "${paths.output_dir}/ck"})
+    with pytest.raises(JobRefused, match=r"paths.output_dir=/runs/mine is one directory for every job"):
+        MultirunJobNames().on_multirun_start(config)

@@ -25,6 +25,9 @@ from arlm.runtime.preflight import ConfigValueError, check_config, check_output_
     ({"seed": "abc"}, "seed='abc' (str) must be an integer >= 0"),
     ({"input_block_size": -3}, "input_block_size=-3 (int) must be an integer >= 0"),
     ({"job_name": ""}, "job_name='' must be a non-empty name without '/'"),
+    ({"job_name": "\\${job_name}"}, "job_name='${job_name}' holds '${', which Hydra's own settings"),
+    ({"job_name": "r" * 256}, "is 256 bytes long, more than the 255 a directory name may have"),
+    ({"job_name": "x\n## Install"}, "job_name='x\\n## Install' must be a non-empty name without '/' or control characters"),
     ({"lr_scheduler": {"name": "foo"}}, "lr_scheduler.name='foo' must be one of ['linear', 'cosine', "),
     ({"dataloader_prefetch_factor": -1}, "dataloader_prefetch_factor=-1 (int) must be a positive integer"),
 ])
@@ -140,7 +143,7 @@ def test_unknown_keys_and_unresolvable_values_are_left_alone():
 
 def test_job_name_must_be_set():
     assert config_problems(OmegaConf.create({"job_name": None})) == [
-        "job_name=None must be a non-empty name without '/' (it names logs/<job_name>/)"
+        "job_name=None must be a non-empty name without '/' or control characters such as a newline (it names logs/<job_name>/)"
     ]
 
 

@@ -63,3 +63,18 @@ def test_loading_a_checkpoint_needs_the_commands_config_and_never_the_recorded_o
     torch.save({"state_dict": {}, "hyper_parameters": {"model": {"_target_": "os.system"}}}, path)
     with pytest.raises(TypeError, match=r"needs cfg=<the composed config of the command>: the module is built from it, never"):
         ARLMHarness.load_from_checkpoint(path)
+
+
+@pytest.mark.parametrize("target", ["builtins.open", "io.open", "torch.save", "numpy.savetxt"])
+def test_a_checkpoint_naming_a_file_writer_writes_nothing_through_either_loader(tmp_path, target):
+    """Round 4, case 1: a crafted ``hyper_parameters`` that would truncate a file when
+    instantiated, through Lightning's ``load_from_checkpoint`` and xlm-core's ``from_checkpoint``."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    payload = {"_target_": target, "_args_": [str(victim), "w"]}
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"model": payload, "lightning_module": payload}}, path)
+    for load in (ARLMHarness.load_from_checkpoint, ARLMHarness.from_checkpoint):
+        with pytest.raises(TypeError, match="never from the _target_s a checkpoint records"):
+            load(path)
+    assert victim.read_text() == "keep me"

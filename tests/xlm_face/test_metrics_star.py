@@ -164,3 +164,14 @@ def test_metric_refuses_a_prompt_without_bos_and_a_missing_tokenizer(tokenizer):
         star_planning_choice_update_fn(batch, preds, tokenizer)
     with pytest.raises(ValueError, match="needs the tokenizer"):
         star_planning_choice_update_fn(batch, preds, None)
+
+
+def test_a_tokenizer_without_bos_is_named_with_the_fix(tokenizer):
+    """Round 4, cryptic: "a STAR prediction prompt ends with BOS (id None)"."""
+    batch, preds = prediction(tokenizer, [EASY], [[0, 3, 3, 4]])
+
+    class NoBos:
+        bos_token_id = None
+
+    with pytest.raises(ValueError, match=r"needs a tokenizer with a BOS token.*NoBos has none.*Fix: use the experiment's tokenizer"):
+        star_planning_choice_update_fn(batch, preds, NoBos())
