@@ -10,7 +10,8 @@ fresh start over a run's checkpoints, with the one refusal type ``JobRefused``;
 :mod:`~arlm.runtime.run_lock` keeps two runs out of one checkpoint directory;
 :mod:`~arlm.runtime.multirun` gives each job of a sweep its own run directory;
 :mod:`~arlm.runtime.stopped_run` makes a run stopped by a signal or a NaN loss exit non-zero and
-resume where it stopped; :mod:`~arlm.runtime.resume` reconciles a resumed run with its command;
+resume where it stopped, and :mod:`~arlm.runtime.final_checkpoint` a finished one end with a
+checkpoint of its last step; :mod:`~arlm.runtime.resume` reconciles a resumed run with its command;
 :mod:`~arlm.runtime.cpu_precision` keeps fp32 matmuls exact on the CPU;
 :mod:`~arlm.runtime.step_speed` makes the training step cheaper with the same results (fused AdamW,
 foreach EMA and gradient norm); :mod:`~arlm.runtime.fsdp2_strategy` is ``trainer_strategy=fsdp2``
