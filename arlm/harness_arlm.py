@@ -28,7 +28,9 @@ from arlm.runtime.config_schema import is_unset
 from arlm.runtime.cpu_precision import exact_fp32_matmul_on_cpu
 from arlm.runtime.final_checkpoint import FinalCheckpoint
 from arlm.runtime.fsdp2_sharding import mixed_precision_policy, release_gathered, shard_decoder
-from arlm.runtime.resume import WORLD_SIZE_KEY, check_resume_step, check_resume_world_size, reconcile_learning_rate
+from arlm.runtime.resume import (
+    WORLD_SIZE_KEY, check_resume_step, check_resume_world_size, drop_other_sampler_position, reconcile_learning_rate,
+)
 from arlm.runtime.stopped_run import NonFiniteLossError, is_non_finite_loss_error, replace_on_exception_checkpoint
 from arlm.runtime.step_speed import replace_ema_callback, total_gradient_norm, with_fused_kernel
 
@@ -267,6 +269,7 @@ class ARLMHarness(Harness):
         self.check_checkpoint(checkpoint, self._trainer.ckpt_path if self._trainer is not None else None)
         if self._trainer is not None and self.trainer.state.fn == "fit":
             reconcile_learning_rate(checkpoint, self.config)
+            drop_other_sampler_position(checkpoint, self.trainer.ckpt_path)
         super().on_load_checkpoint(checkpoint)
 
     def check_checkpoint(self, checkpoint: Dict[str, Any], path: Optional[Union[str, Path]]) -> None:

@@ -107,3 +107,22 @@ def check_resume_world_size(checkpoint: Dict[str, Any], world_size: int, source:
         f"from its weights: python -m arlm.runtime.consolidate {source} weights.ckpt, then "
         f"model_only_checkpoint_path=weights.ckpt job_name=<a new name>"
     )
+
+
+def drop_other_sampler_position(checkpoint: Dict[str, Any], source: Any) -> bool:
+    """Remove from ``checkpoint`` the training loader's position when another sampler wrote it, and
+    warn; True if removed. Runs of one process written before training rows were drawn by one
+    seeded distributed sampler (docs/distributed.md) stored a ``RandomSampler``'s iterator, which
+    torch's stateful loader cannot load into that sampler (a bare ``AssertionError`` when saving the
+    next checkpoint). Such a run resumes at its step with the epoch's rows drawn afresh."""
+    fit_loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
+    loaders = fit_loop.get("combined_loader") or []
+    if not any(isinstance(state.get("_sampler_iter_state"), dict) and "sampler_iter_state" in state["_sampler_iter_state"]
+               for state in loaders if isinstance(state, dict)):
+        return False
+    del fit_loop["combined_loader"]
+    logger.warning(
+        f"{source} holds the position of an older sampler in the training data; resuming at its step "
+        f"with the rows of this epoch drawn afresh by the run's seeded sampler"
+    )
+    return True
