@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 
 from arlm.checkpoints.network import model_arguments, network_of
 from arlm.checkpoints.read import checkpoints_in
+from arlm.checkpoints.sharded import sharded_directory
 from arlm.model_arlm import xlm_argument
 from arlm.network.memory_budget import FP32_BYTES, TRAINING_COPIES, fit_problem, host_memory_bytes, rope_table_bytes
 from arlm.network.value_checks import is_int
@@ -190,7 +191,7 @@ def sharded_fallback_problems(cfg: DictConfig) -> List[str]:
     candidates = [os.path.join(str(directory), name) for name in ("best.ckpt", "last.ckpt")]
     if any(os.path.isfile(path) for path in candidates):
         return []
-    sharded = [path for path in candidates if os.path.isfile(os.path.join(path, "meta.pt"))]
+    sharded = [path for path in candidates if sharded_directory(Path(path)) is not None]
     if not sharded:
         return []
     return [
@@ -226,6 +227,14 @@ def check_output_dir(path: Any, key: str = "generation.output_dir") -> None:
         raise ConfigValueError(f"{key}={path} cannot be created: {ancestor} is a file. Fix: pass a directory path")
 
 
+def _checkpoints_shown(directory: Path) -> Optional[str]:
+    """The names of the checkpoints in ``directory`` (the first four, and how many more), or None when it holds none."""
+    existing = [path.name for path in checkpoints_in(directory)]
+    if not existing:
+        return None
+    return ", ".join(existing[:4]) + (f" and {len(existing) - 4} more" if len(existing) > 4 else "")
+
+
 def fresh_start_problem(job_type: Any, resume: Any, checkpointing_dir: Any) -> Optional[str]:
     """Why a ``train`` job with ``resume_from_checkpoint=false`` must not start, or None.
 
@@ -236,10 +245,9 @@ def fresh_start_problem(job_type: Any, resume: Any, checkpointing_dir: Any) -> O
     if job_type != "train" or resume is not False or checkpointing_dir is None:
         return None
     directory = Path(str(checkpointing_dir))
-    existing = [path.name for path in checkpoints_in(directory)]
-    if not existing:
+    shown = _checkpoints_shown(directory)
+    if shown is None:
         return None
-    shown = ", ".join(existing[:4]) + (f" and {len(existing) - 4} more" if len(existing) > 4 else "")
     return (
         f"checkpointing_dir={directory} already holds checkpoints of an earlier run ({shown}); "
         f"resume_from_checkpoint=false starts at step 0 and would overwrite them. Fix: leave out "
@@ -259,10 +267,9 @@ def foreign_resume_problem(job_type: Any, resume_path: Any, checkpointing_dir: A
     directory = Path(str(checkpointing_dir))
     if Path(resume_path).resolve().parent == directory.resolve():
         return None
-    existing = [path.name for path in checkpoints_in(directory)]
-    if not existing:
+    shown = _checkpoints_shown(directory)
+    if shown is None:
         return None
-    shown = ", ".join(existing[:4]) + (f" and {len(existing) - 4} more" if len(existing) > 4 else "")
     return (
         f"resume_checkpoint_path={resume_path} is another run's checkpoint, but checkpointing_dir={directory} "
         f"holds this job's own ({shown}); training on from it there would mix the two runs (this job's "

@@ -47,6 +47,7 @@ def eval_config(directory, **keys):
 def test_eval_without_a_checkpoint_over_a_sharded_run_is_told_the_meta_pt_path(tmp_path):
     (tmp_path / "last.ckpt").mkdir()
     (tmp_path / "last.ckpt" / "meta.pt").write_bytes(b"")
+    (tmp_path / "last.ckpt" / ".metadata").write_bytes(b"")  # what DCP writes beside the shards
     [problem] = sharded_fallback_problems(eval_config(tmp_path))
     assert f"+eval.ckpt_path={tmp_path / 'last.ckpt' / 'meta.pt'}" in problem
     assert sharded_fallback_problems(eval_config(tmp_path, ckpt_path="x.ckpt")) == []
