@@ -5,6 +5,8 @@ Importable without xlm-core: the Hugging Face tests also run in a transformers-5
 where arlm is installed without it (``.ci/run``); fixtures that need it skip there.
 """
 
+import os
+
 import pytest
 import torch
 
@@ -51,3 +53,14 @@ def sdpa_calls(monkeypatch):
     monkeypatch.setattr(arlm.network.attention.F, "scaled_dot_product_attention", recording_sdpa)
     monkeypatch.setattr(arlm.network.attention, "attend_short_causal", recording_short_causal)
     return calls
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``multiprocess`` run only when ``ARLM_MULTIPROCESS_TESTS=1`` (minutes of several
+    processes on a 2-core machine; CI leaves them out, docs/testing.md)."""
+    if os.environ.get("ARLM_MULTIPROCESS_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="several processes at once: set ARLM_MULTIPROCESS_TESTS=1 to run it")
+    for item in items:
+        if "multiprocess" in item.keywords:
+            item.add_marker(skip)

@@ -15,7 +15,7 @@ import torch
 
 from tests.e2e.xlm_cli import REPO_ROOT, STAR_SIZES, TINY_MODEL, XLM, checkpoint_dir, offline_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
 RUN = [
     "job_type=train", "experiment=star_easy_arlm", *STAR_SIZES, *TINY_MODEL, "trainer_strategy=ddp",

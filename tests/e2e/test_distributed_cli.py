@@ -35,7 +35,7 @@ from tests.e2e.test_export_hf_cli import xlm_model_from
 from tests.e2e.xlm_cli import REPO_ROOT, STAR_SIZES, TINY_MODEL, XLM, checkpoint_dir, offline_env
 from tests.hf_without_arlm import load_without_arlm
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 STEPS = 20
 RTOL = 1e-4
 STAR = ["experiment=star_easy_arlm", *STAR_SIZES, *TINY_MODEL]
